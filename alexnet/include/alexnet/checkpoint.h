@@ -1,0 +1,37 @@
+#pragma once
+
+// One file per model: its weights and the options that built it, so loading needs
+// no architecture flags. Files are LibTorch archives (torch::serialize), written
+// to a temporary file, flushed, synced and renamed into place: a crash never leaves
+// a half-written checkpoint under the final name.
+
+#include <alexnet/model.h>
+
+#include <c10/core/Device.h>
+
+#include <string>
+#include <vector>
+
+namespace alexnet {
+
+/// Writes `model` (parameters, buffers, options) to `path` atomically.
+void save(const AlexNetImpl& model, const std::string& path);
+
+/// Builds the model a checkpoint describes and loads its weights. The towers go to
+/// `devices` (one for both, or one per tower); two devices imply tower execution.
+AlexNet load(const std::string& path,
+             const std::vector<c10::Device>& devices = {c10::Device(c10::kCPU)});
+
+/// Loads the weights in `path` into an existing model. Every name and shape is
+/// checked before anything is copied: on error the model is unchanged, and the
+/// message names the file and the first mismatching parameter.
+void load_weights(AlexNetImpl& model, const std::string& path);
+
+/// The options of the model stored in `path`.
+AlexNetOptions read_options(const std::string& path);
+
+/// Options as "key=value" lines, and back; parsing names the bad line.
+std::string options_to_string(const AlexNetOptions& options);
+AlexNetOptions options_from_string(const std::string& text);
+
+}  // namespace alexnet

@@ -1,0 +1,254 @@
+#include <alexnet/checkpoint.h>
+#include <alexnet/error.h>
+
+#include <ATen/core/Dict.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+
+namespace alexnet {
+namespace {
+
+// Bumped when the layout of the archive changes.
+constexpr const char* kFormat = "alexnet-checkpoint-1";
+
+std::string shape_string(c10::IntArrayRef sizes) {
+  std::ostringstream out;
+  out << sizes;
+  return out.str();
+}
+
+[[noreturn]] void fail(const std::string& path, const std::string& message) {
+  throw std::runtime_error("checkpoint '" + path + "': " + message);
+}
+
+void sync_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+std::string directory_of(const std::string& path) {
+  const auto slash = path.rfind('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+
+void write_atomically(torch::serialize::OutputArchive& archive, const std::string& path) {
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  try {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) fail(path, std::string("cannot write ") + tmp + ": " + std::strerror(errno));
+    archive.save_to(out);
+    out.flush();
+    if (!out) fail(path, "write failed (disk full?)");
+    out.close();
+    sync_file(tmp);
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+      fail(path, std::string("cannot rename into place: ") + std::strerror(errno));
+    }
+    sync_file(directory_of(path));
+  } catch (...) {
+    std::remove(tmp.c_str());
+    throw;
+  }
+}
+
+struct Archive {
+  torch::serialize::InputArchive archive;
+  AlexNetOptions options;
+};
+
+Archive open(const std::string& path) {
+  {
+    std::ifstream probe(path, std::ios::binary);
+    if (!probe) fail(path, std::strerror(errno));
+  }
+  Archive a;
+  try {
+    a.archive.load_from(path);
+  } catch (const c10::Error& e) {
+    fail(path, "not a readable checkpoint (" + error_message(e) + ")");
+  }
+  c10::IValue format;
+  if (!a.archive.try_read("format", format) || !format.isString()) {
+    fail(path, "not an AlexNet checkpoint (it has no 'format' entry)");
+  }
+  if (format.toStringRef() != kFormat) {
+    fail(path, "unsupported format '" + format.toStringRef() + "' (this build reads '" + kFormat + "')");
+  }
+  c10::IValue options;
+  if (!a.archive.try_read("options", options) || !options.isString()) {
+    fail(path, "has no model options");
+  }
+  try {
+    a.options = options_from_string(options.toStringRef());
+  } catch (const std::exception& e) {
+    fail(path, error_message(e));
+  }
+  return a;
+}
+
+std::map<std::string, torch::Tensor> read_tensors(Archive& a, const std::string& path) {
+  c10::IValue value;
+  if (!a.archive.try_read("tensors", value) || !value.isGenericDict()) {
+    fail(path, "has no tensors");
+  }
+  std::map<std::string, torch::Tensor> tensors;
+  for (const auto& entry : value.toGenericDict()) {
+    if (!entry.key().isString() || !entry.value().isTensor()) fail(path, "has a malformed tensor entry");
+    tensors.emplace(entry.key().toStringRef(), entry.value().toTensor());
+  }
+  return tensors;
+}
+
+void copy_checked(AlexNetImpl& model, std::map<std::string, torch::Tensor> tensors,
+                  const std::string& path) {
+  auto targets = model.named_parameters(/*recurse=*/true);
+  for (const auto& buffer : model.named_buffers(/*recurse=*/true)) {
+    targets.insert(buffer.key(), buffer.value());
+  }
+  // Check everything first: a failed load must leave the model as it was.
+  for (const auto& target : targets) {
+    const auto found = tensors.find(target.key());
+    if (found == tensors.end()) fail(path, "missing parameter '" + target.key() + "'");
+    if (found->second.sizes() != target.value().sizes()) {
+      fail(path, "parameter '" + target.key() + "' has shape " + shape_string(found->second.sizes()) +
+                     " in the file but " + shape_string(target.value().sizes()) + " in the model");
+    }
+    if (!found->second.is_floating_point()) {
+      fail(path, "parameter '" + target.key() + "' is not floating point");
+    }
+  }
+  for (const auto& entry : tensors) {
+    if (!targets.contains(entry.first)) fail(path, "unexpected parameter '" + entry.first + "'");
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& target : targets) target.value().copy_(tensors.at(target.key()));
+}
+
+}  // namespace
+
+void save(const AlexNetImpl& model, const std::string& path) {
+  torch::serialize::OutputArchive archive;
+  archive.write("format", c10::IValue(std::string(kFormat)));
+  archive.write("options", c10::IValue(options_to_string(model.options)));
+  c10::Dict<std::string, torch::Tensor> tensors;
+  for (const auto& p : model.named_parameters(/*recurse=*/true)) {
+    tensors.insert(p.key(), p.value().detach().cpu());
+  }
+  for (const auto& b : model.named_buffers(/*recurse=*/true)) {
+    tensors.insert(b.key(), b.value().detach().cpu());
+  }
+  archive.write("tensors", c10::IValue(tensors));
+  write_atomically(archive, path);
+}
+
+AlexNetOptions read_options(const std::string& path) { return open(path).options; }
+
+AlexNet load(const std::string& path, const std::vector<c10::Device>& devices) {
+  auto a = open(path);
+  auto options = a.options;
+  options.devices(devices);
+  if (devices.size() == 2 && devices[0] != devices[1]) options.execution(Execution::kTowers);
+  AlexNet model(options);
+  copy_checked(*model, read_tensors(a, path), path);
+  return model;
+}
+
+void load_weights(AlexNetImpl& model, const std::string& path) {
+  auto a = open(path);
+  copy_checked(model, read_tensors(a, path), path);
+}
+
+std::string options_to_string(const AlexNetOptions& o) {
+  std::ostringstream out;
+  out.precision(17);
+  out << "architecture=" << to_string(o.architecture()) << "\n"
+      << "num_classes=" << o.num_classes() << "\n"
+      << "input_size=" << o.input_size() << "\n"
+      << "conv1_padding=" << o.conv1_padding() << "\n"
+      << "dropout=" << o.dropout() << "\n"
+      << "init=" << to_string(o.init()) << "\n"
+      << "execution=" << to_string(o.execution()) << "\n";
+  if (o.lrn()) {
+    const auto& l = *o.lrn();
+    out << "lrn.size=" << l.size() << "\n"
+        << "lrn.alpha=" << l.alpha() << "\n"
+        << "lrn.beta=" << l.beta() << "\n"
+        << "lrn.k=" << l.k() << "\n"
+        << "lrn.mode=" << to_string(l.mode()) << "\n";
+  } else {
+    out << "lrn=none\n";
+  }
+  return out.str();
+}
+
+AlexNetOptions options_from_string(const std::string& text) {
+  std::map<std::string, std::string> values;
+  std::istringstream in(text);
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    if (line.empty()) continue;
+    const auto eq = line.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw std::invalid_argument("options line " + std::to_string(number) + " is not key=value: '" +
+                                  line + "'");
+    }
+    values[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  auto take = [&](const std::string& key) {
+    const auto found = values.find(key);
+    if (found == values.end()) throw std::invalid_argument("options lack '" + key + "'");
+    auto value = found->second;
+    values.erase(found);
+    return value;
+  };
+  auto number = [&](const std::string& key) {
+    const auto text = take(key);
+    try {
+      size_t used = 0;
+      const double v = std::stod(text, &used);
+      if (used == text.size()) return v;
+    } catch (const std::exception&) {
+    }
+    throw std::invalid_argument("option '" + key + "' is not a number: '" + text + "'");
+  };
+  AlexNetOptions o;
+  o.architecture(architecture_from_string(take("architecture")))
+      .num_classes(static_cast<int64_t>(number("num_classes")))
+      .input_size(static_cast<int64_t>(number("input_size")))
+      .conv1_padding(static_cast<int64_t>(number("conv1_padding")))
+      .dropout(number("dropout"))
+      .init(init_from_string(take("init")))
+      .execution(execution_from_string(take("execution")));
+  if (values.count("lrn") && values.at("lrn") == "none") {
+    values.erase("lrn");
+    o.lrn(c10::nullopt);
+  } else {
+    const auto mode = take("lrn.mode");
+    if (mode != "sum" && mode != "average") {
+      throw std::invalid_argument("option 'lrn.mode' must be sum or average, got '" + mode + "'");
+    }
+    o.lrn(LRNOptions()
+              .size(static_cast<int64_t>(number("lrn.size")))
+              .alpha(number("lrn.alpha"))
+              .beta(number("lrn.beta"))
+              .k(number("lrn.k"))
+              .mode(mode == "sum" ? LRNMode::kSum : LRNMode::kAverage));
+  }
+  if (!values.empty()) throw std::invalid_argument("unknown option '" + values.begin()->first + "'");
+  return o;
+}
+
+}  // namespace alexnet

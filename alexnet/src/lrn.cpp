@@ -1,0 +1,251 @@
+#include <alexnet/lrn.h>
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/autograd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <ostream>
+#include <vector>
+
+namespace alexnet {
+namespace {
+
+// Positions along the non-channel dimensions handled by one task: small enough that
+// a task's channel planes stay in cache, large enough to vectorise.
+constexpr int64_t kBlock = 256;
+
+struct Window {
+  int64_t before;  // channels behind i that the window of i covers
+  int64_t after;   // channels ahead of i
+};
+
+Window window_of(int64_t size) { return {size / 2, (size - 1) / 2}; }
+
+double effective_alpha(const LRNOptions& o) {
+  return o.mode() == LRNMode::kSum ? o.alpha() : o.alpha() / static_cast<double>(o.size());
+}
+
+// p = s^(-beta). The paper's beta = 0.75 is two square roots, far cheaper than pow.
+template <typename T>
+inline T inverse_power(T s, T beta) {
+  if (beta == T(0.75)) {
+    const T r = std::sqrt(s);
+    return T(1) / (r * std::sqrt(r));
+  }
+  if (beta == T(0.5)) return T(1) / std::sqrt(s);
+  return std::pow(s, -beta);
+}
+
+// Runs `body(plane_offset, block_start, block_length)` over [N * groups] x blocks.
+template <typename F>
+void for_each_block(int64_t outer, int64_t channels, int64_t inner, const F& body) {
+  const int64_t blocks = (inner + kBlock - 1) / kBlock;
+  at::parallel_for(0, outer * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t o = task / blocks;
+      const int64_t x0 = (task % blocks) * kBlock;
+      body(o * channels * inner, x0, std::min(kBlock, inner - x0));
+    }
+  });
+}
+
+// One pass over the channels: the window sum slides (add the channel entering,
+// subtract the one leaving), then s, p = s^-beta and b = a * p are written.
+template <typename T>
+void forward_cpu(const T* a, T* b, T* s, T* p, int64_t outer, int64_t channels,
+                 int64_t inner, Window w, T k, T alpha, T beta) {
+  for_each_block(outer, channels, inner, [&](int64_t base, int64_t x0, int64_t len) {
+    T sum[kBlock] = {};
+    const T* ab = a + base + x0;
+    for (int64_t j = 0; j <= std::min(channels - 1, w.after); ++j) {
+      const T* aj = ab + j * inner;
+      for (int64_t x = 0; x < len; ++x) sum[x] += aj[x] * aj[x];
+    }
+    for (int64_t c = 0; c < channels; ++c) {
+      const int64_t off = base + c * inner + x0;
+      for (int64_t x = 0; x < len; ++x) {
+        const T sc = k + alpha * sum[x];
+        const T pc = inverse_power(sc, beta);
+        s[off + x] = sc;
+        p[off + x] = pc;
+        b[off + x] = a[off + x] * pc;
+      }
+      if (c + 1 + w.after < channels) {
+        const T* in = ab + (c + 1 + w.after) * inner;
+        for (int64_t x = 0; x < len; ++x) sum[x] += in[x] * in[x];
+      }
+      if (c - w.before >= 0) {
+        const T* out = ab + (c - w.before) * inner;
+        // Clamped: rounding in the sliding sum must never make a sum of squares negative.
+        for (int64_t x = 0; x < len; ++x) sum[x] = std::max(T(0), sum[x] - out[x] * out[x]);
+      }
+    }
+  });
+}
+
+// dL/da[j] = g[j] p[j] - 2 alpha beta a[j] SUM_{i : j in window(i)} g[i] a[i] p[i] / s[i].
+// The i whose window holds j form the mirrored window [j - after, j + before].
+template <typename T>
+void backward_cpu(const T* g, const T* a, const T* s, const T* p, T* grad, int64_t outer,
+                  int64_t channels, int64_t inner, Window w, T alpha, T beta) {
+  const T coef = T(2) * alpha * beta;
+  for_each_block(outer, channels, inner, [&](int64_t base, int64_t x0, int64_t len) {
+    std::vector<T> t(static_cast<size_t>(channels * len));
+    for (int64_t c = 0; c < channels; ++c) {
+      const int64_t off = base + c * inner + x0;
+      T* tc = t.data() + c * len;
+      for (int64_t x = 0; x < len; ++x) tc[x] = g[off + x] * a[off + x] * p[off + x] / s[off + x];
+    }
+    T sum[kBlock] = {};
+    for (int64_t i = 0; i <= std::min(channels - 1, w.before); ++i) {
+      const T* ti = t.data() + i * len;
+      for (int64_t x = 0; x < len; ++x) sum[x] += ti[x];
+    }
+    for (int64_t j = 0; j < channels; ++j) {
+      const int64_t off = base + j * inner + x0;
+      for (int64_t x = 0; x < len; ++x) {
+        grad[off + x] = g[off + x] * p[off + x] - coef * a[off + x] * sum[x];
+      }
+      if (j + 1 + w.before < channels) {
+        const T* in = t.data() + (j + 1 + w.before) * len;
+        for (int64_t x = 0; x < len; ++x) sum[x] += in[x];
+      }
+      if (j - w.after >= 0) {
+        const T* out = t.data() + (j - w.after) * len;
+        for (int64_t x = 0; x < len; ++x) sum[x] -= out[x];
+      }
+    }
+  });
+}
+
+// [N, C, ...] viewed as [N * groups, C / groups, inner]: a group is a separate LRN.
+struct Geometry {
+  int64_t outer, channels, inner;
+};
+
+Geometry geometry_of(const torch::Tensor& input, int64_t groups) {
+  const int64_t channels = input.size(1) / groups;
+  return {input.size(0) * groups, channels,
+          channels == 0 ? 0 : input.numel() / (input.size(0) * groups * channels)};
+}
+
+class LRNFunction : public torch::autograd::Function<LRNFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input,
+                               int64_t size, double alpha, double beta, double k, int64_t groups) {
+    const auto a = input.contiguous();
+    const Geometry geo = geometry_of(a, groups);
+    auto b = torch::empty_like(a);
+    auto s = torch::empty_like(a);
+    auto p = torch::empty_like(a);
+    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "alexnet_lrn_forward", [&] {
+      forward_cpu<scalar_t>(a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
+                            s.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), geo.outer,
+                            geo.channels, geo.inner, window_of(size), static_cast<scalar_t>(k),
+                            static_cast<scalar_t>(alpha), static_cast<scalar_t>(beta));
+    });
+    ctx->save_for_backward({a, s, p});
+    ctx->saved_data["size"] = size;
+    ctx->saved_data["alpha"] = alpha;
+    ctx->saved_data["beta"] = beta;
+    ctx->saved_data["groups"] = groups;
+    return b;
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const auto& a = saved[0];
+    const auto& s = saved[1];
+    const auto& p = saved[2];
+    const auto g = grad_outputs[0].contiguous();
+    const int64_t size = ctx->saved_data["size"].toInt();
+    const double alpha = ctx->saved_data["alpha"].toDouble();
+    const double beta = ctx->saved_data["beta"].toDouble();
+    const Geometry geo = geometry_of(a, ctx->saved_data["groups"].toInt());
+    auto grad = torch::empty_like(a);
+    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "alexnet_lrn_backward", [&] {
+      backward_cpu<scalar_t>(g.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(),
+                             s.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(),
+                             grad.data_ptr<scalar_t>(), geo.outer, geo.channels, geo.inner,
+                             window_of(size), static_cast<scalar_t>(alpha),
+                             static_cast<scalar_t>(beta));
+    });
+    return {grad, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor()};
+  }
+};
+
+void check_arguments(const torch::Tensor& input, const LRNOptions& o, int64_t groups) {
+  TORCH_CHECK(input.dim() >= 2, "local_response_norm: expected an input of at least 2 dimensions [N, C, ...], got ",
+              input.dim());
+  TORCH_CHECK(o.size() >= 1, "local_response_norm: window size must be at least 1, got ", o.size());
+  TORCH_CHECK(o.k() >= 0.0 && o.alpha() >= 0.0,
+              "local_response_norm: k and alpha must be non-negative, got k = ", o.k(),
+              ", alpha = ", o.alpha());
+  TORCH_CHECK(groups >= 1 && input.size(1) % groups == 0, "local_response_norm: ",
+              input.size(1), " channels do not split into ", groups, " groups");
+}
+
+}  // namespace
+
+LRNOptions LRNOptions::paper() { return LRNOptions(); }
+
+LRNOptions LRNOptions::caffe() { return LRNOptions().k(1.0).mode(LRNMode::kAverage); }
+
+std::string to_string(LRNMode mode) { return mode == LRNMode::kSum ? "sum" : "average"; }
+
+torch::Tensor local_response_norm(const torch::Tensor& input, const LRNOptions& options,
+                                  int64_t groups) {
+  check_arguments(input, options, groups);
+  const bool fused = input.device().is_cpu() && input.layout() == torch::kStrided &&
+                     (input.scalar_type() == torch::kFloat || input.scalar_type() == torch::kDouble);
+  if (!fused || input.numel() == 0) {
+    return detail::local_response_norm_composite(input, options, groups);
+  }
+  return LRNFunction::apply(input, options.size(), effective_alpha(options), options.beta(),
+                            options.k(), groups);
+}
+
+namespace detail {
+
+torch::Tensor local_response_norm_composite(const torch::Tensor& input, const LRNOptions& options,
+                                            int64_t groups) {
+  check_arguments(input, options, groups);
+  const Window w = window_of(options.size());
+  const auto n = input.size(0);
+  const auto channels = input.size(1) / groups;
+  // [N * groups, C / groups, inner]: windows are zero-padded at each group's ends.
+  const auto x = input.reshape({n * groups, channels, -1});
+  const auto padded = torch::constant_pad_nd(x * x, {0, 0, w.before, w.after});
+  auto sum = padded.narrow(1, 0, channels);
+  for (int64_t i = 1; i < options.size(); ++i) sum = sum + padded.narrow(1, i, channels);
+  const auto scale = options.k() + effective_alpha(options) * sum;
+  return (x * scale.pow(-options.beta())).reshape(input.sizes());
+}
+
+}  // namespace detail
+
+LRNImpl::LRNImpl(LRNOptions options_, int64_t groups_)
+    : options(std::move(options_)), groups(groups_) {
+  reset();
+}
+
+void LRNImpl::reset() {
+  TORCH_CHECK(options.size() >= 1, "LRN: window size must be at least 1, got ", options.size());
+  TORCH_CHECK(groups >= 1, "LRN: groups must be at least 1, got ", groups);
+}
+
+void LRNImpl::pretty_print(std::ostream& stream) const {
+  stream << "alexnet::LRN(size=" << options.size() << ", alpha=" << options.alpha()
+         << ", beta=" << options.beta() << ", k=" << options.k()
+         << ", mode=" << to_string(options.mode()) << ", groups=" << groups << ")";
+}
+
+torch::Tensor LRNImpl::forward(const torch::Tensor& input) {
+  return local_response_norm(input, options, groups);
+}
+
+}  // namespace alexnet

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the Debian packages this project needs, and only those that are missing.
+# Idempotent; works as root or through sudo; prints what it installs.
+set -euo pipefail
+
+packages=(
+  # Build
+  cmake ninja-build g++ pkg-config
+  # The library and apps (see README.md, "Dependencies")
+  libtorch-dev libgloo-dev libopenblas0-openmp
+  libopencv-dev libcli11-dev libspdlog-dev catch2
+  # References for parity tests and baselines in benchmarks: the same LibTorch 1.13
+  python3-torch python3-torchvision python3-numpy
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: not root and no sudo; install: ${missing[*]}" >&2; exit 1; }
+  sudo=(sudo)
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,24 @@
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+
+namespace alexnet::test {
+
+/// ||a - b|| / ||b||: the normalised error every comparison in the tests uses.
+inline double relative_error(const at::Tensor& a, const at::Tensor& b) {
+  const auto diff = (a.to(at::kDouble) - b.to(at::kDouble).to(a.device())).norm().item<double>();
+  const auto ref = b.to(at::kDouble).norm().item<double>();
+  return ref == 0.0 ? diff : diff / ref;
+}
+
+/// A fresh empty directory under the system's temporary folder.
+std::string temp_dir(const std::string& name);
+
+/// Runs a shell command; returns its exit status and fills `output` with stdout
+/// (and stderr when `merge_stderr`).
+int run(const std::string& command, std::string& output, bool merge_stderr = false);
+
+}  // namespace alexnet::test

@@ -1,0 +1,172 @@
+#include "helpers.h"
+
+#include <alexnet/lrn.h>
+
+#include <catch2/catch.hpp>
+#include <torch/nn/modules/normalization.h>
+
+#include <algorithm>
+#include <cmath>
+
+using alexnet::LRNMode;
+using alexnet::LRNOptions;
+using alexnet::test::relative_error;
+
+namespace {
+
+// The paper's formula (Section 3.3) as plain loops in double, window clipped at the
+// channel ends (and at group ends), straight from the definition.
+at::Tensor reference_lrn(const at::Tensor& input, const LRNOptions& o, int64_t groups = 1) {
+  const auto a = input.to(at::kDouble).contiguous();
+  auto b = at::empty_like(a);
+  const auto acc = a.accessor<double, 4>();
+  auto out = b.accessor<double, 4>();
+  const int64_t C = a.size(1), per_group = C / groups;
+  const double alpha = o.mode() == LRNMode::kSum ? o.alpha() : o.alpha() / o.size();
+  for (int64_t n = 0; n < a.size(0); ++n) {
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t first = (c / per_group) * per_group;
+      const int64_t lo = std::max(first, c - o.size() / 2);
+      const int64_t hi = std::min(first + per_group - 1, c + (o.size() - 1) / 2);
+      for (int64_t h = 0; h < a.size(2); ++h) {
+        for (int64_t w = 0; w < a.size(3); ++w) {
+          double sum = 0;
+          for (int64_t j = lo; j <= hi; ++j) sum += acc[n][j][h][w] * acc[n][j][h][w];
+          out[n][c][h][w] = acc[n][c][h][w] / std::pow(o.k() + alpha * sum, o.beta());
+        }
+      }
+    }
+  }
+  return b;
+}
+
+// Central differences of sum(weights * lrn(x)) against autograd, in double.
+template <typename F>
+double gradient_error(F lrn, const at::Tensor& x) {
+  const auto weights = at::randn_like(x);
+  auto input = x.clone().requires_grad_(true);
+  (lrn(input) * weights).sum().backward();
+  const auto analytic = input.grad();
+  auto numeric = at::empty_like(x);
+  const double eps = 1e-6;
+  auto flat = x.clone();
+  auto view = flat.view(-1);
+  for (int64_t i = 0; i < view.numel(); ++i) {
+    const double saved = view[i].item<double>();
+    view[i] = saved + eps;
+    const double plus = (lrn(flat) * weights).sum().template item<double>();
+    view[i] = saved - eps;
+    const double minus = (lrn(flat) * weights).sum().template item<double>();
+    view[i] = saved;
+    numeric.view(-1)[i] = (plus - minus) / (2 * eps);
+  }
+  return relative_error(analytic, numeric);
+}
+
+}  // namespace
+
+TEST_CASE("LRN matches the paper's formula with the window clipped at both ends", "[lrn]") {
+  torch::manual_seed(1);
+  // Scaled so that the sum term matters against k (with N(0, 1) input it barely does).
+  const auto x = (at::randn({2, 13, 5, 7}) * 40).relu();
+  for (const auto& options : {LRNOptions::paper(), LRNOptions::caffe(),
+                              LRNOptions().size(3).alpha(0.3).beta(0.6).k(1.5)}) {
+    const auto expected = reference_lrn(x, options);
+    CHECK(relative_error(alexnet::local_response_norm(x, options), expected) < 1e-5);
+    CHECK(relative_error(alexnet::local_response_norm(x.to(at::kDouble), options), expected) < 1e-13);
+    CHECK(relative_error(alexnet::detail::local_response_norm_composite(x, options), expected) < 1e-5);
+  }
+}
+
+TEST_CASE("LRN handles odd channel counts, windows wider than the channels and 5-D input", "[lrn]") {
+  torch::manual_seed(2);
+  const auto options = LRNOptions().alpha(0.01);
+  for (int64_t channels : {1, 2, 3, 7, 97}) {
+    const auto x = at::randn({3, channels, 4, 3}) * 10;
+    CHECK(relative_error(alexnet::local_response_norm(x, options), reference_lrn(x, options)) < 1e-5);
+  }
+  // Positions beyond one block of the kernel (256) and a 5-D tensor.
+  const auto big = at::randn({1, 9, 17, 19}) * 10;
+  CHECK(relative_error(alexnet::local_response_norm(big, options), reference_lrn(big, options)) < 1e-5);
+  const auto five = at::randn({2, 9, 3, 4, 5}) * 10;
+  const auto as_four = five.reshape({2, 9, 12, 5});
+  CHECK(relative_error(alexnet::local_response_norm(five, options).reshape({2, 9, 12, 5}),
+                       reference_lrn(as_four, options)) < 1e-5);
+}
+
+TEST_CASE("LRN with groups normalises each tower's channels alone", "[lrn]") {
+  torch::manual_seed(3);
+  const auto x = at::randn({2, 14, 3, 3}) * 30;
+  const auto options = LRNOptions::paper();
+  const auto expected = reference_lrn(x, options, 2);
+  CHECK(relative_error(alexnet::local_response_norm(x, options, 2), expected) < 1e-5);
+  CHECK(relative_error(alexnet::detail::local_response_norm_composite(x, options, 2), expected) < 1e-5);
+  // Each half on its own is the same as the grouped call.
+  const auto halves = at::cat({alexnet::local_response_norm(x.narrow(1, 0, 7), options),
+                               alexnet::local_response_norm(x.narrow(1, 7, 7), options)}, 1);
+  CHECK(relative_error(alexnet::local_response_norm(x, options, 2), halves) < 1e-7);
+  // Without groups the windows cross the boundary and the numbers differ.
+  CHECK(relative_error(alexnet::local_response_norm(x, options), expected) > 1e-4);
+}
+
+TEST_CASE("LRN agrees with torch::nn::LocalResponseNorm under the alpha mapping", "[lrn]") {
+  torch::manual_seed(4);
+  const auto x = at::randn({2, 11, 6, 6}) * 20;
+  for (int64_t size : {5, 4, 3}) {
+    torch::nn::LocalResponseNorm torch_lrn(
+        torch::nn::LocalResponseNormOptions(size).alpha(1e-3).beta(0.75).k(2.0));
+    const auto expected = torch_lrn(x);
+    // LibTorch averages: its alpha is ours times n in the paper's (sum) form.
+    const auto sum_form = LRNOptions().size(size).alpha(1e-3 / size).k(2.0);
+    const auto average_form = LRNOptions().size(size).alpha(1e-3).k(2.0).mode(LRNMode::kAverage);
+    CHECK(relative_error(alexnet::local_response_norm(x, sum_form), expected) < 1e-5);
+    CHECK(relative_error(alexnet::local_response_norm(x, average_form), expected) < 1e-5);
+  }
+}
+
+TEST_CASE("LRN gradients match finite differences in double", "[lrn]") {
+  torch::manual_seed(5);
+  const auto x = at::randn({2, 7, 3, 4}, at::kDouble) * 3;
+  for (const auto& options : {LRNOptions().alpha(0.05), LRNOptions().size(4).alpha(0.2).beta(0.6).k(1.0),
+                              LRNOptions::caffe().alpha(0.1)}) {
+    CHECK(gradient_error([&](const at::Tensor& t) { return alexnet::local_response_norm(t, options); }, x) <
+          1e-8);
+    CHECK(gradient_error([&](const at::Tensor& t) { return alexnet::local_response_norm(t, options, 7); },
+                         x) < 1e-8);
+    CHECK(gradient_error(
+              [&](const at::Tensor& t) { return alexnet::detail::local_response_norm_composite(t, options); },
+              x) < 1e-8);
+  }
+}
+
+TEST_CASE("LRN float gradients agree with the composite form", "[lrn]") {
+  torch::manual_seed(6);
+  const auto options = LRNOptions::paper();
+  const auto x = (at::randn({4, 96, 13, 13}) * 30).relu();
+  const auto weights = at::randn_like(x);
+  auto a = x.clone().requires_grad_(true);
+  auto b = x.to(at::kDouble).requires_grad_(true);
+  (alexnet::local_response_norm(a, options, 2) * weights).sum().backward();
+  (alexnet::detail::local_response_norm_composite(b, options, 2) * weights.to(at::kDouble)).sum().backward();
+  CHECK(relative_error(a.grad(), b.grad()) < 1e-5);
+}
+
+TEST_CASE("LRN rejects bad arguments with a message naming the value", "[lrn]") {
+  const auto options = LRNOptions::paper();
+  CHECK_THROWS_WITH(alexnet::local_response_norm(at::ones({5}), options),
+                    Catch::Contains("at least 2 dimensions") && Catch::Contains("got 1"));
+  CHECK_THROWS_WITH(alexnet::local_response_norm(at::ones({1, 7, 2, 2}), options, 2),
+                    Catch::Contains("7 channels do not split into 2 groups"));
+  CHECK_THROWS_WITH(alexnet::local_response_norm(at::ones({1, 4, 2, 2}), LRNOptions().size(0)),
+                    Catch::Contains("window size must be at least 1, got 0"));
+  CHECK_THROWS_WITH(alexnet::LRN(LRNOptions(), 0), Catch::Contains("groups must be at least 1, got 0"));
+}
+
+TEST_CASE("LRN module prints its options and keeps its groups", "[lrn]") {
+  alexnet::LRN lrn(LRNOptions::caffe(), 2);
+  std::ostringstream text;
+  text << *lrn;
+  CHECK(text.str() == "alexnet::LRN(size=5, alpha=0.0001, beta=0.75, k=1, mode=average, groups=2)");
+  const auto x = at::randn({1, 6, 2, 2}) * 50;
+  CHECK(relative_error(lrn(x), reference_lrn(x, LRNOptions::caffe(), 2)) < 1e-5);
+}

@@ -1,0 +1,233 @@
+#include "helpers.h"
+
+#include <alexnet/model.h>
+
+#include <catch2/catch.hpp>
+#include <torch/cuda.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+using alexnet::AlexNet;
+using alexnet::AlexNetOptions;
+using alexnet::Execution;
+using alexnet::Layer;
+using alexnet::test::relative_error;
+
+namespace {
+
+int64_t count_parameters(const AlexNet& model) {
+  int64_t n = 0;
+  for (const auto& p : model->parameters()) n += p.numel();
+  return n;
+}
+
+std::vector<std::string> keys(const AlexNet& model) {
+  std::vector<std::string> out;
+  for (const auto& p : model->named_parameters()) out.push_back(p.key());
+  return out;
+}
+
+// Runs forward and backward of `loss = sum(out * weights)`; returns the output and
+// every parameter's gradient, in named_parameters() order.
+std::vector<at::Tensor> forward_backward(AlexNet& model, const at::Tensor& x, const at::Tensor& weights,
+                                         Layer last = Layer::kLogits) {
+  model->zero_grad();
+  const auto out = model->forward_to(x, last);
+  (out * weights.to(out.device())).sum().backward();
+  std::vector<at::Tensor> result{out.detach().cpu()};
+  for (const auto& p : model->parameters()) result.push_back(p.grad().detach().cpu());
+  return result;
+}
+
+void check_same(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b, double tolerance) {
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO("tensor " << i << " (0 is the output, then parameters in order)");
+    CHECK(relative_error(a[i], b[i]) < tolerance);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("Presets have the paper's and torchvision's parameter counts", "[model]") {
+  CHECK(count_parameters(AlexNet(AlexNetOptions::paper())) == 60965224);
+  CHECK(count_parameters(AlexNet(AlexNetOptions::caffe())) == 60965224);
+  CHECK(count_parameters(AlexNet(AlexNetOptions::torchvision())) == 61100840);
+  // 224 with padding 2 is the same network as 227 without.
+  CHECK(count_parameters(AlexNet(alexnet::preset("paper", 224))) == 60965224);
+}
+
+TEST_CASE("Parameter names are pinned: checkpoints depend on them", "[model]") {
+  std::vector<std::string> expected;
+  for (const char* tower : {"tower0", "tower1"}) {
+    for (const char* layer : {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"}) {
+      for (const char* kind : {"weight", "bias"}) {
+        expected.push_back(std::string(tower) + "." + layer + "." + kind);
+      }
+    }
+  }
+  CHECK(keys(AlexNet(AlexNetOptions::paper())) == expected);
+  // Exactly torchvision.models.alexnet().state_dict().keys().
+  const std::vector<std::string> torchvision{
+      "features.0.weight",   "features.0.bias",   "features.3.weight",   "features.3.bias",
+      "features.6.weight",   "features.6.bias",   "features.8.weight",   "features.8.bias",
+      "features.10.weight",  "features.10.bias",  "classifier.1.weight", "classifier.1.bias",
+      "classifier.4.weight", "classifier.4.bias", "classifier.6.weight", "classifier.6.bias"};
+  CHECK(keys(AlexNet(AlexNetOptions::torchvision())) == torchvision);
+}
+
+TEST_CASE("Forward gives logits and features of the documented shapes", "[model]") {
+  torch::NoGradGuard no_grad;
+  AlexNet paper(AlexNetOptions::paper().num_classes(11));
+  paper->eval();
+  const auto x = at::randn({2, 3, 227, 227});
+  CHECK(paper->forward(x).sizes() == at::IntArrayRef({2, 11}));
+  CHECK(paper->forward_to(x, Layer::kPool5).sizes() == at::IntArrayRef({2, 9216}));
+  CHECK(paper->forward_to(x, Layer::kFc7).sizes() == at::IntArrayRef({2, 4096}));
+  paper->set_execution(Execution::kTowers);
+  CHECK(paper->forward(x).sizes() == at::IntArrayRef({2, 11}));
+
+  AlexNet padded(alexnet::preset("paper", 224).num_classes(5));
+  CHECK(padded->forward(at::randn({1, 3, 224, 224})).sizes() == at::IntArrayRef({1, 5}));
+  AlexNet small(AlexNetOptions::paper().input_size(67).num_classes(10));
+  CHECK(small->pool5_size() == 1);
+  CHECK(small->forward(at::randn({3, 3, 67, 67})).sizes() == at::IntArrayRef({3, 10}));
+
+  AlexNet tv(AlexNetOptions::torchvision());
+  CHECK(tv->forward(at::randn({1, 3, 224, 224})).sizes() == at::IntArrayRef({1, 1000}));
+  // Adaptive pooling: torchvision's accepts other sizes.
+  CHECK(tv->forward_to(at::randn({1, 3, 256, 256}), Layer::kFc6).sizes() == at::IntArrayRef({1, 4096}));
+}
+
+TEST_CASE("Bad options and inputs are refused with messages that name them", "[model]") {
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions().input_size(60)),
+                    Catch::Contains("input size 60") && Catch::Contains("too small"));
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions().num_classes(1)),
+                    Catch::Contains("num_classes must be at least 2, got 1"));
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions().dropout(1.0)), Catch::Contains("dropout probability"));
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions::torchvision().lrn(alexnet::LRNOptions())),
+                    Catch::Contains("no LRN"));
+  CHECK_THROWS_WITH(alexnet::preset("vgg"), Catch::Contains("unknown architecture preset 'vgg'") &&
+                                                Catch::Contains("paper, caffe, torchvision"));
+  CHECK_THROWS_WITH(alexnet::layer_from_string("fc9"), Catch::Contains("unknown layer 'fc9'"));
+  AlexNet model(AlexNetOptions().num_classes(10));
+  CHECK_THROWS_WITH(model->forward(at::randn({1, 3, 224, 224})),
+                    Catch::Contains("expected images [N, 3, 227, 227]") && Catch::Contains("[1, 3, 224, 224]"));
+  CHECK_THROWS_WITH(model->forward(at::randn({3, 227, 227})), Catch::Contains("expected images [N, 3, H, W]"));
+}
+
+TEST_CASE("Grouped and tower execution agree on outputs and gradients", "[model]") {
+  torch::manual_seed(7);
+  // Caffe's initialisation keeps activations from growing through bias-1 layers.
+  AlexNet model(AlexNetOptions::caffe().num_classes(10).dropout(0.0));
+  const auto x = at::randn({3, 3, 227, 227}) * 50;
+  const auto weights = at::randn({3, 10});
+  const auto grouped = forward_backward(model, x, weights);
+  model->set_execution(Execution::kTowers);
+  const auto towers = forward_backward(model, x, weights);
+  check_same(grouped, towers, 1e-5);
+  // Features too, at every layer where the towers meet.
+  for (auto layer : {Layer::kPool5, Layer::kFc6, Layer::kFc7}) {
+    INFO("layer " << alexnet::to_string(layer));
+    const auto w = at::randn({3, layer == Layer::kPool5 ? 9216 : 4096});
+    model->set_execution(Execution::kGrouped);
+    const auto a = forward_backward(model, x, w, layer);
+    model->set_execution(Execution::kTowers);
+    check_same(a, forward_backward(model, x, w, layer), 1e-5);
+  }
+}
+
+TEST_CASE("Grouped and tower execution agree tightly in double", "[model]") {
+  torch::manual_seed(8);
+  AlexNet model(AlexNetOptions::paper().input_size(99).num_classes(7).dropout(0.0));
+  model->to(at::kDouble);
+  const auto x = at::randn({2, 3, 99, 99}, at::kDouble) * 50;
+  const auto weights = at::randn({2, 7}, at::kDouble);
+  const auto grouped = forward_backward(model, x, weights);
+  model->set_execution(Execution::kTowers);
+  check_same(grouped, forward_backward(model, x, weights), 1e-12);
+}
+
+TEST_CASE("Dropout is active only in training", "[model]") {
+  torch::manual_seed(9);
+  AlexNet model(AlexNetOptions::caffe().input_size(67).num_classes(4));
+  const auto x = at::randn({2, 3, 67, 67}) * 50;
+  torch::NoGradGuard no_grad;
+  model->eval();
+  CHECK(at::equal(model->forward(x), model->forward(x)));
+  model->train();
+  const auto fc7 = model->forward_to(x, Layer::kFc7);
+  // Roughly half of fc7's outputs are dropped (the ReLU zeroes some more).
+  const double zeros = (fc7 == 0).to(at::kDouble).mean().item<double>();
+  CHECK(zeros > 0.4);
+  CHECK(!at::equal(model->forward(x), model->forward(x)));
+}
+
+TEST_CASE("Initialisation follows the paper and Caffe, layer by layer", "[model]") {
+  auto check_layers = [](const AlexNet& model, bool paper) {
+    for (const auto& layer : model->learned_layers()) {
+      INFO(layer.name << " tower " << layer.tower);
+      const auto& n = layer.name;
+      const bool hidden_fc = n == "fc6" || n == "fc7";
+      const bool raised = hidden_fc || n == "conv2" || n == "conv4" || n == "conv5";
+      const double sd = paper || !hidden_fc ? 0.01 : 0.005;
+      const auto w = layer.weight.to(at::kDouble);
+      const double count = static_cast<double>(w.numel());
+      // The sample mean and standard deviation of N(0, sd) draws, within 5 standard errors.
+      CHECK(std::abs(w.mean().item<double>()) < 5 * sd / std::sqrt(count));
+      CHECK(std::abs(w.std().item<double>() - sd) < 5 * sd / std::sqrt(2 * count));
+      const double bias = raised ? (paper ? 1.0 : 0.1) : 0.0;
+      CHECK(at::equal(layer.bias, at::full_like(layer.bias, bias)));
+    }
+  };
+  torch::manual_seed(10);
+  AlexNet paper(AlexNetOptions::paper());
+  check_layers(paper, true);
+  AlexNet caffe(AlexNetOptions::caffe());
+  check_layers(caffe, false);
+  CHECK(caffe->learned_layers().size() == 16);
+
+  // The same seed gives the same weights.
+  torch::manual_seed(10);
+  AlexNet again(AlexNetOptions::paper());
+  for (size_t i = 0; i < paper->parameters().size(); ++i) {
+    CHECK(at::equal(paper->parameters()[i], again->parameters()[i]));
+  }
+}
+
+TEST_CASE("Towers on CUDA match grouped execution on the CPU", "[model][cuda]") {
+  if (!torch::cuda::is_available()) {
+    WARN("skipped: LibTorch reports no CUDA device (CPU build or no GPU); scripts/device_check.sh runs this on a GPU");
+    return;
+  }
+  // TF32 would round convolutions to 10-bit mantissas: compare full float32.
+  at::globalContext().setAllowTF32CuDNN(false);
+  at::globalContext().setAllowTF32CuBLAS(false);
+  torch::manual_seed(11);
+  AlexNet cpu(AlexNetOptions::caffe().num_classes(10).dropout(0.0));
+  const auto x = at::randn({4, 3, 227, 227}) * 50;
+  const auto weights = at::randn({4, 10});
+  const auto expected = forward_backward(cpu, x, weights);
+  std::vector<std::vector<c10::Device>> placements{{c10::Device("cuda:0")}};
+  if (torch::cuda::device_count() >= 2) {
+    placements.push_back({c10::Device("cuda:0"), c10::Device("cuda:1")});
+  } else {
+    WARN("skipped the cuda:0 / cuda:1 placement: only one GPU");
+  }
+  for (const auto& devices : placements) {
+    INFO("towers on " << devices.front() << " and " << devices.back());
+    AlexNet gpu(AlexNetOptions::caffe().num_classes(10).dropout(0.0).devices(devices)
+                    .execution(Execution::kTowers));
+    {
+      torch::NoGradGuard no_grad;
+      for (size_t i = 0; i < cpu->parameters().size(); ++i) gpu->parameters()[i].copy_(cpu->parameters()[i]);
+    }
+    check_same(forward_backward(gpu, x.to(devices.front()), weights), expected, 1e-4);
+    if (devices.size() == 1) {
+      gpu->set_execution(Execution::kGrouped);
+      check_same(forward_backward(gpu, x.to(devices.front()), weights), expected, 1e-4);
+    }
+  }
+}
