@@ -3,6 +3,7 @@
 #include "commands.h"
 
 #include <alexnet/error.h>
+#include <alexnet/runtime.h>
 
 #include <ATen/Parallel.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -13,6 +14,7 @@
 #include <thread>
 
 int main(int argc, char** argv) {
+  alexnet::use_caching_cpu_allocator();
   auto logger = spdlog::stderr_color_mt("alexnet");
   logger->set_pattern("%^%l%$: %v");
   spdlog::set_default_logger(logger);

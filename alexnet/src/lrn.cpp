@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <ostream>
+#include <type_traits>
 #include <vector>
 
 namespace alexnet {
@@ -27,15 +28,24 @@ double effective_alpha(const LRNOptions& o) {
   return o.mode() == LRNMode::kSum ? o.alpha() : o.alpha() / static_cast<double>(o.size());
 }
 
-// p = s^(-beta). The paper's beta = 0.75 is two square roots, far cheaper than pow.
-template <typename T>
+// p = s^(-beta). The paper's beta = 0.75 is two square roots, far cheaper than pow;
+// the choice is a template parameter so that the inner loops stay branch-free.
+enum class Power { kThreeQuarters, kHalf, kGeneral };
+
+Power power_of(double beta) {
+  return beta == 0.75 ? Power::kThreeQuarters : beta == 0.5 ? Power::kHalf : Power::kGeneral;
+}
+
+template <Power P, typename T>
 inline T inverse_power(T s, T beta) {
-  if (beta == T(0.75)) {
+  if constexpr (P == Power::kThreeQuarters) {
     const T r = std::sqrt(s);
     return T(1) / (r * std::sqrt(r));
+  } else if constexpr (P == Power::kHalf) {
+    return T(1) / std::sqrt(s);
+  } else {
+    return std::pow(s, -beta);
   }
-  if (beta == T(0.5)) return T(1) / std::sqrt(s);
-  return std::pow(s, -beta);
 }
 
 // Runs `body(plane_offset, block_start, block_length)` over [N * groups] x blocks.
@@ -51,53 +61,67 @@ void for_each_block(int64_t outer, int64_t channels, int64_t inner, const F& bod
   });
 }
 
-// One pass over the channels: the window sum slides (add the channel entering,
-// subtract the one leaving), then s, p = s^-beta and b = a * p are written.
-template <typename T>
-void forward_cpu(const T* a, T* b, T* s, T* p, int64_t outer, int64_t channels,
-                 int64_t inner, Window w, T k, T alpha, T beta) {
-  for_each_block(outer, channels, inner, [&](int64_t base, int64_t x0, int64_t len) {
-    T sum[kBlock] = {};
-    const T* ab = a + base + x0;
-    for (int64_t j = 0; j <= std::min(channels - 1, w.after); ++j) {
-      const T* aj = ab + j * inner;
-      for (int64_t x = 0; x < len; ++x) sum[x] += aj[x] * aj[x];
+// Calls `visit(c, sum)` for every channel c of one block, `sum` holding the sum of
+// squares over c's window. The sum slides: add the channel entering, subtract the one
+// leaving. `a` points at the block's first position in channel 0.
+template <typename T, typename F>
+inline void slide_squares(const T* a, int64_t channels, int64_t inner, int64_t len, Window w,
+                          const F& visit) {
+  T sum[kBlock] = {};
+  for (int64_t j = 0; j <= std::min(channels - 1, w.after); ++j) {
+    const T* aj = a + j * inner;
+    for (int64_t x = 0; x < len; ++x) sum[x] += aj[x] * aj[x];
+  }
+  for (int64_t c = 0; c < channels; ++c) {
+    visit(c, static_cast<const T*>(sum));
+    if (c + 1 + w.after < channels) {
+      const T* in = a + (c + 1 + w.after) * inner;
+      for (int64_t x = 0; x < len; ++x) sum[x] += in[x] * in[x];
     }
-    for (int64_t c = 0; c < channels; ++c) {
+    if (c - w.before >= 0) {
+      const T* out = a + (c - w.before) * inner;
+      // Clamped: rounding in the sliding sum must never make a sum of squares negative.
+      for (int64_t x = 0; x < len; ++x) sum[x] = std::max(T(0), sum[x] - out[x] * out[x]);
+    }
+  }
+}
+
+// b = a * (k + alpha * sum)^-beta in one pass over the channels. Only b is written:
+// on memory-bound CPUs the scale is cheaper to recompute in backward than to store.
+template <Power P, typename T>
+void forward_cpu(const T* a, T* b, int64_t outer, int64_t channels, int64_t inner, Window w,
+                 T k, T alpha, T beta) {
+  for_each_block(outer, channels, inner, [&](int64_t base, int64_t x0, int64_t len) {
+    slide_squares(a + base + x0, channels, inner, len, w, [&](int64_t c, const T* sum) {
       const int64_t off = base + c * inner + x0;
       for (int64_t x = 0; x < len; ++x) {
-        const T sc = k + alpha * sum[x];
-        const T pc = inverse_power(sc, beta);
-        s[off + x] = sc;
-        p[off + x] = pc;
-        b[off + x] = a[off + x] * pc;
+        b[off + x] = a[off + x] * inverse_power<P>(k + alpha * sum[x], beta);
       }
-      if (c + 1 + w.after < channels) {
-        const T* in = ab + (c + 1 + w.after) * inner;
-        for (int64_t x = 0; x < len; ++x) sum[x] += in[x] * in[x];
-      }
-      if (c - w.before >= 0) {
-        const T* out = ab + (c - w.before) * inner;
-        // Clamped: rounding in the sliding sum must never make a sum of squares negative.
-        for (int64_t x = 0; x < len; ++x) sum[x] = std::max(T(0), sum[x] - out[x] * out[x]);
-      }
-    }
+    });
   });
 }
 
-// dL/da[j] = g[j] p[j] - 2 alpha beta a[j] SUM_{i : j in window(i)} g[i] a[i] p[i] / s[i].
-// The i whose window holds j form the mirrored window [j - after, j + before].
-template <typename T>
-void backward_cpu(const T* g, const T* a, const T* s, const T* p, T* grad, int64_t outer,
-                  int64_t channels, int64_t inner, Window w, T alpha, T beta) {
+// dL/da[j] = g[j] p[j] - 2 alpha beta a[j] SUM_{i : j in window(i)} g[i] b[i] / s[i],
+// with s = k + alpha * (window sum of a^2) and p = s^-beta. It reuses the forward's
+// output b; s and p are recomputed from a in the same sliding pass. The i whose window
+// holds j form the mirrored window [j - after, j + before].
+template <Power P, typename T>
+void backward_cpu(const T* g, const T* a, const T* b, T* grad, int64_t outer, int64_t channels,
+                  int64_t inner, Window w, T k, T alpha, T beta) {
   const T coef = T(2) * alpha * beta;
   for_each_block(outer, channels, inner, [&](int64_t base, int64_t x0, int64_t len) {
+    // First pass: t = g b / s into scratch, and p into grad (overwritten below).
     std::vector<T> t(static_cast<size_t>(channels * len));
-    for (int64_t c = 0; c < channels; ++c) {
+    slide_squares(a + base + x0, channels, inner, len, w, [&](int64_t c, const T* sum) {
       const int64_t off = base + c * inner + x0;
       T* tc = t.data() + c * len;
-      for (int64_t x = 0; x < len; ++x) tc[x] = g[off + x] * a[off + x] * p[off + x] / s[off + x];
-    }
+      for (int64_t x = 0; x < len; ++x) {
+        const T s = k + alpha * sum[x];
+        tc[x] = g[off + x] * b[off + x] / s;
+        grad[off + x] = inverse_power<P>(s, beta);
+      }
+    });
+    // Second pass: slide the mirrored window over t.
     T sum[kBlock] = {};
     for (int64_t i = 0; i <= std::min(channels - 1, w.before); ++i) {
       const T* ti = t.data() + i * len;
@@ -106,7 +130,7 @@ void backward_cpu(const T* g, const T* a, const T* s, const T* p, T* grad, int64
     for (int64_t j = 0; j < channels; ++j) {
       const int64_t off = base + j * inner + x0;
       for (int64_t x = 0; x < len; ++x) {
-        grad[off + x] = g[off + x] * p[off + x] - coef * a[off + x] * sum[x];
+        grad[off + x] = g[off + x] * grad[off + x] - coef * a[off + x] * sum[x];
       }
       if (j + 1 + w.before < channels) {
         const T* in = t.data() + (j + 1 + w.before) * len;
@@ -118,6 +142,16 @@ void backward_cpu(const T* g, const T* a, const T* s, const T* p, T* grad, int64
       }
     }
   });
+}
+
+// Calls f.template operator()<P>() with the Power that beta selects.
+template <typename F>
+void with_power(double beta, const F& f) {
+  switch (power_of(beta)) {
+    case Power::kThreeQuarters: return f(std::integral_constant<Power, Power::kThreeQuarters>());
+    case Power::kHalf: return f(std::integral_constant<Power, Power::kHalf>());
+    case Power::kGeneral: return f(std::integral_constant<Power, Power::kGeneral>());
+  }
 }
 
 // [N, C, ...] viewed as [N * groups, C / groups, inner]: a group is a separate LRN.
@@ -138,18 +172,19 @@ class LRNFunction : public torch::autograd::Function<LRNFunction> {
     const auto a = input.contiguous();
     const Geometry geo = geometry_of(a, groups);
     auto b = torch::empty_like(a);
-    auto s = torch::empty_like(a);
-    auto p = torch::empty_like(a);
     AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "alexnet_lrn_forward", [&] {
-      forward_cpu<scalar_t>(a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
-                            s.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), geo.outer,
-                            geo.channels, geo.inner, window_of(size), static_cast<scalar_t>(k),
-                            static_cast<scalar_t>(alpha), static_cast<scalar_t>(beta));
+      with_power(beta, [&](auto power) {
+        forward_cpu<decltype(power)::value, scalar_t>(
+            a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), geo.outer, geo.channels, geo.inner,
+            window_of(size), static_cast<scalar_t>(k), static_cast<scalar_t>(alpha),
+            static_cast<scalar_t>(beta));
+      });
     });
-    ctx->save_for_backward({a, s, p});
+    ctx->save_for_backward({a, b});
     ctx->saved_data["size"] = size;
     ctx->saved_data["alpha"] = alpha;
     ctx->saved_data["beta"] = beta;
+    ctx->saved_data["k"] = k;
     ctx->saved_data["groups"] = groups;
     return b;
   }
@@ -158,20 +193,21 @@ class LRNFunction : public torch::autograd::Function<LRNFunction> {
                                                torch::autograd::tensor_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
     const auto& a = saved[0];
-    const auto& s = saved[1];
-    const auto& p = saved[2];
+    const auto& b = saved[1];
     const auto g = grad_outputs[0].contiguous();
     const int64_t size = ctx->saved_data["size"].toInt();
     const double alpha = ctx->saved_data["alpha"].toDouble();
     const double beta = ctx->saved_data["beta"].toDouble();
+    const double k = ctx->saved_data["k"].toDouble();
     const Geometry geo = geometry_of(a, ctx->saved_data["groups"].toInt());
     auto grad = torch::empty_like(a);
     AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "alexnet_lrn_backward", [&] {
-      backward_cpu<scalar_t>(g.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(),
-                             s.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(),
-                             grad.data_ptr<scalar_t>(), geo.outer, geo.channels, geo.inner,
-                             window_of(size), static_cast<scalar_t>(alpha),
-                             static_cast<scalar_t>(beta));
+      with_power(beta, [&](auto power) {
+        backward_cpu<decltype(power)::value, scalar_t>(
+            g.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
+            grad.data_ptr<scalar_t>(), geo.outer, geo.channels, geo.inner, window_of(size),
+            static_cast<scalar_t>(k), static_cast<scalar_t>(alpha), static_cast<scalar_t>(beta));
+      });
     });
     return {grad, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
             torch::Tensor()};

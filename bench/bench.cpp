@@ -1,0 +1,133 @@
+// Timings for scripts/bench.sh: prints one JSON object per line with images/s or
+// milliseconds. The baseline (bench/baseline.py) measures the same work in Python.
+//
+//   alexnet_bench train|infer --arch paper|caffe|torchvision [--execution grouped|towers]
+//   alexnet_bench lrn           conv1-sized LRN forward+backward: ours and LibTorch's
+
+#include <alexnet/lrn.h>
+#include <alexnet/model.h>
+#include <alexnet/runtime.h>
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/optim/sgd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+
+namespace {
+
+struct Args {
+  std::string mode;
+  std::string arch = "paper";
+  std::string execution = "grouped";
+  int64_t batch = 128;
+  int iterations = 3;
+  int threads = 2;
+  bool keep_memory = true;
+  std::string device = "cpu";
+};
+
+// Seconds per call of `step`: the mean over `iterations` after one warm-up, with
+// the GPU's queue drained before the clock starts and stops.
+double seconds_per(const std::function<void()>& step, int iterations) {
+  const bool cuda = torch::cuda::is_available();
+  step();
+  if (cuda) torch::cuda::synchronize();
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < iterations; ++i) step();
+  if (cuda) torch::cuda::synchronize();
+  const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+  return elapsed.count() / iterations;
+}
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: alexnet_bench train|infer|lrn [--arch A] [--execution E] [--batch N] "
+               "[--iterations N] [--threads N] [--keep-memory 0|1] [--device cpu|cuda]\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return usage();
+  Args a;
+  a.mode = argv[1];
+  for (int i = 2; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    const std::string value = argv[i + 1];
+    if (flag == "--arch") a.arch = value;
+    else if (flag == "--execution") a.execution = value;
+    else if (flag == "--batch") a.batch = std::stoll(value);
+    else if (flag == "--iterations") a.iterations = std::stoi(value);
+    else if (flag == "--threads") a.threads = std::stoi(value);
+    else if (flag == "--keep-memory") a.keep_memory = value == "1";
+    else if (flag == "--device") a.device = value;
+    else return usage();
+  }
+  at::set_num_threads(a.threads);
+  if (a.keep_memory) alexnet::use_caching_cpu_allocator();
+  torch::manual_seed(0);
+
+  if (a.mode == "lrn") {
+    // conv1's activations at batch 128 (Section 3.3: LRN after conv1's ReLU).
+    const auto x = (torch::randn({a.batch, 96, 55, 55}) * 20).relu_();
+    const auto grad = torch::randn_like(x);
+    auto ours = [&] {
+      auto input = x.detach().requires_grad_(true);
+      alexnet::local_response_norm(input, alexnet::LRNOptions::paper(), 2).backward(grad);
+    };
+    torch::nn::LocalResponseNorm reference(torch::nn::LocalResponseNormOptions(5).alpha(5e-4).beta(0.75).k(2.0));
+    auto libtorch = [&] {
+      auto input = x.detach().requires_grad_(true);
+      reference(input).backward(grad);
+    };
+    const double t_ours = seconds_per(ours, a.iterations);
+    const double t_ref = seconds_per(libtorch, a.iterations);
+    std::printf("{\"figure\":\"lrn_forward_backward_ms\",\"shape\":[%lld,96,55,55],\"ours\":%.2f,"
+                "\"libtorch\":%.2f,\"speedup\":%.2f,\"threads\":%d,\"keep_memory\":%s}\n",
+                static_cast<long long>(a.batch), 1e3 * t_ours, 1e3 * t_ref, t_ref / t_ours, a.threads,
+                a.keep_memory ? "true" : "false");
+    return 0;
+  }
+
+  const c10::Device device(a.device);
+  auto options = alexnet::preset(a.arch).num_classes(1000).devices({device});
+  options.execution(alexnet::execution_from_string(a.execution));
+  alexnet::AlexNet model(options);
+  const auto size = options.input_size();
+  const auto images = torch::randn({a.batch, 3, size, size}).to(device);
+  const auto labels = torch::randint(0, 1000, {a.batch}).to(device);
+  double seconds = 0;
+  if (a.mode == "train") {
+    model->train();
+    torch::optim::SGD sgd(model->parameters(),
+                          torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(5e-4));
+    seconds = seconds_per(
+        [&] {
+          sgd.zero_grad();
+          torch::nn::functional::cross_entropy(model->forward(images), labels).backward();
+          sgd.step();
+        },
+        a.iterations);
+  } else if (a.mode == "infer") {
+    model->eval();
+    torch::NoGradGuard no_grad;
+    seconds = seconds_per([&] { model->forward(images); }, a.iterations);
+  } else {
+    return usage();
+  }
+  std::printf("{\"figure\":\"%s_images_per_s\",\"arch\":\"%s\",\"execution\":\"%s\",\"batch\":%lld,"
+              "\"input\":%lld,\"ours\":%.2f,\"threads\":%d,\"keep_memory\":%s,\"device\":\"%s\"}\n",
+              a.mode.c_str(), a.arch.c_str(), a.execution.c_str(), static_cast<long long>(a.batch),
+              static_cast<long long>(size), a.batch / seconds, a.threads, a.keep_memory ? "true" : "false",
+              a.device.c_str());
+  return 0;
+}
