@@ -9,5 +9,6 @@
 namespace alexnet::app {
 
 void add_summary(CLI::App& app);
+void add_data_commands(CLI::App& app);
 
 }  // namespace alexnet::app

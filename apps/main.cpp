@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.parse_complete_callback([&] { at::set_num_threads(threads); });
   alexnet::app::add_summary(app);
+  alexnet::app::add_data_commands(app);
 
   try {
     app.parse(argc, argv);

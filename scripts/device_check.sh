@@ -24,7 +24,7 @@ nvidia-smi -L || true
 
 start=$SECONDS
 cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" \
-  -DALEXNET_BUILD_APPS=OFF -DALEXNET_INSTALL=OFF \
+  -DALEXNET_BUILD_APPS=OFF -DALEXNET_BUILD_DATA=OFF -DALEXNET_INSTALL=OFF \
   -DALEXNET_CATCH2_INCLUDE_DIR="$PWD/.device/include" > build-device.log
 cmake --build build-device -j "$(nproc)" >> build-device.log || { tail -50 build-device.log; exit 1; }
 echo "build: $((SECONDS - start)) s"

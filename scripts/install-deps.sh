@@ -9,8 +9,12 @@ packages=(
   # The library and apps (see README.md, "Dependencies")
   libtorch-dev libgloo-dev libopenblas0-openmp
   libopencv-dev libcli11-dev libspdlog-dev catch2
+  # zlib reads Fashion-MNIST's gzip'd IDX files; the data set is the main job's default
+  zlib1g-dev dataset-fashion-mnist
   # References for parity tests and baselines in benchmarks: the same LibTorch 1.13
   python3-torch python3-torchvision python3-numpy
+  # Real photographs (and a palette PNG) for the data tests and benchmark
+  python3-skimage
 )
 
 missing=()

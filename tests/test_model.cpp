@@ -199,7 +199,7 @@ TEST_CASE("Initialisation follows the paper and Caffe, layer by layer", "[model]
 
 TEST_CASE("Towers on CUDA match grouped execution on the CPU", "[model][cuda]") {
   if (!torch::cuda::is_available()) {
-    WARN("skipped: LibTorch reports no CUDA device (CPU build or no GPU); scripts/device_check.sh runs this on a GPU");
+    alexnet::test::skip("LibTorch reports no CUDA device (CPU build or no GPU); scripts/device_check.sh runs this on a GPU");
     return;
   }
   // TF32 would round convolutions to 10-bit mantissas: compare full float32.
@@ -214,7 +214,7 @@ TEST_CASE("Towers on CUDA match grouped execution on the CPU", "[model][cuda]") 
   if (torch::cuda::device_count() >= 2) {
     placements.push_back({c10::Device("cuda:0"), c10::Device("cuda:1")});
   } else {
-    WARN("skipped the cuda:0 / cuda:1 placement: only one GPU");
+    WARN("skipped the cuda:0 / cuda:1 placement: only one GPU is present");
   }
   for (const auto& devices : placements) {
     INFO("towers on " << devices.front() << " and " << devices.back());

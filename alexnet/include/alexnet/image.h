@@ -1,0 +1,47 @@
+#pragma once
+
+// Image decoding and the paper's resizing (Section 2), without LibTorch or OpenCV in
+// the interface. Implemented with OpenCV in the `alexnet_data` target.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace alexnet::data {
+
+/// A decoded image: height x width x channels (3: RGB, 1: gray), uint8, row-major,
+/// channels interleaved.
+struct Image {
+  int64_t height = 0;
+  int64_t width = 0;
+  int64_t channels = 0;
+  std::vector<uint8_t> pixels;
+
+  const uint8_t* at(int64_t y, int64_t x) const { return pixels.data() + (y * width + x) * channels; }
+};
+
+/// Images with more pixels than this are refused before decoding (decompression bombs).
+constexpr int64_t kMaxPixels = int64_t(1) << 28;  // 268 megapixels
+
+/// Decodes an image file (JPEG, PNG, BMP, WebP, TIFF) to 8-bit RGB: gray and palette
+/// images become RGB, alpha is dropped, 16-bit samples are scaled to 8 bits, EXIF
+/// orientation is applied. When `min_side` > 0, a JPEG whose shorter side is at least
+/// twice that is decoded at 1/2, 1/4 or 1/8 scale, never below `min_side`. Throws
+/// std::runtime_error naming the path and the reason: missing, empty, not an image,
+/// corrupt, too large.
+Image decode_image(const std::string& path, int64_t min_side = 0);
+
+/// The same for bytes already in memory; `name` is used in messages.
+Image decode_image_bytes(const std::vector<uint8_t>& bytes, const std::string& name, int64_t min_side = 0);
+
+/// Shorter side to `resize`, then the central `crop` x `crop` square (Section 2: 256
+/// and 256). Area interpolation when shrinking, bilinear when enlarging. Gray stays gray.
+Image resize_and_crop(const Image& image, int64_t resize, int64_t crop);
+
+/// The image with three channels: gray is repeated, RGB returned as it is.
+Image to_rgb(Image image);
+
+/// Writes an RGB or gray image as PNG or JPEG (by extension), atomically.
+void write_image(const Image& image, const std::string& path);
+
+}  // namespace alexnet::data

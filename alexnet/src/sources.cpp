@@ -1,0 +1,169 @@
+#include <alexnet/data.h>
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace alexnet::data {
+namespace fs = std::filesystem;
+namespace {
+
+bool is_image_file(const fs::path& path) {
+  std::string ext = path.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  static const std::vector<std::string> known{".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"};
+  return std::find(known.begin(), known.end(), ext) != known.end();
+}
+
+bool hidden(const fs::path& path) { return path.filename().string().rfind('.', 0) == 0; }
+
+std::vector<std::string> read_lines(const std::string& path, const std::string& what) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(what + " '" + path + "': cannot open");
+  std::vector<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    lines.push_back(line);
+  }
+  return lines;
+}
+
+// Image files listed up front; decoded only when a worker asks.
+class FileSource final : public Source {
+ public:
+  FileSource(std::vector<std::string> paths, std::vector<int64_t> labels, std::vector<std::string> classes)
+      : paths_(std::move(paths)), labels_(std::move(labels)), classes_(std::move(classes)) {}
+
+  size_t size() const override { return paths_.size(); }
+  int64_t label(size_t index) const override { return labels_.at(index); }
+  Image image(size_t index, int64_t side) const override {
+    return resize_and_crop(decode_image(paths_.at(index), side), side, side);
+  }
+  std::string describe(size_t index) const override { return paths_.at(index); }
+  const std::vector<std::string>& classes() const override { return classes_; }
+
+ private:
+  std::vector<std::string> paths_;
+  std::vector<int64_t> labels_;
+  std::vector<std::string> classes_;
+};
+
+// Replaces folder or numeric names by the class-names file's, checking the count.
+void apply_class_names(std::vector<std::string>& classes, const std::string& file) {
+  if (file.empty()) return;
+  auto names = read_lines(file, "class names");
+  while (!names.empty() && names.back().empty()) names.pop_back();
+  if (names.size() != classes.size()) {
+    throw std::runtime_error("class names '" + file + "': " + std::to_string(names.size()) +
+                             " names for " + std::to_string(classes.size()) + " classes");
+  }
+  classes = std::move(names);
+}
+
+}  // namespace
+
+std::shared_ptr<Source> open_image_folder(const std::string& root, const ReadOptions& options) {
+  std::error_code error;
+  if (!fs::is_directory(root, error)) {
+    throw std::runtime_error("image folder '" + root + "': " +
+                             (fs::exists(root, error) ? "not a folder" : "does not exist"));
+  }
+  std::vector<fs::path> class_dirs;
+  for (const auto& entry : fs::directory_iterator(root)) {
+    if (entry.is_directory() && !hidden(entry.path())) class_dirs.push_back(entry.path());
+  }
+  std::sort(class_dirs.begin(), class_dirs.end());
+  if (class_dirs.empty()) {
+    throw std::runtime_error("image folder '" + root + "': no class folders (expected root/<class>/<image>)");
+  }
+  std::vector<std::string> paths, classes;
+  std::vector<int64_t> labels;
+  for (size_t label = 0; label < class_dirs.size(); ++label) {
+    std::vector<std::string> files;
+    for (const auto& entry : fs::recursive_directory_iterator(class_dirs[label])) {
+      if (entry.is_regular_file() && !hidden(entry.path()) && is_image_file(entry.path())) {
+        files.push_back(entry.path().string());
+      }
+    }
+    if (files.empty()) {
+      throw std::runtime_error("image folder '" + root + "': class folder '" +
+                               class_dirs[label].filename().string() + "' has no images");
+    }
+    std::sort(files.begin(), files.end());
+    for (auto& f : files) {
+      paths.push_back(std::move(f));
+      labels.push_back(static_cast<int64_t>(label));
+    }
+    classes.push_back(class_dirs[label].filename().string());
+  }
+  apply_class_names(classes, options.class_names());
+  return std::make_shared<FileSource>(std::move(paths), std::move(labels), std::move(classes));
+}
+
+std::shared_ptr<Source> open_image_list(const std::string& list, const ReadOptions& options) {
+  const auto lines = read_lines(list, "list");
+  const fs::path root = options.root().empty() ? fs::path(list).parent_path() : fs::path(options.root());
+  std::vector<std::string> paths;
+  std::vector<int64_t> labels;
+  int64_t max_label = -1;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const auto& line = lines[i];
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    const auto where = "list '" + list + "' line " + std::to_string(i + 1) + ": ";
+    // The label is the last field, so paths may hold spaces.
+    const auto end = line.find_last_not_of(" \t");
+    const auto split = line.find_last_of(" \t", end);
+    if (split == std::string::npos) throw std::runtime_error(where + "expected 'path label', got '" + line + "'");
+    const auto label_text = line.substr(split + 1, end - split);
+    const auto path = line.substr(0, line.find_last_not_of(" \t", split) + 1);
+    size_t used = 0;
+    long long label = -1;
+    try {
+      label = std::stoll(label_text, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != label_text.size() || path.empty()) {
+      throw std::runtime_error(where + "expected 'path label', got '" + line + "'");
+    }
+    if (label < 0) throw std::runtime_error(where + "label " + label_text + " is negative");
+    paths.push_back((root / path).string());
+    labels.push_back(label);
+    max_label = std::max<int64_t>(max_label, label);
+  }
+  if (paths.empty()) throw std::runtime_error("list '" + list + "': no entries");
+  std::vector<std::string> classes;
+  if (!options.class_names().empty()) {
+    classes.resize(static_cast<size_t>(max_label + 1));
+    const auto names = read_lines(options.class_names(), "class names");
+    size_t count = names.size();
+    while (count > 0 && names[count - 1].empty()) --count;
+    if (static_cast<int64_t>(count) <= max_label) {
+      for (size_t i = 0; i < labels.size(); ++i) {
+        if (labels[i] >= static_cast<int64_t>(count)) {
+          throw std::runtime_error("list '" + list + "': label " + std::to_string(labels[i]) + " of '" +
+                                   paths[i] + "' is out of range for the " + std::to_string(count) +
+                                   " classes in '" + options.class_names() + "'");
+        }
+      }
+    }
+    classes.assign(names.begin(), names.begin() + static_cast<std::ptrdiff_t>(count));
+  } else {
+    for (int64_t c = 0; c <= max_label; ++c) classes.push_back(std::to_string(c));
+  }
+  return std::make_shared<FileSource>(std::move(paths), std::move(labels), std::move(classes));
+}
+
+std::shared_ptr<Source> open_source(const std::string& path, const ReadOptions& options) {
+  std::error_code error;
+  if (fs::is_regular_file(fs::path(path) / "meta.txt", error)) return open_packed(path);
+  if (fs::is_directory(path, error)) return open_image_folder(path, options);
+  if (fs::is_regular_file(path, error)) return open_image_list(path, options);
+  throw std::runtime_error("data '" + path + "': does not exist");
+}
+
+}  // namespace alexnet::data
