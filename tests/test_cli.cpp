@@ -37,3 +37,40 @@ TEST_CASE("alexnet refuses bad arguments with one line and a non-zero exit", "[c
   CHECK(run(kCli + " summary --help", out) == 0);
   CHECK_THAT(out, Catch::Contains("--arch") && Catch::Contains("--json"));
 }
+
+TEST_CASE("alexnet stats, prepare and import work as documented, and name bad input", "[cli][data]") {
+  const auto dir = alexnet::test::temp_dir("cli-data");
+  std::string out;
+  // Two classes of real photographs from python3-skimage (ones whose PNGs do not make
+  // libpng print warnings of its own).
+  const std::string photos = "/usr/lib/python3/dist-packages/skimage/data";
+  REQUIRE(run("mkdir -p " + dir + "/images/cat " + dir + "/images/coffee && cp " + photos + "/motorcycle_left.png " + dir +
+                  "/images/cat/ && cp " + photos + "/coffee.png " + photos + "/rocket.jpg " + dir + "/images/coffee/",
+              out) == 0);
+  REQUIRE(run(kCli + " stats --data " + dir + "/images --out " + dir + "/stats.pt --json", out) == 0);
+  CHECK_THAT(out, Catch::StartsWith("{\"images\":3,\"mean_rgb\":[") && Catch::Contains("\"eigenvalues\":[") &&
+                      Catch::EndsWith("]]}\n"));
+  CHECK(run(kCli + " stats --data " + dir + "/images --out " + dir + "/stats.pt", out, true) == 1);
+  CHECK(out == "error: '" + dir + "/stats.pt' exists; pass --force to replace it\n");
+  CHECK(run(kCli + " stats --data " + dir + "/images --out " + dir + "/stats.pt --force", out, true) == 0);
+
+  REQUIRE(run(kCli + " prepare --data " + dir + "/images --out " + dir + "/packed", out, true) == 0);
+  CHECK_THAT(out, Catch::Contains("3 images in 1 shards (0 kept from an earlier run)"));
+  REQUIRE(run(kCli + " prepare --data " + dir + "/images --out " + dir + "/packed", out, true) == 0);
+  CHECK_THAT(out, Catch::Contains("(1 kept from an earlier run)"));
+
+  REQUIRE(run("printf 'not an image' > " + dir + "/images/cat/broken.jpg", out) == 0);
+  CHECK(run(kCli + " prepare --data " + dir + "/images --out " + dir + "/packed2", out, true) == 1);
+  CHECK(out == "error: image '" + dir + "/images/cat/broken.jpg': not a decodable image (corrupt, truncated, or not JPEG/PNG/BMP/WebP/TIFF)\n");
+  CHECK(run(kCli + " prepare --skip-bad --data " + dir + "/images --out " + dir + "/packed2", out, true) == 0);
+  CHECK_THAT(out, Catch::Contains("left out 1 unreadable images") && Catch::Contains("3 images in 1 shards"));
+
+  CHECK(run(kCli + " stats --data " + dir + "/nowhere --out " + dir + "/x.pt", out, true) == 1);
+  CHECK(out == "error: data '" + dir + "/nowhere': does not exist\n");
+  CHECK(run(kCli + " prepare --out " + dir + "/p", out, true) == 2);
+  CHECK(std::count(out.begin(), out.end(), '\n') == 1);
+
+  CHECK(run(kCli + " import fashion-mnist --from " + dir + " --out " + dir + "/fm", out, true) == 1);
+  CHECK_THAT(out, Catch::StartsWith("error: Fashion-MNIST: no train-images-idx3-ubyte[.gz] in '" + dir + "'"));
+  REQUIRE(run("rm -rf " + dir, out) == 0);
+}

@@ -173,4 +173,10 @@ TEST_CASE("Resizing takes the shorter side to the size and crops the centre", "[
   CHECK(std::abs(int(out.at(39, 39)[0]) - 139) <= 2);
   const auto same = alexnet::data::resize_and_crop(image, 100, 100);
   CHECK(same.at(10, 0)[0] == 50);  // no resampling at scale 1: exact
+  // The fused path gives what decoding then resizing gives.
+  const auto dir = alexnet::test::temp_dir("fused");
+  write_bytes(dir + "/wide.png", bytes);
+  const auto fused = alexnet::data::decode_resized(dir + "/wide.png", 50);
+  CHECK(fused.pixels == alexnet::data::resize_and_crop(image, 50, 50).pixels);
+  fs::remove_all(dir);
 }

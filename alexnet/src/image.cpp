@@ -75,7 +75,8 @@ cv::Mat as_mat(const Image& image) {
 
 }  // namespace
 
-Image decode_image_bytes(const std::vector<uint8_t>& bytes, const std::string& name, int64_t min_side) {
+// Decodes to an 8-bit BGR (or gray) cv::Mat: OpenCV's order, converted once, late.
+cv::Mat decode_bgr(const std::vector<uint8_t>& bytes, const std::string& name, int64_t min_side) {
   if (bytes.empty()) fail(name, "the file is empty");
   const auto [width, height] = header_size(bytes);
   if (width * height > kMaxPixels) {
@@ -114,10 +115,10 @@ Image decode_image_bytes(const std::vector<uint8_t>& bytes, const std::string& n
     cv::normalize(mat, scaled, 0, 255, cv::NORM_MINMAX, CV_8U);
     mat = scaled;
   }
-  return from_mat(mat);
+  return mat;
 }
 
-Image decode_image(const std::string& path, int64_t min_side) {
+std::vector<uint8_t> read_file(const std::string& path) {
   std::error_code error;
   if (std::filesystem::is_directory(path, error)) fail(path, "is a folder, not an image file");
   std::ifstream in(path, std::ios::binary | std::ios::ate);
@@ -127,25 +128,28 @@ Image decode_image(const std::string& path, int64_t min_side) {
   std::vector<uint8_t> bytes(static_cast<size_t>(size));
   in.seekg(0);
   if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size)) fail(path, "cannot read");
-  return decode_image_bytes(bytes, path, min_side);
+  return bytes;
 }
 
-Image resize_and_crop(const Image& image, int64_t resize, int64_t crop) {
-  if (image.height <= 0 || image.width <= 0) throw std::invalid_argument("resize_and_crop: empty image");
+// Shorter side to `resize`, then the centre crop written straight into a new Image:
+// one pass that also swaps B and R when `bgr`. Area interpolation when shrinking
+// (it averages, so it does not alias), bilinear when enlarging.
+Image resize_crop(const cv::Mat& src, int64_t resize, int64_t crop, bool bgr) {
+  if (src.rows <= 0 || src.cols <= 0) throw std::invalid_argument("resize_and_crop: empty image");
   if (crop > resize) {
     throw std::invalid_argument("resize_and_crop: crop " + std::to_string(crop) + " exceeds resize " +
                                 std::to_string(resize));
   }
-  const int64_t shorter = std::min(image.height, image.width);
+  const int64_t height = src.rows, width = src.cols;
+  const int64_t shorter = std::min(height, width);
   // Rounded, so that a 500x375 image at 256 becomes 341x256.
   const auto scaled = [&](int64_t side) {
     return std::max<int64_t>(resize, (side * resize + shorter / 2) / shorter);
   };
-  const int64_t h = image.height == shorter ? resize : scaled(image.height);
-  const int64_t w = image.width == shorter ? resize : scaled(image.width);
-  const cv::Mat src = as_mat(image);
+  const int64_t h = height == shorter ? resize : scaled(height);
+  const int64_t w = width == shorter ? resize : scaled(width);
   cv::Mat resized = src;
-  if (h != image.height || w != image.width) {
+  if (h != height || w != width) {
     const int interpolation = resize < shorter ? cv::INTER_AREA : cv::INTER_LINEAR;
     cv::resize(src, resized, cv::Size(static_cast<int>(w), static_cast<int>(h)), 0, 0, interpolation);
   }
@@ -153,12 +157,33 @@ Image resize_and_crop(const Image& image, int64_t resize, int64_t crop) {
                         static_cast<int>(crop), static_cast<int>(crop));
   Image out;
   out.height = out.width = crop;
-  out.channels = image.channels;
-  out.pixels.resize(static_cast<size_t>(crop * crop * image.channels));
-  cv::Mat dst(static_cast<int>(crop), static_cast<int>(crop), CV_8UC(static_cast<int>(image.channels)),
+  out.channels = src.channels();
+  out.pixels.resize(static_cast<size_t>(crop * crop * out.channels));
+  cv::Mat dst(static_cast<int>(crop), static_cast<int>(crop), CV_8UC(static_cast<int>(out.channels)),
               out.pixels.data());
-  resized(centre).copyTo(dst);
+  if (bgr && out.channels == 3) {
+    cv::cvtColor(resized(centre), dst, cv::COLOR_BGR2RGB);
+  } else {
+    resized(centre).copyTo(dst);
+  }
   return out;
+}
+
+Image decode_image_bytes(const std::vector<uint8_t>& bytes, const std::string& name, int64_t min_side) {
+  return from_mat(decode_bgr(bytes, name, min_side));
+}
+
+Image decode_image(const std::string& path, int64_t min_side) {
+  return decode_image_bytes(read_file(path), path, min_side);
+}
+
+Image decode_resized(const std::string& path, int64_t side) {
+  return resize_crop(decode_bgr(read_file(path), path, side), side, side, /*bgr=*/true);
+}
+
+Image resize_and_crop(const Image& image, int64_t resize, int64_t crop) {
+  if (image.height <= 0 || image.width <= 0) throw std::invalid_argument("resize_and_crop: empty image");
+  return resize_crop(as_mat(image), resize, crop, /*bgr=*/false);
 }
 
 Image to_rgb(Image image) {

@@ -41,7 +41,7 @@ class FileSource final : public Source {
   size_t size() const override { return paths_.size(); }
   int64_t label(size_t index) const override { return labels_.at(index); }
   Image image(size_t index, int64_t side) const override {
-    return resize_and_crop(decode_image(paths_.at(index), side), side, side);
+    return decode_resized(paths_.at(index), side);
   }
   std::string describe(size_t index) const override { return paths_.at(index); }
   const std::vector<std::string>& classes() const override { return classes_; }

@@ -34,6 +34,11 @@ Image decode_image(const std::string& path, int64_t min_side = 0);
 /// The same for bytes already in memory; `name` is used in messages.
 Image decode_image_bytes(const std::vector<uint8_t>& bytes, const std::string& name, int64_t min_side = 0);
 
+/// Decodes (at reduced scale where it can) and brings the image to `side` x `side`
+/// RGB: what `decode_image` then `resize_and_crop(image, side, side)` give, in fewer
+/// passes over the pixels.
+Image decode_resized(const std::string& path, int64_t side);
+
 /// Shorter side to `resize`, then the central `crop` x `crop` square (Section 2: 256
 /// and 256). Area interpolation when shrinking, bilinear when enlarging. Gray stays gray.
 Image resize_and_crop(const Image& image, int64_t resize, int64_t crop);
