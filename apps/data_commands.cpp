@@ -90,13 +90,26 @@ void add_data_commands(CLI::App& app) {
   {
     auto from = std::make_shared<std::string>(data::kFashionMnistDir);
     auto out = std::make_shared<std::string>();
+    auto examples = std::make_shared<int64_t>(0);
     auto* cmd = app.add_subcommand("import", "Import a data set shipped in another format");
     auto* fashion = cmd->add_subcommand("fashion-mnist", "Fashion-MNIST's IDX files into packed sets OUT/train and OUT/test");
     cmd->require_subcommand(1);
     fashion->add_option("--from", *from, "Folder of the IDX files")->capture_default_str();
     fashion->add_option("--out", *out, "Folder for the packed sets")->required();
+    fashion->add_option("--examples", *examples, "Also write the first N test images as PNG files to OUT/examples")
+        ->check(CLI::NonNegativeNumber);
     fashion->callback([=] {
       const auto [train, test] = data::import_fashion_mnist(*from, *out);
+      if (*examples > 0) {
+        const auto dir = std::filesystem::path(*out) / "examples";
+        std::filesystem::create_directories(dir);
+        const auto source = data::open_packed((std::filesystem::path(*out) / "test").string());
+        for (size_t i = 0; i < std::min<size_t>(static_cast<size_t>(*examples), source->size()); ++i) {
+          char name[64];
+          std::snprintf(name, sizeof(name), "test-%05zu.png", i);
+          data::write_image(source->image(i, 28), (dir / name).string());  // 28x28: stored as is
+        }
+      }
       spdlog::info("Fashion-MNIST: {} training and {} test images in {}", train.records, test.records, *out);
     });
   }

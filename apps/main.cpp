@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   app.parse_complete_callback([&] { at::set_num_threads(threads); });
   alexnet::app::add_summary(app);
   alexnet::app::add_data_commands(app);
+  alexnet::app::add_train_commands(app);
 
   try {
     app.parse(argc, argv);

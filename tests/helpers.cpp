@@ -23,6 +23,15 @@ std::string temp_dir(const std::string& name) {
   return dir.string();
 }
 
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
 void skip(const std::string& why) {
   if (const char* code = std::getenv("ALEXNET_SKIP_CODE")) {
     std::cout << "skipped: " << why << std::endl;

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace alexnet::test {
@@ -18,6 +19,9 @@ inline double relative_error(const at::Tensor& a, const at::Tensor& b) {
 /// ALEXNET_SKIP_CODE) the process exits with that code so CTest reports "Skipped";
 /// run directly, the reason is printed as a warning and the test returns.
 void skip(const std::string& why);
+
+/// What `f` throws (its what()), or "no error".
+std::string message_of(const std::function<void()>& f);
 
 /// A fresh empty directory under the system's temporary folder.
 std::string temp_dir(const std::string& name);

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <filesystem>
 #include <string>
 
 using alexnet::test::run;
@@ -72,5 +73,49 @@ TEST_CASE("alexnet stats, prepare and import work as documented, and name bad in
 
   CHECK(run(kCli + " import fashion-mnist --from " + dir + " --out " + dir + "/fm", out, true) == 1);
   CHECK_THAT(out, Catch::StartsWith("error: Fashion-MNIST: no train-images-idx3-ubyte[.gz] in '" + dir + "'"));
+  REQUIRE(run("rm -rf " + dir, out) == 0);
+}
+
+TEST_CASE("alexnet train, evaluate and classify work from the command line; Ctrl-C checkpoints", "[cli][train]") {
+  const auto dir = alexnet::test::temp_dir("cli-train");
+  std::string out;
+  const std::string photos = "/usr/lib/python3/dist-packages/skimage/data";
+  REQUIRE(run("mkdir -p " + dir + "/d/one " + dir + "/d/two && cp " + photos + "/coffee.png " + photos +
+                  "/rocket.jpg " + dir + "/d/one/ && cp " + photos + "/motorcycle_left.png " + photos + "/retina.jpg " +
+                  dir + "/d/two/",
+              out) == 0);
+  const std::string common = " --data " + dir + "/d --val " + dir +
+                             "/d --arch caffe --input-size 67 --resize 72 --batch-size 2 --workers 1";
+  REQUIRE(run(kCli + " train" + common + " --epochs 2 --out " + dir + "/run", out, true) == 0);
+  CHECK_THAT(out, Catch::Contains("epoch 2: train loss"));
+  for (const char* file : {"last.pt", "best.pt", "metrics.jsonl", "options.txt", "train.log", "stats.pt"}) {
+    CHECK(std::filesystem::exists(dir + "/run/" + file));
+  }
+  CHECK(run(kCli + " train" + common + " --epochs 2 --out " + dir + "/run", out, true) == 1);
+  CHECK(out == "error: run '" + dir + "/run' exists: --resume " + dir + "/run to continue it, or --overwrite to replace it\n");
+
+  REQUIRE(run(kCli + " evaluate --json --weights " + dir + "/run/best.pt --data " + dir + "/d", out) == 0);
+  CHECK_THAT(out, Catch::StartsWith("{\"images\":4,\"top1\":") && Catch::Contains("\"label\":\"two\""));
+  REQUIRE(run(kCli + " classify --json --top 2 --weights " + dir + "/run/best.pt " + dir + "/d/one/rocket.jpg", out) == 0);
+  CHECK_THAT(out, Catch::StartsWith("{\"image\":\"" + dir + "/d/one/rocket.jpg\",\"top\":[{\"label\":\"") &&
+                      Catch::Contains(",\"index\":") && Catch::Contains(",\"probability\":"));
+  CHECK(std::count(out.begin(), out.end(), '\n') == 1);
+  REQUIRE(run("printf 'x' > " + dir + "/bad.jpg", out) == 0);
+  CHECK(run(kCli + " classify --weights " + dir + "/run/best.pt " + dir + "/bad.jpg", out, true) == 1);
+  CHECK_THAT(out, Catch::StartsWith("error: image '" + dir + "/bad.jpg': "));
+  CHECK(run(kCli + " evaluate --weights " + dir + "/none.pt --data " + dir + "/d", out, true) == 1);
+  CHECK(out == "error: checkpoint '" + dir + "/none.pt': No such file or directory\n");
+
+  // A real SIGINT to a training process: it checkpoints, says how to resume, exits non-zero.
+  const std::string interrupted = dir + "/interrupted";
+  const int status = run("bash -c '" + kCli + " train" + common + " --epochs 100000 --out " + interrupted +
+                             " & pid=$!; until grep -q training " + interrupted +
+                             "/train.log 2>/dev/null; do sleep 0.2; done; sleep 2; kill -INT $pid; wait $pid'",
+                         out, true);
+  CHECK(status == 130);
+  CHECK_THAT(out, Catch::Contains("continue with: alexnet train --resume " + interrupted));
+  REQUIRE(run(kCli + " evaluate --weights " + interrupted + "/last.pt --data " + dir + "/d", out) == 0);
+  CHECK(run(kCli + " train --resume " + interrupted + " --epochs 1", out, true) == 0);
+  CHECK_THAT(out, Catch::Contains("resuming " + interrupted));
   REQUIRE(run("rm -rf " + dir, out) == 0);
 }

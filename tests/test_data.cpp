@@ -11,16 +11,9 @@
 using namespace alexnet::data;
 namespace fs = std::filesystem;
 
-namespace {
+using alexnet::test::message_of;
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no error";
-}
+namespace {
 
 // A w x h RGB image whose pixels encode position and a tag: R = x, G = y, B = tag.
 Image coordinates(int64_t w, int64_t h, uint8_t tag) {

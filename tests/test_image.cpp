@@ -13,6 +13,8 @@ using alexnet::data::decode_image;
 using alexnet::data::Image;
 namespace fs = std::filesystem;
 
+using alexnet::test::message_of;
+
 namespace {
 
 // An image whose pixels say where they are: R = x, G = y, B = 200 (BGR in OpenCV).
@@ -22,15 +24,6 @@ cv::Mat coordinates(int width, int height) {
     for (int x = 0; x < width; ++x) m.at<cv::Vec3b>(y, x) = cv::Vec3b(200, uint8_t(y), uint8_t(x));
   }
   return m;
-}
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {

@@ -139,7 +139,7 @@ void copy_checked(AlexNetImpl& model, std::map<std::string, torch::Tensor> tenso
 
 }  // namespace
 
-void save(const AlexNetImpl& model, const std::string& path) {
+void save(const AlexNetImpl& model, const std::string& path, const CheckpointExtras& extras) {
   torch::serialize::OutputArchive archive;
   archive.write("format", c10::IValue(std::string(kFormat)));
   archive.write("options", c10::IValue(options_to_string(model.options)));
@@ -151,10 +151,33 @@ void save(const AlexNetImpl& model, const std::string& path) {
     tensors.insert(b.key(), b.value().detach().cpu());
   }
   archive.write("tensors", c10::IValue(tensors));
+  c10::Dict<std::string, torch::Tensor> extra_tensors;
+  for (const auto& [name, tensor] : extras.tensors) extra_tensors.insert(name, tensor.detach().cpu());
+  c10::Dict<std::string, std::string> extra_strings;
+  for (const auto& [name, text] : extras.strings) extra_strings.insert(name, text);
+  archive.write("extra_tensors", c10::IValue(extra_tensors));
+  archive.write("extra_strings", c10::IValue(extra_strings));
   write_atomically(archive, path);
 }
 
 AlexNetOptions read_options(const std::string& path) { return open(path).options; }
+
+CheckpointExtras read_extras(const std::string& path) {
+  auto a = open(path);
+  CheckpointExtras extras;
+  c10::IValue value;
+  if (a.archive.try_read("extra_tensors", value) && value.isGenericDict()) {
+    for (const auto& entry : value.toGenericDict()) {
+      extras.tensors.emplace(entry.key().toStringRef(), entry.value().toTensor());
+    }
+  }
+  if (a.archive.try_read("extra_strings", value) && value.isGenericDict()) {
+    for (const auto& entry : value.toGenericDict()) {
+      extras.strings.emplace(entry.key().toStringRef(), entry.value().toStringRef());
+    }
+  }
+  return extras;
+}
 
 AlexNet load(const std::string& path, const std::vector<c10::Device>& devices) {
   auto a = open(path);

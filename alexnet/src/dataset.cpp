@@ -159,8 +159,9 @@ EpochSampler::EpochSampler(size_t size, uint64_t seed, bool shuffle, size_t rank
   reset();
 }
 
-void EpochSampler::set_epoch(int64_t epoch) {
+void EpochSampler::set_epoch(int64_t epoch, size_t skip) {
   epoch_ = epoch;
+  skip_ = skip;
   reset();
 }
 
@@ -177,7 +178,7 @@ void EpochSampler::reset(torch::optional<size_t> new_size) {
   }
   order_.clear();
   for (size_t i = rank_; i < size_; i += world_) order_.push_back(all[i]);
-  position_ = 0;
+  position_ = std::min(skip_, order_.size());
 }
 
 torch::optional<std::vector<size_t>> EpochSampler::next(size_t batch_size) {

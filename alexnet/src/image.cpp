@@ -1,5 +1,7 @@
 #include <alexnet/image.h>
 
+#include "atomic_file.h"
+
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -212,20 +214,7 @@ void write_image(const Image& image, const std::string& path) {
   const std::string extension = dot == std::string::npos ? ".png" : path.substr(dot);
   std::vector<uint8_t> encoded;
   if (!cv::imencode(extension, bgr, encoded)) fail(path, "cannot encode as " + extension);
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail(path, std::string("cannot write: ") + std::strerror(errno));
-    out.write(reinterpret_cast<const char*>(encoded.data()), static_cast<std::streamsize>(encoded.size()));
-    if (!out.flush()) {
-      std::remove(tmp.c_str());
-      fail(path, "write failed");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    fail(path, std::string("cannot rename into place: ") + std::strerror(errno));
-  }
+  detail::write_file_atomically(path, std::string(encoded.begin(), encoded.end()));
 }
 
 }  // namespace alexnet::data

@@ -1,5 +1,7 @@
 #include <alexnet/data.h>
 
+#include "atomic_file.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -129,16 +131,6 @@ std::map<std::string, std::string> read_meta(const std::string& dir) {
     throw std::runtime_error("packed set '" + dir + "': format '" + meta["format"] + "', expected '" + kFormat + "'");
   }
   return meta;
-}
-
-void write_text_atomically(const fs::path& path, const std::string& text) {
-  const auto tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    if (!out.flush()) throw std::runtime_error("cannot write '" + tmp + "'");
-  }
-  fs::rename(tmp, path);
 }
 
 class PackedSource final : public Source {
@@ -327,12 +319,12 @@ PackedResult write_packed(const std::string& dir, size_t count, const PackedLayo
   }
   std::ostringstream names;
   for (const auto& c : classes) names << c << "\n";
-  write_text_atomically(fs::path(dir) / "classes.txt", names.str());
+  detail::write_file_atomically((fs::path(dir) / "classes.txt").string(), names.str());
   std::ostringstream meta;
   meta << "format=" << kFormat << "\nrecords=" << result.records << "\nshards=" << shards
        << "\nheight=" << layout.height << "\nwidth=" << layout.width << "\nchannels=" << layout.channels
        << "\nskipped=" << result.skipped << "\n";
-  write_text_atomically(fs::path(dir) / "meta.txt", meta.str());
+  detail::write_file_atomically((fs::path(dir) / "meta.txt").string(), meta.str());
   return result;
 }
 

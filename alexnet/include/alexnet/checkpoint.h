@@ -9,13 +9,25 @@
 
 #include <c10/core/Device.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
 namespace alexnet {
 
-/// Writes `model` (parameters, buffers, options) to `path` atomically.
-void save(const AlexNetImpl& model, const std::string& path);
+/// What a checkpoint carries beyond the model: the training state (momentum,
+/// schedule, epoch, random generators) and what inference needs (class names,
+/// preprocessing, input statistics), under names the writer chooses.
+struct CheckpointExtras {
+  std::map<std::string, torch::Tensor> tensors;
+  std::map<std::string, std::string> strings;
+};
+
+/// Writes `model` (parameters, buffers, options) and `extras` to `path` atomically.
+void save(const AlexNetImpl& model, const std::string& path, const CheckpointExtras& extras = {});
+
+/// The extras stored in `path` (empty for a checkpoint written without).
+CheckpointExtras read_extras(const std::string& path);
 
 /// Builds the model a checkpoint describes and loads its weights. The towers go to
 /// `devices` (one for both, or one per tower); two devices imply tower execution.

@@ -218,7 +218,8 @@ torch::Tensor normalize(const Batch& batch, const Statistics& stats, const c10::
 class EpochSampler : public torch::data::samplers::Sampler<std::vector<size_t>> {
  public:
   EpochSampler(size_t size, uint64_t seed, bool shuffle = true, size_t rank = 0, size_t world = 1);
-  void set_epoch(int64_t epoch);
+  /// The epoch to draw; `skip` leaves out its first examples (resuming mid-epoch).
+  void set_epoch(int64_t epoch, size_t skip = 0);
   void reset(torch::optional<size_t> new_size = torch::nullopt) override;
   torch::optional<std::vector<size_t>> next(size_t batch_size) override;
   void save(torch::serialize::OutputArchive& archive) const override;
@@ -232,6 +233,7 @@ class EpochSampler : public torch::data::samplers::Sampler<std::vector<size_t>> 
   bool shuffle_;
   int64_t epoch_ = 0;
   std::vector<size_t> order_;
+  size_t skip_ = 0;
   size_t position_ = 0;
 };
 

@@ -1,0 +1,433 @@
+#include <alexnet/train.h>
+
+#include "atomic_file.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/data/dataloader.h>
+#include <torch/nn/functional/loss.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <limits>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+
+namespace alexnet {
+namespace fs = std::filesystem;
+namespace {
+
+// A loss within this of ln(classes) for this many steps in a row is "flat".
+constexpr double kFlatTolerance = 0.02;
+constexpr int64_t kFlatSteps = 100;
+
+std::string number(double v) {
+  if (!std::isfinite(v)) return "null";
+  std::ostringstream out;
+  out << std::setprecision(8) << v;
+  return out.str();
+}
+
+std::string join(const std::vector<std::string>& lines) {
+  std::string out;
+  for (const auto& l : lines) out += l + "\n";
+  return out;
+}
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) out.push_back(line);
+  return out;
+}
+
+data::Statistics mean_only(const torch::Tensor& mean_rgb) {
+  data::Statistics s;
+  s.mean_rgb = mean_rgb;
+  return s;
+}
+
+// Image files named on a command line, for classification.
+class PathSource final : public data::Source {
+ public:
+  explicit PathSource(std::vector<std::string> paths) : paths_(std::move(paths)) {}
+  size_t size() const override { return paths_.size(); }
+  int64_t label(size_t) const override { return 0; }
+  data::Image image(size_t index, int64_t side) const override { return data::decode_resized(paths_.at(index), side); }
+  std::string describe(size_t index) const override { return paths_.at(index); }
+  const std::vector<std::string>& classes() const override { return classes_; }
+
+ private:
+  std::vector<std::string> paths_;
+  std::vector<std::string> classes_;
+};
+
+}  // namespace
+
+std::string to_string(LrPolicy p) {
+  return p == LrPolicy::kPlateau ? "plateau" : p == LrPolicy::kStep ? "step" : "fixed";
+}
+
+LrPolicy lr_policy_from_string(const std::string& name) {
+  if (name == "plateau") return LrPolicy::kPlateau;
+  if (name == "step") return LrPolicy::kStep;
+  if (name == "fixed") return LrPolicy::kFixed;
+  throw std::invalid_argument("unknown learning-rate policy '" + name + "' (expected one of: plateau, step, fixed)");
+}
+
+std::string EpochMetrics::to_json() const {
+  std::ostringstream out;
+  out << "{\"epoch\":" << epoch << ",\"train_loss\":" << number(train_loss) << ",\"train_top1\":" << number(train_top1)
+      << ",\"val_loss\":" << number(val_loss) << ",\"val_top1\":" << number(val_top1)
+      << ",\"val_top5\":" << number(val_top5) << ",\"lr\":" << number(lr)
+      << ",\"images_per_second\":" << number(images_per_second) << ",\"seconds\":" << number(seconds) << "}";
+  return out.str();
+}
+
+void Preprocessing::add_to(CheckpointExtras& extras) const {
+  extras.strings["classes"] = join(classes);
+  extras.strings["preprocessing"] = "resize=" + std::to_string(resize) + "\ncrop=" + std::to_string(crop) + "\n";
+  extras.tensors["mean_rgb"] = mean_rgb.to(torch::kDouble);
+}
+
+Preprocessing Preprocessing::from(const CheckpointExtras& extras, const std::string& path) {
+  const auto classes = extras.strings.find("classes");
+  const auto pre = extras.strings.find("preprocessing");
+  const auto mean = extras.tensors.find("mean_rgb");
+  if (classes == extras.strings.end() || pre == extras.strings.end() || mean == extras.tensors.end()) {
+    throw std::runtime_error("checkpoint '" + path +
+                             "': has no preprocessing (class names, mean, sizes); was it written by alexnet train?");
+  }
+  Preprocessing p;
+  p.classes = split_lines(classes->second);
+  p.mean_rgb = mean->second;
+  for (const auto& line : split_lines(pre->second)) {
+    const auto eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    const auto value = std::stoll(line.substr(eq + 1));
+    if (line.substr(0, eq) == "resize") p.resize = value;
+    if (line.substr(0, eq) == "crop") p.crop = value;
+  }
+  return p;
+}
+
+Trainer::Trainer(AlexNet model, std::shared_ptr<data::Source> train, std::shared_ptr<data::Source> val,
+                 data::Statistics stats, TrainOptions options)
+    : model_(std::move(model)), train_(std::move(train)), val_(std::move(val)), stats_(std::move(stats)),
+      options_(options), lr_(options.lr()) {
+  const auto classes = static_cast<int64_t>(train_->classes().size());
+  if (classes != model_->options.num_classes()) {
+    throw std::invalid_argument("the training data has " + std::to_string(classes) + " classes but the model has " +
+                                std::to_string(model_->options.num_classes()) + " outputs");
+  }
+  if (val_ && val_->classes().size() != train_->classes().size()) {
+    throw std::invalid_argument("the validation data has " + std::to_string(val_->classes().size()) +
+                                " classes, the training data " + std::to_string(classes));
+  }
+  if (options_.batch_size() <= 0 || options_.epochs() <= 0 || options_.lr() <= 0) {
+    throw std::invalid_argument("batch size, epochs and learning rate must be positive");
+  }
+  if (model_->options.input_size() > options_.resize()) {
+    throw std::invalid_argument("the model's input size " + std::to_string(model_->options.input_size()) +
+                                " exceeds the resize " + std::to_string(options_.resize()));
+  }
+}
+
+void Trainer::step_update() {
+  torch::NoGradGuard no_grad;
+  const double momentum = options_.momentum(), decay = options_.weight_decay() * lr_;
+  for (auto& item : model_->named_parameters()) {
+    auto& w = item.value();
+    if (!w.grad().defined()) continue;
+    auto found = momentum_.find(item.key());
+    if (found == momentum_.end()) found = momentum_.emplace(item.key(), torch::zeros_like(w)).first;
+    auto& v = found->second;
+    // Section 5: v <- 0.9 v - 0.0005 lr w - lr grad; w <- w + v.
+    v.mul_(momentum).add_(w, -decay).add_(w.grad(), -lr_);
+    w.add_(v);
+  }
+}
+
+Trainer::Outcome Trainer::fit(const std::string& run_dir, const TrainHooks& hooks) {
+  if (hooks.writer) fs::create_directories(run_dir);
+  const int64_t crop = model_->options.input_size();
+  const int64_t batch_size = options_.batch_size();
+  const auto device = model_->tower_devices().front();
+  data::ImageDataset train_set(train_, data::TransformOptions()
+                                           .resize(options_.resize())
+                                           .crop(crop)
+                                           .pca_std(options_.pca_std())
+                                           .seed(options_.seed())
+                                           .on_error(options_.on_error()),
+                               stats_);
+  const Preprocessing pre{train_->classes(), stats_.mean_rgb, options_.resize(), crop};
+  const double flat = std::log(static_cast<double>(train_->classes().size()));
+  int64_t flat_steps = 0;
+  bool warned_flat = false;
+
+  while (epoch_ < options_.epochs()) {
+    data::EpochSampler sampler(train_->size(), options_.seed());
+    sampler.set_epoch(epoch_, static_cast<size_t>(step_ * batch_size));
+    train_set.set_epoch(epoch_);
+    const int64_t steps = static_cast<int64_t>((train_->size() + batch_size - 1) / batch_size);
+    auto loader = torch::data::make_data_loader(
+        train_set, sampler,
+        torch::data::DataLoaderOptions(static_cast<size_t>(batch_size))
+            .workers(static_cast<size_t>(options_.workers()))
+            .max_jobs(static_cast<size_t>(2 * options_.workers() + 1)));
+    model_->train();
+    auto start = std::chrono::steady_clock::now();
+    auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+    for (auto& batch : *loader) {
+      const auto x = data::normalize(batch, stats_, device);
+      const auto y = batch.labels.to(device);
+      const auto logits = model_->forward(x);
+      const auto loss = torch::nn::functional::cross_entropy(logits, y);
+      model_->zero_grad();
+      loss.backward();
+      const double value = loss.item<double>();
+      if (!std::isfinite(value)) {
+        throw std::runtime_error("the loss became " + std::string(std::isnan(value) ? "NaN" : "infinite") +
+                                 " at epoch " + std::to_string(epoch_ + 1) + ", step " + std::to_string(step_ + 1) +
+                                 " (learning rate " + number(lr_) + "): lower --lr");
+      }
+      if (hooks.reduce_gradients) {
+        std::vector<torch::Tensor> gradients;
+        for (const auto& p : model_->parameters()) gradients.push_back(p.grad());
+        hooks.reduce_gradients(gradients);
+      }
+      step_update();
+      const auto n = static_cast<double>(y.size(0));
+      loss_sum_ += value * n;
+      correct_ += logits.argmax(1).eq(y).sum().item<double>();
+      seen_ += n;
+      ++step_;
+      flat_steps = std::abs(value - flat) < kFlatTolerance ? flat_steps + 1 : 0;
+      if (flat_steps >= kFlatSteps && !warned_flat && hooks.on_warning) {
+        warned_flat = true;
+        hooks.on_warning("the loss has sat at ln(" + std::to_string(train_->classes().size()) + ") = " +
+                         number(flat) + " for " + std::to_string(kFlatSteps) +
+                         " steps: the network is not learning. The paper's bias-1 initialisation can do "
+                         "this; try --init caffe or a lower --lr");
+      }
+      if (hooks.on_step) hooks.on_step(epoch_ + 1, step_, steps, value, seen_ / (seconds_ + elapsed()));
+      if (hooks.stop && hooks.stop->load()) {
+        seconds_ += elapsed();
+        if (hooks.writer) save((fs::path(run_dir) / "last.pt").string());
+        return Outcome::kStopped;
+      }
+    }
+    seconds_ += elapsed();
+
+    EpochMetrics m;
+    m.epoch = epoch_ + 1;
+    m.train_loss = seen_ > 0 ? loss_sum_ / seen_ : std::nan("");
+    m.train_top1 = seen_ > 0 ? correct_ / seen_ : std::nan("");
+    m.lr = lr_;
+    m.images_per_second = seconds_ > 0 ? seen_ / seconds_ : 0;
+    m.val_loss = m.val_top1 = m.val_top5 = std::numeric_limits<double>::quiet_NaN();
+    bool improved = false;
+    if (val_) {
+      const auto e = evaluate(model_, val_, pre, options_.ten_crop(), batch_size, options_.workers(),
+                              options_.on_error());
+      m.val_loss = e.loss;
+      m.val_top1 = e.top1;
+      m.val_top5 = e.top5;
+      improved = 1 - e.top1 < best_error_;
+      if (improved) {
+        best_error_ = 1 - e.top1;
+        bad_epochs_ = 0;
+      } else {
+        ++bad_epochs_;
+      }
+    }
+    m.seconds = seconds_;
+    if (options_.lr_policy() == LrPolicy::kPlateau && bad_epochs_ >= options_.patience()) {
+      lr_ *= 0.1;  // Section 5: "divide the learning rate by 10"
+      bad_epochs_ = 0;
+    } else if (options_.lr_policy() == LrPolicy::kStep && (epoch_ + 1) % options_.step_epochs() == 0) {
+      lr_ *= options_.lr_factor();
+    }
+    ++epoch_;
+    step_ = 0;
+    loss_sum_ = correct_ = seen_ = seconds_ = 0;
+    history_.push_back(m);
+    if (hooks.writer) {
+      const auto last = (fs::path(run_dir) / "last.pt").string();
+      save(last);
+      if (improved) save((fs::path(run_dir) / "best.pt").string());
+      std::string lines;
+      for (const auto& h : history_) lines += h.to_json() + "\n";
+      detail::write_file_atomically((fs::path(run_dir) / "metrics.jsonl").string(), lines);
+    }
+    if (hooks.on_epoch) hooks.on_epoch(m);
+  }
+  return Outcome::kFinished;
+}
+
+void Trainer::save(const std::string& path) const {
+  CheckpointExtras extras;
+  Preprocessing{train_->classes(), stats_.mean_rgb, options_.resize(), model_->options.input_size()}.add_to(extras);
+  for (const auto& [name, v] : momentum_) extras.tensors["momentum/" + name] = v;
+  {
+    auto generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    extras.tensors["rng/cpu"] = generator.get_state();
+  }
+  extras.tensors["train/state"] = torch::tensor(
+      {double(epoch_), double(step_), best_error_, double(bad_epochs_), loss_sum_, correct_, seen_, seconds_, lr_},
+      torch::kDouble);
+  std::string lines;
+  for (const auto& h : history_) lines += h.to_json() + "\n";
+  extras.strings["train/history"] = lines;
+  extras.strings["train/seed"] = std::to_string(options_.seed());
+  alexnet::save(*model_, path, extras);
+}
+
+void Trainer::restore(const std::string& checkpoint) {
+  auto extras = read_extras(checkpoint);
+  const auto state = extras.tensors.find("train/state");
+  if (state == extras.tensors.end() || state->second.numel() != 9) {
+    throw std::runtime_error("checkpoint '" + checkpoint + "': has no training state to resume from");
+  }
+  load_weights(*model_, checkpoint);
+  momentum_.clear();
+  for (const auto& p : model_->named_parameters()) {
+    const auto found = extras.tensors.find("momentum/" + p.key());
+    if (found != extras.tensors.end()) momentum_[p.key()] = found->second.to(p.value().device());
+  }
+  const auto s = state->second.accessor<double, 1>();
+  epoch_ = static_cast<int64_t>(s[0]);
+  step_ = static_cast<int64_t>(s[1]);
+  best_error_ = s[2];
+  bad_epochs_ = static_cast<int64_t>(s[3]);
+  loss_sum_ = s[4];
+  correct_ = s[5];
+  seen_ = s[6];
+  seconds_ = s[7];
+  lr_ = s[8];
+  const auto rng = extras.tensors.find("rng/cpu");
+  if (rng != extras.tensors.end()) {
+    auto generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(rng->second);
+  }
+  history_.clear();
+  for (const auto& line : split_lines(extras.strings["train/history"])) {
+    // Only the figures the schedule and reports need are parsed back.
+    EpochMetrics m;
+    auto field = [&](const std::string& key) {
+      const auto at = line.find("\"" + key + "\":");
+      if (at == std::string::npos) return std::nan("");
+      const auto text = line.substr(at + key.size() + 3);
+      return text.rfind("null", 0) == 0 ? std::nan("") : std::stod(text);
+    };
+    m.epoch = static_cast<int64_t>(field("epoch"));
+    m.train_loss = field("train_loss");
+    m.train_top1 = field("train_top1");
+    m.val_loss = field("val_loss");
+    m.val_top1 = field("val_top1");
+    m.val_top5 = field("val_top5");
+    m.lr = field("lr");
+    m.images_per_second = field("images_per_second");
+    m.seconds = field("seconds");
+    history_.push_back(m);
+  }
+}
+
+std::string Evaluation::to_json(const std::vector<std::string>& classes) const {
+  std::ostringstream out;
+  out << "{\"images\":" << images << ",\"top1\":" << number(top1) << ",\"top5\":" << number(top5)
+      << ",\"loss\":" << number(loss) << ",\"skipped\":" << skipped << ",\"per_class\":[";
+  for (size_t c = 0; c < per_class.size(); ++c) {
+    std::string name = c < classes.size() ? classes[c] : std::to_string(c);
+    std::string escaped;
+    for (char ch : name) {
+      if (ch == '"' || ch == '\\') escaped += '\\';
+      escaped += ch;
+    }
+    out << (c ? "," : "") << "{\"index\":" << c << ",\"label\":\"" << escaped << "\",\"images\":" << per_class_images[c]
+        << ",\"top1\":" << number(per_class[c]) << "}";
+  }
+  out << "]}";
+  return out.str();
+}
+
+Evaluation evaluate(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
+                    bool ten_crop, int64_t batch_size, int64_t workers, data::OnError on_error) {
+  data::ImageDataset dataset(source, data::TransformOptions()
+                                         .resize(pre.resize)
+                                         .crop(pre.crop)
+                                         .mode(ten_crop ? data::Mode::kTenCrop : data::Mode::kCenter)
+                                         .pca_std(0)
+                                         .on_error(on_error));
+  data::EpochSampler sampler(source->size(), 0, /*shuffle=*/false);
+  auto loader = torch::data::make_data_loader(
+      dataset, sampler,
+      torch::data::DataLoaderOptions(static_cast<size_t>(batch_size)).workers(static_cast<size_t>(workers)));
+  const auto classes = model->options.num_classes();
+  const auto stats = mean_only(pre.mean_rgb);
+  const auto device = model->tower_devices().front();
+  const bool was_training = model->is_training();
+  model->eval();
+  torch::NoGradGuard no_grad;
+  Evaluation e;
+  std::vector<double> correct(static_cast<size_t>(classes), 0.0);
+  e.per_class_images.assign(static_cast<size_t>(classes), 0);
+  double loss = 0, top1 = 0, top5 = 0;
+  for (auto& batch : *loader) {
+    e.skipped += batch.skipped;
+    const auto n = batch.labels.size(0);
+    if (n == 0) continue;
+    auto probabilities = model->forward(data::normalize(batch, stats, device)).softmax(1);
+    if (ten_crop) probabilities = probabilities.view({n, 10, classes}).mean(1);  // Section 4.1
+    probabilities = probabilities.to(torch::kCPU);
+    const auto y = batch.labels;
+    loss -= probabilities.gather(1, y.unsqueeze(1)).clamp_min(1e-12).log().sum().item<double>();
+    const auto best = std::get<1>(probabilities.topk(std::min<int64_t>(5, classes), 1));
+    const auto hit1 = best.select(1, 0).eq(y);
+    top1 += hit1.sum().item<double>();
+    top5 += best.eq(y.unsqueeze(1)).any(1).sum().item<double>();
+    const auto labels = y.accessor<int64_t, 1>();
+    const auto hits = hit1.accessor<bool, 1>();
+    for (int64_t i = 0; i < n; ++i) {
+      ++e.per_class_images[static_cast<size_t>(labels[i])];
+      correct[static_cast<size_t>(labels[i])] += hits[i];
+    }
+    e.images += n;
+  }
+  model->train(was_training);
+  if (e.images == 0) throw std::runtime_error("evaluation: no image could be read");
+  e.loss = loss / e.images;
+  e.top1 = top1 / e.images;
+  e.top5 = top5 / e.images;
+  for (size_t c = 0; c < correct.size(); ++c) {
+    e.per_class.push_back(e.per_class_images[c] ? correct[c] / e.per_class_images[c] : std::nan(""));
+  }
+  return e;
+}
+
+torch::Tensor classify(AlexNet& model, const std::vector<std::string>& images, const Preprocessing& pre,
+                       bool ten_crop) {
+  auto source = std::make_shared<PathSource>(images);
+  data::ImageDataset dataset(source, data::TransformOptions()
+                                         .resize(pre.resize)
+                                         .crop(pre.crop)
+                                         .mode(ten_crop ? data::Mode::kTenCrop : data::Mode::kCenter)
+                                         .pca_std(0));
+  std::vector<size_t> all(images.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+  const auto batch = dataset.get_batch(all);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const auto device = model->tower_devices().front();
+  auto probabilities = model->forward(data::normalize(batch, mean_only(pre.mean_rgb), device)).softmax(1);
+  if (ten_crop) probabilities = probabilities.view({static_cast<int64_t>(images.size()), 10, -1}).mean(1);
+  return probabilities.to(torch::kCPU);
+}
+
+}  // namespace alexnet

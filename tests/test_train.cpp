@@ -1,0 +1,177 @@
+#include "helpers.h"
+
+#include <alexnet/train.h>
+
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+using namespace alexnet;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Two classes a small network can tell apart: reddish and bluish noise.
+std::string make_colours(const std::string& name, int per_class) {
+  const auto root = test::temp_dir(name);
+  std::mt19937 random(3);
+  for (int c = 0; c < 2; ++c) {
+    fs::create_directories(root + "/" + std::to_string(c));
+    for (int i = 0; i < per_class; ++i) {
+      data::Image image;
+      image.height = image.width = 40;
+      image.channels = 3;
+      image.pixels.resize(40 * 40 * 3);
+      for (size_t p = 0; p < image.pixels.size(); ++p) {
+        const int channel = static_cast<int>(p % 3);
+        const int base = (c == 0 ? (channel == 0 ? 170 : 70) : (channel == 2 ? 170 : 70));
+        image.pixels[p] = static_cast<uint8_t>(base + static_cast<int>(random() % 60) - 30);
+      }
+      data::write_image(image, root + "/" + std::to_string(c) + "/" + std::to_string(i) + ".png");
+    }
+  }
+  return root;
+}
+
+AlexNet small_model(uint64_t seed) {
+  torch::manual_seed(seed);
+  return AlexNet(AlexNetOptions::caffe().input_size(67).num_classes(2));
+}
+
+TrainOptions small_options(int64_t epochs) {
+  return TrainOptions().epochs(epochs).batch_size(4).lr(0.001).workers(1).resize(72).seed(5).pca_std(0.1);
+}
+
+std::vector<torch::Tensor> weights(AlexNet& model) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : model->parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+bool same(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!torch::equal(a[i], b[i])) return false;
+  }
+  return a.size() == b.size();
+}
+
+}  // namespace
+
+TEST_CASE("Training on a small data set lowers the loss and writes the run directory", "[train]") {
+  const auto root = make_colours("learn", 12);
+  const auto source = data::open_image_folder(root);
+  const auto stats = data::compute_statistics(*source, 72, 1);
+  const auto run = root + "-run";
+  // LibTorch's initialisation leaves no flat start, so a few dozen steps show learning.
+  torch::manual_seed(1);
+  AlexNet model(AlexNetOptions::torchvision().input_size(67).num_classes(2));
+  Trainer trainer(model, source, source, stats, small_options(5).lr(0.01));
+  std::vector<std::string> warnings;
+  TrainHooks hooks;
+  hooks.on_warning = [&](const std::string& w) { warnings.push_back(w); };
+  REQUIRE(trainer.fit(run, hooks) == Trainer::Outcome::kFinished);
+  const auto& h = trainer.history();
+  REQUIRE(h.size() == 5);
+  INFO("first epoch " << h.front().to_json() << "\nlast epoch " << h.back().to_json());
+  CHECK(h.back().train_loss < 0.5 * h.front().train_loss);
+  CHECK(h.back().val_top1 == 1.0);
+  for (const char* file : {"last.pt", "best.pt", "metrics.jsonl"}) CHECK(fs::exists(run + "/" + file));
+  // metrics.jsonl: one JSON object per epoch, every documented field.
+  std::string out;
+  CHECK(test::run("/usr/bin/python3 -c \"import json,sys; rows=[json.loads(l) for l in open('" + run +
+                      "/metrics.jsonl')]; print(len(rows), sorted(rows[-1]))\"",
+                  out) == 0);
+  CHECK(out == "5 ['epoch', 'images_per_second', 'lr', 'seconds', 'train_loss', 'train_top1', 'val_loss', "
+               "'val_top1', 'val_top5']\n");
+  // The checkpoint carries what inference needs.
+  const auto pre = Preprocessing::from(read_extras(run + "/best.pt"), run + "/best.pt");
+  CHECK(pre.classes == std::vector<std::string>{"0", "1"});
+  CHECK((pre.resize == 72 && pre.crop == 67));
+  fs::remove_all(root);
+  fs::remove_all(run);
+}
+
+TEST_CASE("Resuming is bitwise exact, after an epoch and after a stop mid-epoch", "[train]") {
+  const auto root = make_colours("resume", 6);
+  const auto source = data::open_image_folder(root);
+  const auto stats = data::compute_statistics(*source, 72, 1);
+  const auto run = root + "-run";
+
+  Trainer straight(small_model(2), source, source, stats, small_options(2));
+  straight.fit(run + "/straight");
+  const auto expected = weights(straight.model());
+
+  Trainer first(small_model(2), source, source, stats, small_options(1));
+  first.fit(run + "/split");
+  Trainer second(small_model(99), source, source, stats, small_options(2));
+  second.restore(run + "/split/last.pt");
+  CHECK(second.epochs_done() == 1);
+  second.fit(run + "/split");
+  CHECK(same(weights(second.model()), expected));
+  CHECK(second.history().size() == 2);
+
+  // Stopped after the second step of the first epoch, as Ctrl-C does.
+  std::atomic<bool> stop{false};
+  TrainHooks hooks;
+  hooks.stop = &stop;
+  hooks.on_step = [&](int64_t, int64_t step, int64_t, double, double) { stop = step == 2; };
+  Trainer interrupted(small_model(2), source, source, stats, small_options(2));
+  REQUIRE(interrupted.fit(run + "/stopped", hooks) == Trainer::Outcome::kStopped);
+  Trainer resumed(small_model(7), source, source, stats, small_options(2));
+  resumed.restore(run + "/stopped/last.pt");
+  REQUIRE(resumed.fit(run + "/stopped") == Trainer::Outcome::kFinished);
+  CHECK(same(weights(resumed.model()), expected));
+  CHECK(resumed.history()[0].train_loss == straight.history()[0].train_loss);
+
+  CHECK_THROWS_WITH(Trainer(small_model(2), source, source, stats, small_options(1)).restore(root + "/0/0.png"),
+                    Catch::StartsWith("checkpoint '" + root + "/0/0.png': not a readable checkpoint"));
+  fs::remove_all(root);
+  fs::remove_all(run);
+}
+
+TEST_CASE("Evaluation and classification agree with a direct forward pass", "[train]") {
+  const auto root = make_colours("evaluate", 4);
+  const auto source = data::open_image_folder(root);
+  const auto stats = data::compute_statistics(*source, 72, 1);
+  auto model = small_model(4);
+  const Preprocessing pre{source->classes(), stats.mean_rgb, 72, 67};
+  const auto e = evaluate(model, source, pre, false, 3, 1);
+  // The same by hand: centre crops, mean subtracted, softmax.
+  data::ImageDataset dataset(source, data::TransformOptions().resize(72).crop(67).mode(data::Mode::kCenter).pca_std(0));
+  const auto batch = dataset.get_batch({0, 1, 2, 3, 4, 5, 6, 7});
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const auto probabilities = model->forward(data::normalize(batch, stats, torch::kCPU)).softmax(1);
+  const double top1 = probabilities.argmax(1).eq(batch.labels).to(torch::kDouble).mean().item<double>();
+  const double loss = -probabilities.gather(1, batch.labels.unsqueeze(1)).log().mean().item<double>();
+  CHECK(e.images == 8);
+  CHECK(e.top1 == Approx(top1));
+  CHECK(e.loss == Approx(loss).epsilon(1e-5));
+  CHECK(e.top5 == 1.0);  // two classes
+  std::vector<std::string> files;
+  for (size_t i = 0; i < source->size(); ++i) files.push_back(source->describe(i));
+  CHECK(test::relative_error(classify(model, files, pre), probabilities) < 1e-6);
+  // Ten crops: the mean of the ten softmax outputs.
+  data::ImageDataset ten(source, data::TransformOptions().resize(72).crop(67).mode(data::Mode::kTenCrop).pca_std(0));
+  const auto tens = model->forward(data::normalize(ten.get_batch({0}), stats, torch::kCPU)).softmax(1).mean(0);
+  CHECK(test::relative_error(classify(model, {files[0]}, pre, true)[0], tens) < 1e-6);
+  CHECK_THAT(e.to_json(pre.classes), Catch::StartsWith("{\"images\":8,\"top1\":") &&
+                                         Catch::Contains("{\"index\":1,\"label\":\"1\",\"images\":4,\"top1\":"));
+  fs::remove_all(root);
+}
+
+TEST_CASE("A diverging loss stops training with a message naming the step", "[train]") {
+  const auto root = make_colours("nan", 2);
+  const auto source = data::open_image_folder(root);
+  const auto stats = data::compute_statistics(*source, 72, 1);
+  Trainer trainer(small_model(5), source, nullptr, stats, small_options(3).lr(1e4));
+  CHECK_THROWS_WITH(trainer.fit(root + "-run"), Catch::Contains("the loss became") &&
+                                                    Catch::Contains(", step ") && Catch::Contains("lower --lr"));
+  CHECK_THROWS_WITH(Trainer(AlexNet(AlexNetOptions::caffe().input_size(67).num_classes(3)), source, nullptr, stats,
+                            small_options(1)),
+                    Catch::Contains("the training data has 2 classes but the model has 3 outputs"));
+  fs::remove_all(root);
+  fs::remove_all(root + "-run");
+}
