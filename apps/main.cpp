@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   alexnet::app::add_summary(app);
   alexnet::app::add_data_commands(app);
   alexnet::app::add_train_commands(app);
+  alexnet::app::add_visual_commands(app);
 
   try {
     app.parse(argc, argv);

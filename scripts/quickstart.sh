@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's main job, end to end on a fresh Debian machine: install what is
 # missing, build, import Fashion-MNIST (Debian's dataset-fashion-mnist), train the
-# paper's architecture, evaluate on the 10,000 test images, classify a test image.
+# paper's architecture, evaluate on the 10,000 test images, classify a test image,
+# export fc7 features and their nearest neighbours, draw conv1's kernels and the curves.
 # The run lands in runs/quickstart/; the last line states the test top-1.
 #
 #   scripts/quickstart.sh [--epochs N] [--overwrite]
@@ -42,6 +43,13 @@ fi
 
 # One test image, as a PNG file, classified as a user would.
 "$alexnet" classify --weights "$run/best.pt" --top 3 "$data/examples/test-00000.png"
+
+# fc7 features of the test set (Section 6.1) for retrieval, the nearest neighbours of the
+# first test image (Figure 4), conv1's kernels (Figure 3) and the training curves.
+"$alexnet" features --weights "$run/best.pt" --data "$data/test" --layer fc7 --out "$run/features-test-fc7.npy"
+"$alexnet" neighbours --features "$run/features-test-fc7.npy" --query 0 --k 7 --grid "$run/neighbours-0.png"
+"$alexnet" kernels --weights "$run/best.pt" --out "$run/conv1.png"
+"$alexnet" plot "$run" --out "$run/curves.png"
 
 /usr/bin/python3 - "$run/test.json" <<'PY'
 import json, sys

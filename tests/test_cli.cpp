@@ -106,6 +106,24 @@ TEST_CASE("alexnet train, evaluate and classify work from the command line; Ctrl
   CHECK(run(kCli + " evaluate --weights " + dir + "/none.pt --data " + dir + "/d", out, true) == 1);
   CHECK(out == "error: checkpoint '" + dir + "/none.pt': No such file or directory\n");
 
+  // Features, neighbours, kernels and curves from the run.
+  REQUIRE(run(kCli + " features --weights " + dir + "/run/best.pt --data " + dir + "/d --out " + dir + "/f.npy", out, true) == 0);
+  REQUIRE(run("/usr/bin/python3 -c \"import numpy as np; print(np.load('" + dir + "/f.npy').shape)\"", out) == 0);
+  CHECK(out == "(4, 4096)\n");
+  REQUIRE(run("cat " + dir + "/f.txt", out) == 0);
+  CHECK(out == dir + "/d/one/coffee.png\n" + dir + "/d/one/rocket.jpg\n" + dir + "/d/two/motorcycle_left.png\n" + dir +
+                   "/d/two/retina.jpg\n");
+  REQUIRE(run(kCli + " neighbours --features " + dir + "/f.npy --query 1 --k 2 --grid " + dir + "/n.png", out) == 0);
+  CHECK_THAT(out, Catch::StartsWith("query " + dir + "/d/one/rocket.jpg\n1\t"));
+  CHECK(std::filesystem::exists(dir + "/n.png"));
+  CHECK(run(kCli + " neighbours --features " + dir + "/f.npy --query 9", out, true) == 1);
+  CHECK(out == "error: --query 9: the features have 4 rows\n");
+  REQUIRE(run(kCli + " kernels --weights " + dir + "/run/best.pt --out " + dir + "/k.png", out, true) == 0);
+  REQUIRE(run(kCli + " plot " + dir + "/run --out " + dir + "/c.png", out, true) == 0);
+  for (const char* png : {"/k.png", "/c.png"}) CHECK(std::filesystem::file_size(dir + png) > 1000);
+  CHECK(run(kCli + " plot " + dir + "/nothing --out " + dir + "/c.png", out, true) == 1);
+  CHECK(out == "error: metrics '" + dir + "/nothing/metrics.jsonl': cannot open\n");
+
   // A real SIGINT to a training process: it checkpoints, says how to resume, exits non-zero.
   const std::string interrupted = dir + "/interrupted";
   const int status = run("bash -c '" + kCli + " train" + common + " --epochs 100000 --out " + interrupted +

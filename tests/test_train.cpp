@@ -1,6 +1,7 @@
 #include "helpers.h"
 
 #include <alexnet/train.h>
+#include <alexnet/visualize.h>
 
 #include <catch2/catch.hpp>
 
@@ -174,4 +175,48 @@ TEST_CASE("A diverging loss stops training with a message naming the step", "[tr
                     Catch::Contains("the training data has 2 classes but the model has 3 outputs"));
   fs::remove_all(root);
   fs::remove_all(root + "-run");
+}
+
+TEST_CASE("Features export as .npy, neighbours, kernels and curves", "[train][visualize]") {
+  const auto root = make_colours("features", 3);
+  const auto source = data::open_image_folder(root);
+  const auto stats = data::compute_statistics(*source, 72, 1);
+  auto model = small_model(6);
+  const Preprocessing pre{source->classes(), stats.mean_rgb, 72, 67};
+  const auto features = extract_features(model, source, pre, Layer::kFc7, 4, 1);
+  CHECK(features.sizes() == torch::IntArrayRef({6, 4096}));
+  // Row i is image i: the same as a forward pass on that image alone.
+  const auto one = extract_features(model, data::open_image_files({source->describe(4)}), pre, Layer::kFc7, 1, 1);
+  CHECK(test::relative_error(one[0], features[4]) < 1e-6);
+
+  write_npy(features, root + "/f.npy");
+  CHECK(torch::equal(read_npy(root + "/f.npy"), features));
+  std::string out;
+  REQUIRE(test::run("/usr/bin/python3 -c \"import numpy as np; a=np.load('" + root +
+                        "/f.npy'); print(a.shape, a.dtype, float(a[4, 7]))\"",
+                    out) == 0);
+  std::ostringstream expected;
+  expected << "(6, 4096) float32 " << features[4][7].item<float>();
+  CHECK_THAT(out, Catch::StartsWith(expected.str().substr(0, 20)));
+  CHECK_THAT(test::message_of([&] { read_npy(root + "/0/0.png"); }), Catch::Contains("not a NumPy .npy file"));
+
+  const auto [indices, distances] = nearest(features, features[2], 3, 2);
+  CHECK(indices.size() == 3);
+  CHECK(std::find(indices.begin(), indices.end(), 2) == indices.end());
+  CHECK(std::is_sorted(distances.begin(), distances.end()));
+  const double direct = (features[indices[0]] - features[2]).norm().item<double>();
+  CHECK(distances[0] == Approx(direct).epsilon(1e-5));
+
+  const auto grid = kernel_grid(*model, 2);
+  CHECK(grid.width == 2 + 16 * (22 + 2));  // 16 kernels of 11 x 2 pixels a row
+  std::vector<EpochMetrics> history(3);
+  for (int i = 0; i < 3; ++i) history[i] = EpochMetrics{i + 1, 1.0 / (i + 1), 0.5, 0.9, 0.6, 0.9, 0.01, 100, 10.0 * i};
+  const auto curves = plot_curves(history);
+  CHECK((curves.width == 1320 && curves.height == 420));
+  std::ofstream(root + "/metrics.jsonl") << history[0].to_json() << "\n" << history[1].to_json() << "\n";
+  CHECK(read_metrics(root + "/metrics.jsonl")[1].train_loss == 0.5);
+  std::ofstream(root + "/bad.jsonl") << "{\"epoch\":1}\n";
+  CHECK(test::message_of([&] { read_metrics(root + "/bad.jsonl"); }) ==
+        "metrics '" + root + "/bad.jsonl' line 1: not an epoch's figures");
+  fs::remove_all(root);
 }

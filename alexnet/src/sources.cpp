@@ -158,6 +158,11 @@ std::shared_ptr<Source> open_image_list(const std::string& list, const ReadOptio
   return std::make_shared<FileSource>(std::move(paths), std::move(labels), std::move(classes));
 }
 
+std::shared_ptr<Source> open_image_files(std::vector<std::string> paths) {
+  std::vector<int64_t> labels(paths.size(), 0);
+  return std::make_shared<FileSource>(std::move(paths), std::move(labels), std::vector<std::string>{});
+}
+
 std::shared_ptr<Source> open_source(const std::string& path, const ReadOptions& options) {
   std::error_code error;
   if (fs::is_regular_file(fs::path(path) / "meta.txt", error)) return open_packed(path);

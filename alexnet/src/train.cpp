@@ -51,21 +51,6 @@ data::Statistics mean_only(const torch::Tensor& mean_rgb) {
   return s;
 }
 
-// Image files named on a command line, for classification.
-class PathSource final : public data::Source {
- public:
-  explicit PathSource(std::vector<std::string> paths) : paths_(std::move(paths)) {}
-  size_t size() const override { return paths_.size(); }
-  int64_t label(size_t) const override { return 0; }
-  data::Image image(size_t index, int64_t side) const override { return data::decode_resized(paths_.at(index), side); }
-  std::string describe(size_t index) const override { return paths_.at(index); }
-  const std::vector<std::string>& classes() const override { return classes_; }
-
- private:
-  std::vector<std::string> paths_;
-  std::vector<std::string> classes_;
-};
-
 }  // namespace
 
 std::string to_string(LrPolicy p) {
@@ -86,6 +71,26 @@ std::string EpochMetrics::to_json() const {
       << ",\"val_top5\":" << number(val_top5) << ",\"lr\":" << number(lr)
       << ",\"images_per_second\":" << number(images_per_second) << ",\"seconds\":" << number(seconds) << "}";
   return out.str();
+}
+
+EpochMetrics EpochMetrics::from_json(const std::string& line) {
+  auto field = [&](const std::string& key) {
+    const auto at = line.find("\"" + key + "\":");
+    if (at == std::string::npos) throw std::invalid_argument("metrics line lacks '" + key + "': " + line);
+    const auto text = line.substr(at + key.size() + 3);
+    return text.rfind("null", 0) == 0 ? std::nan("") : std::stod(text);
+  };
+  EpochMetrics m;
+  m.epoch = static_cast<int64_t>(field("epoch"));
+  m.train_loss = field("train_loss");
+  m.train_top1 = field("train_top1");
+  m.val_loss = field("val_loss");
+  m.val_top1 = field("val_top1");
+  m.val_top5 = field("val_top5");
+  m.lr = field("lr");
+  m.images_per_second = field("images_per_second");
+  m.seconds = field("seconds");
+  return m;
 }
 
 void Preprocessing::add_to(CheckpointExtras& extras) const {
@@ -318,24 +323,7 @@ void Trainer::restore(const std::string& checkpoint) {
   }
   history_.clear();
   for (const auto& line : split_lines(extras.strings["train/history"])) {
-    // Only the figures the schedule and reports need are parsed back.
-    EpochMetrics m;
-    auto field = [&](const std::string& key) {
-      const auto at = line.find("\"" + key + "\":");
-      if (at == std::string::npos) return std::nan("");
-      const auto text = line.substr(at + key.size() + 3);
-      return text.rfind("null", 0) == 0 ? std::nan("") : std::stod(text);
-    };
-    m.epoch = static_cast<int64_t>(field("epoch"));
-    m.train_loss = field("train_loss");
-    m.train_top1 = field("train_top1");
-    m.val_loss = field("val_loss");
-    m.val_top1 = field("val_top1");
-    m.val_top5 = field("val_top5");
-    m.lr = field("lr");
-    m.images_per_second = field("images_per_second");
-    m.seconds = field("seconds");
-    history_.push_back(m);
+    history_.push_back(EpochMetrics::from_json(line));
   }
 }
 
@@ -413,7 +401,7 @@ Evaluation evaluate(AlexNet& model, const std::shared_ptr<data::Source>& source,
 
 torch::Tensor classify(AlexNet& model, const std::vector<std::string>& images, const Preprocessing& pre,
                        bool ten_crop) {
-  auto source = std::make_shared<PathSource>(images);
+  auto source = data::open_image_files(images);
   data::ImageDataset dataset(source, data::TransformOptions()
                                          .resize(pre.resize)
                                          .crop(pre.crop)

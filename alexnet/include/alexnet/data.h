@@ -66,6 +66,8 @@ struct ReadOptions {
 std::shared_ptr<Source> open_image_folder(const std::string& root, const ReadOptions& options = {});
 /// Lines "relative/path label" (Caffe's convert_imageset format).
 std::shared_ptr<Source> open_image_list(const std::string& list, const ReadOptions& options = {});
+/// Image files named one by one (a command line's), all labelled 0, no class names.
+std::shared_ptr<Source> open_image_files(std::vector<std::string> paths);
 /// A packed set written by `PackedWriter` (`alexnet prepare`, the Fashion-MNIST importer).
 std::shared_ptr<Source> open_packed(const std::string& dir);
 /// Any of the three, by what `path` is: a packed set's folder, an image folder or a list file.

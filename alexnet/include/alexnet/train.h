@@ -68,6 +68,8 @@ struct EpochMetrics {
   double seconds = 0;
 
   std::string to_json() const;
+  /// Parses one line as to_json writes it; throws on a line that is not one.
+  static EpochMetrics from_json(const std::string& line);
 };
 
 /// Hooks for the app (progress, signals) and for data parallelism.

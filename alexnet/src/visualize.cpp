@@ -1,0 +1,263 @@
+#include <alexnet/visualize.h>
+
+#include "atomic_file.h"
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
+#include <torch/data/dataloader.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <iomanip>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <stdexcept>
+
+namespace alexnet {
+namespace {
+
+data::Image from_canvas(const cv::Mat& bgr) {
+  data::Image out;
+  out.height = bgr.rows;
+  out.width = bgr.cols;
+  out.channels = 3;
+  out.pixels.resize(static_cast<size_t>(bgr.rows * bgr.cols * 3));
+  cv::Mat dst(bgr.rows, bgr.cols, CV_8UC3, out.pixels.data());
+  cv::cvtColor(bgr, dst, cv::COLOR_BGR2RGB);
+  return out;
+}
+
+std::string tick(double v) {
+  std::ostringstream out;
+  out << std::setprecision(3) << v;
+  return out.str();
+}
+
+struct Series {
+  std::string name;
+  std::vector<double> values;
+  cv::Scalar colour;  // BGR
+};
+
+// One panel: axes, ticks, a title, a legend, and a line per series (NaNs skipped).
+void draw_panel(cv::Mat& canvas, const cv::Rect& area, const std::string& title, const std::vector<Series>& series,
+                bool log_scale) {
+  const int left = area.x + 60, right = area.x + area.width - 15, top = area.y + 35, bottom = area.y + area.height - 45;
+  const auto font = cv::FONT_HERSHEY_SIMPLEX;
+  const cv::Scalar ink(40, 40, 40), grid(225, 225, 225);
+  cv::putText(canvas, title, {area.x + 60, area.y + 22}, font, 0.6, ink, 1, cv::LINE_AA);
+  double lo = INFINITY, hi = -INFINITY;
+  size_t epochs = 0;
+  for (const auto& s : series) {
+    epochs = std::max(epochs, s.values.size());
+    for (double v : s.values) {
+      if (!std::isfinite(v) || (log_scale && v <= 0)) continue;
+      const double y = log_scale ? std::log10(v) : v;
+      lo = std::min(lo, y), hi = std::max(hi, y);
+    }
+  }
+  if (!std::isfinite(lo)) lo = 0, hi = 1;
+  if (hi - lo < 1e-9) lo -= 0.5, hi += 0.5;
+  if (!log_scale) lo = std::min(lo, 0.0);
+  auto px = [&](double epoch) {
+    return left + static_cast<int>((right - left) * (epochs > 1 ? (epoch - 1) / (epochs - 1.0) : 0.5));
+  };
+  auto py = [&](double y) { return bottom - static_cast<int>((bottom - top) * (y - lo) / (hi - lo)); };
+  for (int i = 0; i <= 4; ++i) {
+    const double y = lo + (hi - lo) * i / 4;
+    cv::line(canvas, {left, py(y)}, {right, py(y)}, grid, 1);
+    cv::putText(canvas, tick(log_scale ? std::pow(10.0, y) : y), {area.x + 4, py(y) + 4}, font, 0.38, ink, 1, cv::LINE_AA);
+  }
+  cv::line(canvas, {left, top}, {left, bottom}, ink, 1);
+  cv::line(canvas, {left, bottom}, {right, bottom}, ink, 1);
+  const size_t step = std::max<size_t>(1, epochs / 10);
+  for (size_t e = 1; e <= epochs; e += step) {
+    cv::line(canvas, {px(double(e)), bottom}, {px(double(e)), bottom + 4}, ink, 1);
+    cv::putText(canvas, std::to_string(e), {px(double(e)) - 4, bottom + 18}, font, 0.38, ink, 1, cv::LINE_AA);
+  }
+  cv::putText(canvas, "epoch", {(left + right) / 2 - 20, bottom + 38}, font, 0.45, ink, 1, cv::LINE_AA);
+  int legend = top + 5;
+  for (const auto& s : series) {
+    std::vector<cv::Point> points;
+    for (size_t i = 0; i < s.values.size(); ++i) {
+      const double v = s.values[i];
+      if (!std::isfinite(v) || (log_scale && v <= 0)) continue;
+      points.emplace_back(px(double(i + 1)), py(log_scale ? std::log10(v) : v));
+    }
+    if (points.size() > 1) cv::polylines(canvas, points, false, s.colour, 2, cv::LINE_AA);
+    for (const auto& p : points) cv::circle(canvas, p, 3, s.colour, cv::FILLED, cv::LINE_AA);
+    if (points.empty()) continue;
+    cv::line(canvas, {right - 130, legend}, {right - 110, legend}, s.colour, 2, cv::LINE_AA);
+    cv::putText(canvas, s.name, {right - 105, legend + 4}, font, 0.4, ink, 1, cv::LINE_AA);
+    legend += 16;
+  }
+}
+
+}  // namespace
+
+torch::Tensor extract_features(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
+                               Layer layer, int64_t batch_size, int64_t workers) {
+  data::ImageDataset dataset(source,
+                             data::TransformOptions().resize(pre.resize).crop(pre.crop).mode(data::Mode::kCenter).pca_std(0));
+  data::EpochSampler sampler(source->size(), 0, /*shuffle=*/false);
+  auto loader = torch::data::make_data_loader(
+      dataset, sampler,
+      torch::data::DataLoaderOptions(static_cast<size_t>(batch_size)).workers(static_cast<size_t>(workers)));
+  data::Statistics stats;
+  stats.mean_rgb = pre.mean_rgb;
+  const auto device = model->tower_devices().front();
+  model->eval();
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> rows;
+  for (auto& batch : *loader) {
+    rows.push_back(model->forward_to(data::normalize(batch, stats, device), layer).to(torch::kCPU, torch::kFloat));
+  }
+  return torch::cat(rows);
+}
+
+void write_npy(const torch::Tensor& array, const std::string& path) {
+  if (array.dim() != 2) throw std::invalid_argument("npy '" + path + "': expected a 2-D array");
+  const auto data = array.to(torch::kCPU, torch::kFloat).contiguous();
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(data.size(0)) + ", " +
+                       std::to_string(data.size(1)) + "), }";
+  // Magic (6) + version (2) + length (2) + header, padded to a multiple of 64, ending in a newline.
+  header.append(63 - (10 + header.size()) % 64, ' ');
+  header += '\n';
+  std::string bytes = std::string("\x93NUMPY\x01\x00", 8);
+  bytes += static_cast<char>(header.size() & 0xFF);
+  bytes += static_cast<char>(header.size() >> 8);
+  bytes += header;
+  bytes.append(reinterpret_cast<const char*>(data.data_ptr<float>()), static_cast<size_t>(data.numel()) * sizeof(float));
+  detail::write_file_atomically(path, bytes);
+}
+
+torch::Tensor read_npy(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("npy '" + path + "': cannot open");
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0) {
+    throw std::runtime_error("npy '" + path + "': not a NumPy .npy file");
+  }
+  const size_t length = static_cast<uint8_t>(bytes[8]) | (static_cast<size_t>(static_cast<uint8_t>(bytes[9])) << 8);
+  if (bytes.size() < 10 + length) throw std::runtime_error("npy '" + path + "': truncated header");
+  const std::string header = bytes.substr(10, length);
+  if (header.find("'descr': '<f4'") == std::string::npos || header.find("'fortran_order': False") == std::string::npos) {
+    throw std::runtime_error("npy '" + path + "': expected little-endian float32 in C order");
+  }
+  const auto open = header.find("'shape': (");
+  if (open == std::string::npos) throw std::runtime_error("npy '" + path + "': no shape");
+  std::istringstream shape(header.substr(open + 10));
+  int64_t rows = 0, cols = 0;
+  char comma = 0;
+  if (!(shape >> rows >> comma >> cols) || comma != ',') {
+    throw std::runtime_error("npy '" + path + "': expected a 2-D shape");
+  }
+  const size_t expected = 10 + length + static_cast<size_t>(rows * cols) * sizeof(float);
+  if (bytes.size() != expected) throw std::runtime_error("npy '" + path + "': data size does not match the shape");
+  auto out = torch::empty({rows, cols}, torch::kFloat);
+  std::memcpy(out.data_ptr<float>(), bytes.data() + 10 + length, static_cast<size_t>(rows * cols) * sizeof(float));
+  return out;
+}
+
+std::pair<std::vector<int64_t>, std::vector<double>> nearest(const torch::Tensor& features, const torch::Tensor& query,
+                                                             int64_t k, int64_t exclude) {
+  auto distances = (features.to(torch::kDouble) - query.to(torch::kDouble).view({1, -1})).pow(2).sum(1).sqrt();
+  if (exclude >= 0) distances[exclude] = INFINITY;
+  const auto n = std::min<int64_t>(k, features.size(0) - (exclude >= 0 ? 1 : 0));
+  const auto [values, indices] = distances.topk(n, 0, /*largest=*/false);
+  std::vector<int64_t> idx(static_cast<size_t>(n));
+  std::vector<double> dist(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    idx[static_cast<size_t>(i)] = indices[i].item<int64_t>();
+    dist[static_cast<size_t>(i)] = values[i].item<double>();
+  }
+  return {idx, dist};
+}
+
+data::Image kernel_grid(const AlexNetImpl& model, int64_t scale) {
+  std::vector<torch::Tensor> towers;
+  for (const auto& l : model.learned_layers()) {
+    if (l.name == "conv1") towers.push_back(l.weight.detach().to(torch::kCPU, torch::kFloat));
+  }
+  constexpr int kPerRow = 16, kGap = 2;
+  const int k = static_cast<int>(towers.front().size(2)) * static_cast<int>(scale);
+  int rows = 0;
+  for (const auto& t : towers) rows += static_cast<int>((t.size(0) + kPerRow - 1) / kPerRow);
+  const int tower_gap = towers.size() > 1 ? 3 * k / 4 : 0;
+  cv::Mat canvas(rows * (k + kGap) + kGap + tower_gap, kPerRow * (k + kGap) + kGap, CV_8UC3, cv::Scalar(255, 255, 255));
+  int y0 = kGap;
+  for (const auto& t : towers) {
+    for (int64_t i = 0; i < t.size(0); ++i) {
+      // Each kernel stretched to 0..255 on its own, as the paper's figure shows them.
+      auto w = t[i];
+      w = (w - w.min()) / (w.max() - w.min()).clamp_min(1e-12) * 255;
+      const auto rgb = w.permute({1, 2, 0}).round().to(torch::kUInt8).contiguous();
+      cv::Mat kernel(static_cast<int>(rgb.size(0)), static_cast<int>(rgb.size(1)), CV_8UC3, rgb.data_ptr<uint8_t>());
+      cv::Mat bgr, big;
+      cv::cvtColor(kernel, bgr, cv::COLOR_RGB2BGR);
+      cv::resize(bgr, big, {k, k}, 0, 0, cv::INTER_NEAREST);
+      const int x = kGap + static_cast<int>(i % kPerRow) * (k + kGap);
+      const int y = y0 + static_cast<int>(i / kPerRow) * (k + kGap);
+      big.copyTo(canvas(cv::Rect(x, y, k, k)));
+    }
+    y0 += static_cast<int>((t.size(0) + kPerRow - 1) / kPerRow) * (k + kGap) + tower_gap;
+  }
+  return from_canvas(canvas);
+}
+
+data::Image plot_curves(const std::vector<EpochMetrics>& history) {
+  if (history.empty()) throw std::invalid_argument("plot: no epochs to draw");
+  Series train_loss{"train", {}, {200, 120, 40}}, val_loss{"validation", {}, {40, 40, 210}};
+  Series train_err{"train top-1", {}, {200, 120, 40}}, val_err{"val top-1", {}, {40, 40, 210}},
+      val_err5{"val top-5", {}, {60, 160, 60}};
+  Series lr{"learning rate", {}, {120, 60, 160}};
+  for (const auto& m : history) {
+    train_loss.values.push_back(m.train_loss);
+    val_loss.values.push_back(m.val_loss);
+    train_err.values.push_back(1 - m.train_top1);
+    val_err.values.push_back(1 - m.val_top1);
+    val_err5.values.push_back(1 - m.val_top5);
+    lr.values.push_back(m.lr);
+  }
+  cv::Mat canvas(420, 1320, CV_8UC3, cv::Scalar(255, 255, 255));
+  draw_panel(canvas, {0, 0, 440, 420}, "loss (cross-entropy)", {train_loss, val_loss}, false);
+  draw_panel(canvas, {440, 0, 440, 420}, "error", {train_err, val_err, val_err5}, false);
+  draw_panel(canvas, {880, 0, 440, 420}, "learning rate (log scale)", {lr}, true);
+  return from_canvas(canvas);
+}
+
+std::vector<EpochMetrics> read_metrics(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("metrics '" + path + "': cannot open");
+  std::vector<EpochMetrics> out;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    if (line.empty()) continue;
+    try {
+      out.push_back(EpochMetrics::from_json(line));
+    } catch (const std::exception& e) {
+      throw std::runtime_error("metrics '" + path + "' line " + std::to_string(number) + ": not an epoch's figures");
+    }
+  }
+  return out;
+}
+
+data::Image image_row(const std::vector<data::Image>& images, int64_t side) {
+  constexpr int kGap = 4;
+  const int s = static_cast<int>(side);
+  cv::Mat canvas(s + 2 * kGap, static_cast<int>(images.size()) * (s + kGap) + kGap, CV_8UC3, cv::Scalar(255, 255, 255));
+  for (size_t i = 0; i < images.size(); ++i) {
+    const auto small = data::to_rgb(data::resize_and_crop(images[i], side, side));
+    cv::Mat rgb(s, s, CV_8UC3, const_cast<uint8_t*>(small.pixels.data()));
+    cv::Mat bgr;
+    cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
+    bgr.copyTo(canvas(cv::Rect(kGap + static_cast<int>(i) * (s + kGap), kGap, s, s)));
+  }
+  // The query stands apart: a line after it.
+  if (images.size() > 1) cv::line(canvas, {s + kGap + kGap / 2, 0}, {s + kGap + kGap / 2, s + 2 * kGap}, {0, 0, 200}, 2);
+  return from_canvas(canvas);
+}
+
+}  // namespace alexnet

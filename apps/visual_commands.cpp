@@ -1,0 +1,151 @@
+#include "commands.h"
+
+#include <alexnet/checkpoint.h>
+#include <alexnet/visualize.h>
+
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <regex>
+
+namespace alexnet::app {
+namespace fs = std::filesystem;
+namespace {
+
+// FILE.npy's companion: the rows' images, one per line.
+std::string paths_file(const std::string& npy) {
+  return (fs::path(npy).replace_extension(".txt")).string();
+}
+
+// An image by the name `features` recorded: a file, or "DIR record N" of a packed set.
+data::Image image_named(const std::string& name) {
+  static const std::regex record("^(.*) record ([0-9]+)$");
+  std::smatch m;
+  if (std::regex_match(name, m, record)) {
+    const auto source = data::open_packed(m[1].str());
+    return data::to_rgb(source->image(std::stoul(m[2].str()), 96));
+  }
+  return data::decode_resized(name, 96);
+}
+
+}  // namespace
+
+void add_visual_commands(CLI::App& app) {
+  {
+    struct Flags {
+      std::string weights, layer = "fc7", out;
+      std::vector<std::string> data;
+      int64_t batch_size = 128, workers = 2;
+    };
+    auto f = std::make_shared<Flags>();
+    auto* cmd = app.add_subcommand("features", "Activations of a layer for a data set or images, as a NumPy .npy file");
+    cmd->add_option("--weights", f->weights, "Checkpoint written by alexnet train")->required();
+    cmd->add_option("--data", f->data, "Image folder, list file, packed set, or image files")->required();
+    cmd->add_option("--layer", f->layer, "pool5, fc6 or fc7 (Section 6.1 uses fc7)")
+        ->check(CLI::IsMember({"pool5", "fc6", "fc7"}))->capture_default_str();
+    cmd->add_option("--out", f->out, "The .npy file; the images, in row order, go to the same name with .txt")
+        ->required();
+    cmd->add_option("--batch-size", f->batch_size, "Images per forward pass")->capture_default_str();
+    cmd->add_option("--workers", f->workers, "Data loading threads")->capture_default_str();
+    cmd->callback([f] {
+      auto model = load(f->weights);
+      const auto pre = Preprocessing::from(read_extras(f->weights), f->weights);
+      std::error_code error;
+      const bool collection = f->data.size() == 1 && (fs::is_directory(f->data[0], error) ||
+                                                      fs::path(f->data[0]).extension() == ".txt");
+      const auto source = collection ? data::open_source(f->data[0]) : data::open_image_files(f->data);
+      const auto features = extract_features(model, source, pre, layer_from_string(f->layer), f->batch_size, f->workers);
+      std::string names;
+      for (size_t i = 0; i < source->size(); ++i) names += source->describe(i) + "\n";
+      write_npy(features, f->out);
+      std::ofstream(paths_file(f->out)) << names;
+      spdlog::info("{} x {} {} features in {} (images in {})", features.size(0), features.size(1), f->layer, f->out,
+                   paths_file(f->out));
+    });
+  }
+  {
+    struct Flags {
+      std::string features, query, weights, grid;
+      int64_t k = 8;
+    };
+    auto f = std::make_shared<Flags>();
+    auto* cmd = app.add_subcommand("neighbours", "Nearest images by Euclidean distance between features (Figure 4)");
+    cmd->add_option("--features", f->features, "A .npy file written by alexnet features")->required();
+    cmd->add_option("--query", f->query, "A row number of the features, or an image file (needs --weights)")->required();
+    cmd->add_option("--weights", f->weights, "Checkpoint, to compute an image query's features");
+    cmd->add_option("--k", f->k, "How many neighbours")->check(CLI::PositiveNumber)->capture_default_str();
+    cmd->add_option("--grid", f->grid, "Also draw the query and its neighbours to this PNG");
+    cmd->callback([f] {
+      const auto features = read_npy(f->features);
+      std::vector<std::string> names;
+      {
+        std::ifstream in(paths_file(f->features));
+        std::string line;
+        while (std::getline(in, line)) names.push_back(line);
+      }
+      torch::Tensor query;
+      int64_t exclude = -1;
+      std::string query_name = f->query;
+      if (!f->query.empty() && f->query.find_first_not_of("0123456789") == std::string::npos) {
+        exclude = std::stoll(f->query);
+        if (exclude >= features.size(0)) {
+          throw std::invalid_argument("--query " + f->query + ": the features have " +
+                                      std::to_string(features.size(0)) + " rows");
+        }
+        query = features[exclude];
+        if (static_cast<size_t>(exclude) < names.size()) query_name = names[static_cast<size_t>(exclude)];
+      } else {
+        if (f->weights.empty()) throw std::invalid_argument("an image --query needs --weights to compute its features");
+        auto model = load(f->weights);
+        const auto pre = Preprocessing::from(read_extras(f->weights), f->weights);
+        const auto layer = features.size(1) == 4096 ? Layer::kFc7 : Layer::kPool5;
+        query = extract_features(model, data::open_image_files({f->query}), pre, layer, 1, 1)[0];
+        if (query.size(0) != features.size(1)) {
+          throw std::invalid_argument("the query's features have " + std::to_string(query.size(0)) +
+                                      " values, the file's " + std::to_string(features.size(1)));
+        }
+      }
+      const auto [indices, distances] = nearest(features, query, f->k, exclude);
+      std::cout << "query " << query_name << "\n";
+      for (size_t i = 0; i < indices.size(); ++i) {
+        const auto index = static_cast<size_t>(indices[i]);
+        std::cout << (i + 1) << "\t" << indices[i] << "\t" << distances[i] << "\t"
+                  << (index < names.size() ? names[index] : "") << "\n";
+      }
+      if (!f->grid.empty()) {
+        std::vector<data::Image> row{image_named(query_name)};
+        for (const auto i : indices) row.push_back(image_named(names.at(static_cast<size_t>(i))));
+        data::write_image(image_row(row), f->grid);
+      }
+    });
+  }
+  {
+    auto weights = std::make_shared<std::string>();
+    auto out = std::make_shared<std::string>();
+    auto scale = std::make_shared<int64_t>(4);
+    auto* cmd = app.add_subcommand("kernels", "conv1's kernels as a picture, the two towers apart (Figure 3)");
+    cmd->add_option("--weights", *weights, "Checkpoint")->required();
+    cmd->add_option("--out", *out, "PNG file")->required();
+    cmd->add_option("--scale", *scale, "Pixels per kernel weight")->check(CLI::PositiveNumber)->capture_default_str();
+    cmd->callback([=] {
+      data::write_image(kernel_grid(*load(*weights), *scale), *out);
+      spdlog::info("wrote {}", *out);
+    });
+  }
+  {
+    auto run = std::make_shared<std::string>();
+    auto out = std::make_shared<std::string>();
+    auto* cmd = app.add_subcommand("plot", "Training curves of a run: loss, top-1/top-5 error, learning rate");
+    cmd->add_option("run", *run, "Run directory (its metrics.jsonl)")->required();
+    cmd->add_option("--out", *out, "PNG file")->required();
+    cmd->callback([=] {
+      data::write_image(plot_curves(read_metrics((fs::path(*run) / "metrics.jsonl").string())), *out);
+      spdlog::info("wrote {}", *out);
+    });
+  }
+}
+
+}  // namespace alexnet::app
