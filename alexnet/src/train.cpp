@@ -345,8 +345,9 @@ std::string Evaluation::to_json(const std::vector<std::string>& classes) const {
   return out.str();
 }
 
-Evaluation evaluate(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
-                    bool ten_crop, int64_t batch_size, int64_t workers, data::OnError on_error) {
+int64_t for_each_output(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
+                     Layer layer, bool ten_crop, int64_t batch_size, int64_t workers, data::OnError on_error,
+                     const std::function<void(const data::Batch&, const torch::Tensor&)>& visit) {
   data::ImageDataset dataset(source, data::TransformOptions()
                                          .resize(pre.resize)
                                          .crop(pre.crop)
@@ -357,24 +358,34 @@ Evaluation evaluate(AlexNet& model, const std::shared_ptr<data::Source>& source,
   auto loader = torch::data::make_data_loader(
       dataset, sampler,
       torch::data::DataLoaderOptions(static_cast<size_t>(batch_size)).workers(static_cast<size_t>(workers)));
-  const auto classes = model->options.num_classes();
   const auto stats = mean_only(pre.mean_rgb);
   const auto device = model->tower_devices().front();
   const bool was_training = model->is_training();
   model->eval();
   torch::NoGradGuard no_grad;
+  int64_t skipped = 0;
+  for (auto& batch : *loader) {
+    skipped += batch.skipped;
+    if (batch.labels.size(0) > 0) visit(batch, model->forward_to(data::normalize(batch, stats, device), layer));
+  }
+  model->train(was_training);
+  return skipped;
+}
+
+Evaluation evaluate(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
+                    bool ten_crop, int64_t batch_size, int64_t workers, data::OnError on_error) {
+  const auto classes = model->options.num_classes();
   Evaluation e;
   std::vector<double> correct(static_cast<size_t>(classes), 0.0);
   e.per_class_images.assign(static_cast<size_t>(classes), 0);
   double loss = 0, top1 = 0, top5 = 0;
-  for (auto& batch : *loader) {
-    e.skipped += batch.skipped;
+  e.skipped = for_each_output(model, source, pre, Layer::kLogits, ten_crop, batch_size, workers, on_error,
+                              [&](const data::Batch& batch, const torch::Tensor& logits) {
     const auto n = batch.labels.size(0);
-    if (n == 0) continue;
-    auto probabilities = model->forward(data::normalize(batch, stats, device)).softmax(1);
+    auto probabilities = logits.softmax(1);
     if (ten_crop) probabilities = probabilities.view({n, 10, classes}).mean(1);  // Section 4.1
     probabilities = probabilities.to(torch::kCPU);
-    const auto y = batch.labels;
+    const auto& y = batch.labels;
     loss -= probabilities.gather(1, y.unsqueeze(1)).clamp_min(1e-12).log().sum().item<double>();
     const auto best = std::get<1>(probabilities.topk(std::min<int64_t>(5, classes), 1));
     const auto hit1 = best.select(1, 0).eq(y);
@@ -387,8 +398,7 @@ Evaluation evaluate(AlexNet& model, const std::shared_ptr<data::Source>& source,
       correct[static_cast<size_t>(labels[i])] += hits[i];
     }
     e.images += n;
-  }
-  model->train(was_training);
+  });
   if (e.images == 0) throw std::runtime_error("evaluation: no image could be read");
   e.loss = loss / e.images;
   e.top1 = top1 / e.images;

@@ -4,7 +4,6 @@
 
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
-#include <torch/data/dataloader.h>
 
 #include <algorithm>
 #include <cmath>
@@ -99,21 +98,9 @@ void draw_panel(cv::Mat& canvas, const cv::Rect& area, const std::string& title,
 
 torch::Tensor extract_features(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
                                Layer layer, int64_t batch_size, int64_t workers) {
-  data::ImageDataset dataset(source,
-                             data::TransformOptions().resize(pre.resize).crop(pre.crop).mode(data::Mode::kCenter).pca_std(0));
-  data::EpochSampler sampler(source->size(), 0, /*shuffle=*/false);
-  auto loader = torch::data::make_data_loader(
-      dataset, sampler,
-      torch::data::DataLoaderOptions(static_cast<size_t>(batch_size)).workers(static_cast<size_t>(workers)));
-  data::Statistics stats;
-  stats.mean_rgb = pre.mean_rgb;
-  const auto device = model->tower_devices().front();
-  model->eval();
-  torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> rows;
-  for (auto& batch : *loader) {
-    rows.push_back(model->forward_to(data::normalize(batch, stats, device), layer).to(torch::kCPU, torch::kFloat));
-  }
+  for_each_output(model, source, pre, layer, /*ten_crop=*/false, batch_size, workers, data::OnError::kFail,
+                  [&](const data::Batch&, const torch::Tensor& out) { rows.push_back(out.to(torch::kCPU, torch::kFloat)); });
   return torch::cat(rows);
 }
 

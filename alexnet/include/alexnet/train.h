@@ -151,6 +151,14 @@ struct Evaluation {
   std::string to_json(const std::vector<std::string>& classes) const;
 };
 
+/// Runs `model` (in eval mode, without gradients) over every image of `source` in
+/// order, centre-cropped (or ten-cropped) as `pre` says, and calls `visit` with each
+/// batch and the activations of `layer` for it (on the model's device). Returns how
+/// many images were left out as unreadable (OnError::kSkip).
+int64_t for_each_output(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
+                     Layer layer, bool ten_crop, int64_t batch_size, int64_t workers, data::OnError on_error,
+                     const std::function<void(const data::Batch&, const torch::Tensor&)>& visit);
+
 /// Top-1, top-5, loss and per-class accuracy over `source`: the centre crop, or the
 /// average of the ten crops' softmax outputs (Section 4.1).
 Evaluation evaluate(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
