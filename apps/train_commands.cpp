@@ -251,8 +251,7 @@ void add_train_commands(CLI::App& app) {
     cmd->add_option("--batch-size", f->batch_size, "Images per forward pass")->capture_default_str();
     cmd->add_option("--workers", f->workers, "Data loading threads")->capture_default_str();
     cmd->callback([f] {
-      auto model = load(f->weights);
-      const auto pre = Preprocessing::from(read_extras(f->weights), f->weights);
+      auto [model, pre] = load_for_inference(f->weights);
       const auto source = data::open_source(f->data);
       const auto e = evaluate(model, source, pre, f->ten_crop, f->batch_size, f->workers,
                               f->skip_bad ? data::OnError::kSkip : data::OnError::kFail);
@@ -284,8 +283,7 @@ void add_train_commands(CLI::App& app) {
     cmd->add_flag("--ten-crop", f->ten_crop, "Average the softmax of ten crops (Section 4.1)");
     cmd->add_flag("--json", f->json, "One JSON object per image: image, top [{label, index, probability}]");
     cmd->callback([f] {
-      auto model = load(f->weights);
-      const auto pre = Preprocessing::from(read_extras(f->weights), f->weights);
+      auto [model, pre] = load_for_inference(f->weights);
       const auto probabilities = classify(model, f->images, pre, f->ten_crop);
       const auto k = std::min<int64_t>(f->top, probabilities.size(1));
       const auto [values, indices] = probabilities.topk(k, 1);

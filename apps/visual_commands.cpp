@@ -51,8 +51,7 @@ void add_visual_commands(CLI::App& app) {
     cmd->add_option("--batch-size", f->batch_size, "Images per forward pass")->capture_default_str();
     cmd->add_option("--workers", f->workers, "Data loading threads")->capture_default_str();
     cmd->callback([f] {
-      auto model = load(f->weights);
-      const auto pre = Preprocessing::from(read_extras(f->weights), f->weights);
+      auto [model, pre] = load_for_inference(f->weights);
       std::error_code error;
       const bool collection = f->data.size() == 1 && (fs::is_directory(f->data[0], error) ||
                                                       fs::path(f->data[0]).extension() == ".txt");
@@ -99,8 +98,7 @@ void add_visual_commands(CLI::App& app) {
         if (static_cast<size_t>(exclude) < names.size()) query_name = names[static_cast<size_t>(exclude)];
       } else {
         if (f->weights.empty()) throw std::invalid_argument("an image --query needs --weights to compute its features");
-        auto model = load(f->weights);
-        const auto pre = Preprocessing::from(read_extras(f->weights), f->weights);
+        auto [model, pre] = load_for_inference(f->weights);
         const auto layer = features.size(1) == 4096 ? Layer::kFc7 : Layer::kPool5;
         query = extract_features(model, data::open_image_files({f->query}), pre, layer, 1, 1)[0];
         if (query.size(0) != features.size(1)) {

@@ -90,6 +90,11 @@ TEST_CASE("Training on a small data set lowers the loss and writes the run direc
   const auto pre = Preprocessing::from(read_extras(run + "/best.pt"), run + "/best.pt");
   CHECK(pre.classes == std::vector<std::string>{"0", "1"});
   CHECK((pre.resize == 72 && pre.crop == 67));
+  // One read gives the same model (last.pt: the final weights) and preprocessing.
+  auto [loaded, same_pre] = load_for_inference(run + "/last.pt");
+  CHECK(same_pre.classes == pre.classes);
+  CHECK(torch::equal(same_pre.mean_rgb, pre.mean_rgb));
+  CHECK(torch::equal(loaded->parameters()[0], trainer.model()->parameters()[0]));
   fs::remove_all(root);
   fs::remove_all(run);
 }

@@ -162,8 +162,7 @@ void save(const AlexNetImpl& model, const std::string& path, const CheckpointExt
 
 AlexNetOptions read_options(const std::string& path) { return open(path).options; }
 
-CheckpointExtras read_extras(const std::string& path) {
-  auto a = open(path);
+CheckpointExtras extras_of(Archive& a) {
   CheckpointExtras extras;
   c10::IValue value;
   if (a.archive.try_read("extra_tensors", value) && value.isGenericDict()) {
@@ -179,19 +178,26 @@ CheckpointExtras read_extras(const std::string& path) {
   return extras;
 }
 
-AlexNet load(const std::string& path, const std::vector<c10::Device>& devices) {
+CheckpointExtras read_extras(const std::string& path) {
+  auto a = open(path);
+  return extras_of(a);
+}
+
+AlexNet load(const std::string& path, const std::vector<c10::Device>& devices, CheckpointExtras* extras) {
   auto a = open(path);
   auto options = a.options;
   options.devices(devices);
   if (devices.size() == 2 && devices[0] != devices[1]) options.execution(Execution::kTowers);
   AlexNet model(options);
   copy_checked(*model, read_tensors(a, path), path);
+  if (extras) *extras = extras_of(a);
   return model;
 }
 
-void load_weights(AlexNetImpl& model, const std::string& path) {
+void load_weights(AlexNetImpl& model, const std::string& path, CheckpointExtras* extras) {
   auto a = open(path);
   copy_checked(model, read_tensors(a, path), path);
+  if (extras) *extras = extras_of(a);
 }
 
 std::string options_to_string(const AlexNetOptions& o) {

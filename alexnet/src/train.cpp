@@ -120,6 +120,12 @@ Preprocessing Preprocessing::from(const CheckpointExtras& extras, const std::str
   return p;
 }
 
+std::pair<AlexNet, Preprocessing> load_for_inference(const std::string& path) {
+  CheckpointExtras extras;
+  auto model = load(path, {c10::Device(c10::kCPU)}, &extras);
+  return {model, Preprocessing::from(extras, path)};
+}
+
 Trainer::Trainer(AlexNet model, std::shared_ptr<data::Source> train, std::shared_ptr<data::Source> val,
                  data::Statistics stats, TrainOptions options)
     : model_(std::move(model)), train_(std::move(train)), val_(std::move(val)), stats_(std::move(stats)),

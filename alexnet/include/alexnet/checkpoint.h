@@ -31,13 +31,16 @@ CheckpointExtras read_extras(const std::string& path);
 
 /// Builds the model a checkpoint describes and loads its weights. The towers go to
 /// `devices` (one for both, or one per tower); two devices imply tower execution.
+/// `extras`, when given, receives the checkpoint's extras from the same read.
 AlexNet load(const std::string& path,
-             const std::vector<c10::Device>& devices = {c10::Device(c10::kCPU)});
+             const std::vector<c10::Device>& devices = {c10::Device(c10::kCPU)},
+             CheckpointExtras* extras = nullptr);
 
 /// Loads the weights in `path` into an existing model. Every name and shape is
 /// checked before anything is copied: on error the model is unchanged, and the
-/// message names the file and the first mismatching parameter.
-void load_weights(AlexNetImpl& model, const std::string& path);
+/// message names the file and the first mismatching parameter. `extras`, when given,
+/// receives the checkpoint's extras from the same read.
+void load_weights(AlexNetImpl& model, const std::string& path, CheckpointExtras* extras = nullptr);
 
 /// The options of the model stored in `path`.
 AlexNetOptions read_options(const std::string& path);

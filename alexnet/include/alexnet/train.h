@@ -100,6 +100,10 @@ struct Preprocessing {
   static Preprocessing from(const CheckpointExtras& extras, const std::string& path);
 };
 
+/// A checkpoint's model and preprocessing, from one read of the file: what
+/// evaluate, classify and features need.
+std::pair<AlexNet, Preprocessing> load_for_inference(const std::string& path);
+
 class Trainer {
  public:
   /// `val` may be null (no validation: the plateau policy then never divides).
