@@ -1,6 +1,7 @@
 // alexnet: the command-line tool. `alexnet --help` lists the subcommands.
 
 #include "commands.h"
+#include "launcher.h"
 
 #include <alexnet/error.h>
 #include <alexnet/runtime.h>
@@ -14,6 +15,7 @@
 #include <thread>
 
 int main(int argc, char** argv) {
+  alexnet::app::set_command_line(argc, argv);
   alexnet::use_caching_cpu_allocator();
   auto logger = spdlog::stderr_color_mt("alexnet");
   logger->set_pattern("%^%l%$: %v");
@@ -30,6 +32,7 @@ int main(int argc, char** argv) {
   alexnet::app::add_data_commands(app);
   alexnet::app::add_train_commands(app);
   alexnet::app::add_visual_commands(app);
+  alexnet::app::add_convert_commands(app);
 
   try {
     app.parse(argc, argv);

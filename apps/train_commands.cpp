@@ -1,8 +1,12 @@
 #include "commands.h"
+#include "launcher.h"
 #include "progress.h"
 
 #include <alexnet/checkpoint.h>
+#include <alexnet/distributed.h>
 #include <alexnet/train.h>
+
+#include <ATen/Context.h>
 
 #include <spdlog/sinks/basic_file_sink.h>
 
@@ -10,6 +14,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -22,11 +27,15 @@ namespace {
 
 // Set by the first Ctrl-C or SIGTERM: the trainer finishes its step and checkpoints.
 std::atomic<bool> stop_requested{false};
+// Whether this process says so (under data parallelism, rank 0 speaks for all).
+volatile std::sig_atomic_t announce_stop = 1;
 
 extern "C" void on_signal(int) {
   if (stop_requested.exchange(true)) ::_exit(130);  // the second one stops at once
   const char note[] = "\nstopping after this step (again to stop at once)\n";
-  [[maybe_unused]] auto written = ::write(2, note, sizeof(note) - 1);
+  if (announce_stop) {
+    [[maybe_unused]] auto written = ::write(2, note, sizeof(note) - 1);
+  }
 }
 
 std::vector<c10::Device> parse_devices(const std::string& text) {
@@ -43,11 +52,13 @@ std::vector<c10::Device> parse_devices(const std::string& text) {
 // The flags of `alexnet train`, written to RUN/options.txt so that --resume RUN needs no others.
 struct TrainFlags {
   std::string data, val, stats, out, resume, arch = "paper", init, devices = "cpu", execution = "grouped";
-  std::string lr_policy = "plateau";
+  std::string lr_policy = "plateau", precision = "fp32";
   int64_t input_size = 0, resize = 256, epochs = 90, batch_size = 128, patience = 1, step_epochs = 30, workers = 2;
   double lr = 0.01, dropout = 0.5, pca_std = 0.1, momentum = 0.9, weight_decay = 5e-4;
   uint64_t seed = 1;
-  bool ten_crop = false, overwrite = false, skip_bad = false;
+  bool ten_crop = false, overwrite = false, skip_bad = false, channels_last = false, tf32 = false;
+  int nproc_per_node = 1;  // not saved: a run may resume on another number of processes
+  double dist_timeout = 300;
 
   // Every flag that shapes the run, by flag name, as text and back.
   std::map<std::string, std::string> to_map() const {
@@ -58,7 +69,8 @@ struct TrainFlags {
             {"step-epochs", std::to_string(step_epochs)}, {"workers", std::to_string(workers)},
             {"lr", std::to_string(lr)}, {"dropout", std::to_string(dropout)}, {"pca-std", std::to_string(pca_std)},
             {"momentum", std::to_string(momentum)}, {"weight-decay", std::to_string(weight_decay)},
-            {"seed", std::to_string(seed)}, {"ten-crop", ten_crop ? "1" : "0"}, {"skip-bad", skip_bad ? "1" : "0"}};
+            {"seed", std::to_string(seed)}, {"ten-crop", ten_crop ? "1" : "0"}, {"skip-bad", skip_bad ? "1" : "0"},
+            {"precision", precision}, {"channels-last", channels_last ? "1" : "0"}, {"tf32", tf32 ? "1" : "0"}};
   }
   void from_map(const std::map<std::string, std::string>& m) {
     auto get = [&](const char* key) { return m.count(key) ? m.at(key) : std::string(); };
@@ -70,6 +82,8 @@ struct TrainFlags {
     lr = std::stod(get("lr")), dropout = std::stod(get("dropout")), pca_std = std::stod(get("pca-std"));
     momentum = std::stod(get("momentum")), weight_decay = std::stod(get("weight-decay"));
     seed = std::stoull(get("seed")), ten_crop = get("ten-crop") == "1", skip_bad = get("skip-bad") == "1";
+    precision = get("precision").empty() ? "fp32" : get("precision");  // runs from before these flags
+    channels_last = get("channels-last") == "1", tf32 = get("tf32") == "1";
   }
 };
 
@@ -79,7 +93,46 @@ void add_file_log(const std::string& path) {
   spdlog::default_logger()->sinks().push_back(sink);
 }
 
+// This process's place in a data-parallel world (torchrun's or --nproc-per-node's
+// environment), or a world of one.
+std::unique_ptr<ProcessGroup> join_world(double timeout_seconds) {
+  auto options = DistributedOptions::from_environment();
+  if (options.world_size == 1) return nullptr;
+  options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000));
+  if (options.rank != 0) {
+    // One voice: the other ranks report warnings and errors only, marked with their rank.
+    spdlog::set_level(spdlog::level::warn);
+    spdlog::set_pattern("%^%l%$ [rank " + std::to_string(options.rank) + "]: %v");
+  }
+  auto group = std::make_unique<ProcessGroup>(options);
+  spdlog::info("data parallel: rank {} of {} (gloo, rendezvous {}:{})", options.rank, options.world_size,
+               options.master_addr, options.master_port);
+  return group;
+}
+
+// Every rank's parameters, summed bit patterns per tensor: equal on all ranks exactly
+// when the replicas hold the same weights.
+void check_replicas(AlexNetImpl& model, ProcessGroup& group, int64_t epoch) {
+  std::vector<int64_t> local;
+  for (const auto& p : model.parameters()) {
+    local.push_back(p.detach().to(torch::kCPU).contiguous().view(torch::kInt).to(torch::kLong).sum().item<int64_t>());
+  }
+  const auto all = torch::tensor(local, torch::kLong);
+  group.sum(all);
+  if (!torch::equal(all, torch::tensor(local, torch::kLong) * group.size())) {
+    throw std::runtime_error("data parallel: the replicas' weights differ after epoch " + std::to_string(epoch));
+  }
+  spdlog::info("data parallel: the {} replicas' weights are identical after epoch {}", group.size(), epoch);
+}
+
 void run_train(TrainFlags f, CLI::App* cmd) {
+  if (f.nproc_per_node > 1 && !DistributedOptions::in_environment()) {
+    const int status = launch_local(f.nproc_per_node);
+    if (status != 0) std::exit(status);
+    return;
+  }
+  const auto group = join_world(f.dist_timeout);
+  const bool writer = !group || group->rank() == 0;
   const bool resuming = !f.resume.empty();
   std::string run = resuming ? f.resume : f.out;
   if (run.empty()) throw std::invalid_argument("give --out RUN for a new run, or --resume RUN");
@@ -101,14 +154,16 @@ void run_train(TrainFlags f, CLI::App* cmd) {
       }
     }
     f.from_map(given);
-  } else if (fs::exists(run) && !fs::is_empty(run)) {
+  } else if (writer && fs::exists(run) && !fs::is_empty(run)) {
     if (!f.overwrite) {
       throw std::runtime_error("run '" + run + "' exists: --resume " + run + " to continue it, or --overwrite to replace it");
     }
     fs::remove_all(run);
   }
-  fs::create_directories(run);
-  add_file_log((fs::path(run) / "train.log").string());
+  if (writer) {
+    fs::create_directories(run);
+    add_file_log((fs::path(run) / "train.log").string());
+  }
 
   const data::ReadOptions read;
   auto train = data::open_source(f.data, read);
@@ -121,7 +176,7 @@ void run_train(TrainFlags f, CLI::App* cmd) {
     spdlog::info("computing the training set's statistics (alexnet stats) into {}", stats_path);
     stats = data::compute_statistics(*train, f.resize, f.workers,
                                       f.skip_bad ? data::OnError::kSkip : data::OnError::kFail);
-    stats.save(stats_path);
+    if (writer) stats.save(stats_path);
   } else {
     throw std::runtime_error("statistics '" + f.stats + "': does not exist (alexnet stats writes it)");
   }
@@ -148,17 +203,23 @@ void run_train(TrainFlags f, CLI::App* cmd) {
                                  .resize(f.resize)
                                  .pca_std(f.pca_std)
                                  .ten_crop(f.ten_crop)
-                                 .on_error(f.skip_bad ? data::OnError::kSkip : data::OnError::kFail);
+                                 .on_error(f.skip_bad ? data::OnError::kSkip : data::OnError::kFail)
+                                 .precision(precision_from_string(f.precision))
+                                 .channels_last(f.channels_last);
+  // TensorFloat-32 matrix products and convolutions on Ampere and later GPUs.
+  at::globalContext().setAllowTF32CuBLAS(f.tf32);
+  at::globalContext().setAllowTF32CuDNN(f.tf32);
   Trainer trainer(model, train, val, stats, train_options);
   const auto last = (fs::path(run) / "last.pt").string();
   if (resuming) {
     trainer.restore(last);
     spdlog::info("resuming {} after {} epochs", run, trainer.epochs_done());
-  } else {
+  } else if (writer) {
     std::string text;
     for (const auto& [key, value] : f.to_map()) text += key + "=" + value + "\n";
     std::ofstream(options_file) << text;
   }
+  if (group) group->broadcast(model->parameters());  // every replica starts from rank 0's weights
   spdlog::info("training {} ({} images, {} classes, input {}x{}) for {} epochs into {}", to_string(options.architecture()),
                train->size(), train->classes().size(), options.input_size(), options.input_size(), f.epochs, run);
 
@@ -167,8 +228,17 @@ void run_train(TrainFlags f, CLI::App* cmd) {
   ProgressLine progress("epoch");
   TrainHooks hooks;
   hooks.stop = &stop_requested;
+  if (group) {
+    hooks.rank = static_cast<size_t>(group->rank());
+    hooks.world = static_cast<size_t>(group->size());
+    hooks.writer = writer;
+    hooks.sum = [&](const torch::Tensor& t) { group->sum(t); };
+    hooks.reduce_gradients = [&](std::vector<torch::Tensor>& gradients) { group->average(gradients); };
+    spdlog::info("global batch {} ({} per rank x {} ranks)", f.batch_size * group->size(), f.batch_size, group->size());
+  }
   int64_t current_epoch = 0;
   hooks.on_step = [&](int64_t epoch, int64_t step, int64_t steps, double loss, double) {
+    if (!writer) return;
     if (epoch != current_epoch) {
       current_epoch = epoch;
       progress.restart("epoch " + std::to_string(epoch));
@@ -177,14 +247,17 @@ void run_train(TrainFlags f, CLI::App* cmd) {
     std::snprintf(extra, sizeof(extra), "loss %.4f ", loss);
     progress.update(static_cast<size_t>(step), static_cast<size_t>(steps), extra);
   };
-  hooks.on_epoch = [](const EpochMetrics& m) {
+  hooks.on_epoch = [&](const EpochMetrics& m) {
+    if (group) check_replicas(*model, *group, m.epoch);
     spdlog::info("epoch {}: train loss {:.4f} top-1 {:.2f}% | val loss {:.4f} top-1 {:.2f}% top-5 {:.2f}% | lr {:g} | "
                  "{:.0f} images/s, {:.0f} s",
                  m.epoch, m.train_loss, 100 * m.train_top1, m.val_loss, 100 * m.val_top1, 100 * m.val_top5, m.lr,
                  m.images_per_second, m.seconds);
   };
   hooks.on_warning = [](const std::string& text) { spdlog::warn("{}", text); };
+  if (!writer) announce_stop = 0;
   if (trainer.fit(run, hooks) == Trainer::Outcome::kStopped) {
+    if (!writer) std::exit(130);
     spdlog::warn("stopped: checkpoint in {}; continue with: alexnet train --resume {}", last, run);
     std::exit(130);
   }
@@ -230,6 +303,16 @@ void add_train_commands(CLI::App& app) {
     cmd->add_option("--seed", f->seed, "Seeds initialisation, data order, augmentation and dropout")->capture_default_str();
     cmd->add_flag("--ten-crop", f->ten_crop, "Validate on ten crops instead of the centre crop");
     cmd->add_flag("--skip-bad", f->skip_bad, "Leave out unreadable images instead of stopping");
+    cmd->add_option("--precision", f->precision, "fp32; bf16 (autocast, CPU or CUDA); fp16 (autocast and loss scaling, CUDA)")
+        ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))->capture_default_str();
+    cmd->add_flag("--channels-last", f->channels_last, "Channels-last (NHWC) convolutions, faster on GPUs");
+    cmd->add_flag("--tf32", f->tf32, "Allow TensorFloat-32 on CUDA (Ampere and later): faster, ~10-bit mantissa products");
+    cmd->add_option("--nproc-per-node", f->nproc_per_node,
+                    "Data parallel: start this many processes here (under torchrun or srun, leave it out)")
+        ->check(CLI::PositiveNumber)->capture_default_str();
+    cmd->add_option("--dist-timeout", f->dist_timeout,
+                    "Data parallel: seconds to wait for the other ranks before failing")
+        ->check(CLI::PositiveNumber)->capture_default_str();
     cmd->callback([f, cmd] {
       if (f->resume.empty() && f->data.empty()) throw std::invalid_argument("--data is required for a new run");
       run_train(*f, cmd);
@@ -240,6 +323,8 @@ void add_train_commands(CLI::App& app) {
       std::string weights, data;
       bool ten_crop = false, json = false, skip_bad = false;
       int64_t batch_size = 128, workers = 2;
+      int nproc_per_node = 1;
+      double dist_timeout = 300;
     };
     auto f = std::make_shared<Flags>();
     auto* cmd = app.add_subcommand("evaluate", "Top-1, top-5, loss and per-class accuracy of a checkpoint on a data set");
@@ -250,11 +335,26 @@ void add_train_commands(CLI::App& app) {
     cmd->add_flag("--skip-bad", f->skip_bad, "Leave out unreadable images instead of stopping");
     cmd->add_option("--batch-size", f->batch_size, "Images per forward pass")->capture_default_str();
     cmd->add_option("--workers", f->workers, "Data loading threads")->capture_default_str();
+    cmd->add_option("--nproc-per-node", f->nproc_per_node, "Split the images over this many processes here")
+        ->check(CLI::PositiveNumber)->capture_default_str();
+    cmd->add_option("--dist-timeout", f->dist_timeout, "Seconds to wait for the other ranks before failing")
+        ->check(CLI::PositiveNumber)->capture_default_str();
     cmd->callback([f] {
+      if (f->nproc_per_node > 1 && !DistributedOptions::in_environment()) {
+        const int status = launch_local(f->nproc_per_node);
+        if (status != 0) std::exit(status);
+        return;
+      }
+      const auto group = join_world(f->dist_timeout);
       auto [model, pre] = load_for_inference(f->weights);
       const auto source = data::open_source(f->data);
-      const auto e = evaluate(model, source, pre, f->ten_crop, f->batch_size, f->workers,
-                              f->skip_bad ? data::OnError::kSkip : data::OnError::kFail);
+      const auto on_error = f->skip_bad ? data::OnError::kSkip : data::OnError::kFail;
+      const auto e = group ? evaluate_shard(model, source, pre, static_cast<size_t>(group->rank()),
+                                            static_cast<size_t>(group->size()),
+                                            [&](const torch::Tensor& t) { group->sum(t); }, f->ten_crop,
+                                            f->batch_size, f->workers, on_error)
+                           : evaluate(model, source, pre, f->ten_crop, f->batch_size, f->workers, on_error);
+      if (group && group->rank() != 0) return;  // rank 0 reports the whole set
       if (f->json) {
         std::cout << e.to_json(pre.classes) << "\n";
         return;
@@ -289,8 +389,9 @@ void add_train_commands(CLI::App& app) {
       const auto [values, indices] = probabilities.topk(k, 1);
       for (size_t i = 0; i < f->images.size(); ++i) {
         std::ostringstream line;
+        line << std::setprecision(9);
         if (f->json) {
-          line << "{\"image\":\"" << f->images[i] << "\",\"top\":[";
+          line << "{\"image\":\"" << json_escape(f->images[i]) << "\",\"top\":[";
         } else {
           line << f->images[i] << "\n";
         }
@@ -299,7 +400,7 @@ void add_train_commands(CLI::App& app) {
           const auto& label = pre.classes.at(static_cast<size_t>(index));
           const double p = values[i][j].item<double>();
           if (f->json) {
-            line << (j ? "," : "") << "{\"label\":\"" << label << "\",\"index\":" << index
+            line << (j ? "," : "") << "{\"label\":\"" << json_escape(label) << "\",\"index\":" << index
                  << ",\"probability\":" << p << "}";
           } else {
             char text[160];

@@ -2,6 +2,7 @@
 python3-torch (the same LibTorch 1.13). Prints one JSON object.
 
   baseline.py train|infer --arch paper|torchvision [--batch N] [--iterations N] [--threads N]
+              [--device D] [--precision fp32|bf16|fp16] [--channels-last]
 """
 import argparse
 import json
@@ -58,7 +59,12 @@ def main():
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument("--channels-last", action="store_true")
     args = parser.parse_args()
+    device_type = torch.device(args.device).type
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
+    autocast = lambda: torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -68,25 +74,33 @@ def main():
         model, size = torchvision.models.alexnet(), 224
     model.to(args.device)
     images = torch.randn(args.batch, 3, size, size).to(args.device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 1000, (args.batch,)).to(args.device)
     if args.mode == "train":
         model.train()
         sgd = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        scaler = torch.cuda.amp.GradScaler(enabled=args.precision == "fp16")
 
         def step():
             sgd.zero_grad()
-            nn.functional.cross_entropy(model(images), labels).backward()
-            sgd.step()
+            with autocast():
+                logits = model(images)
+            scaler.scale(nn.functional.cross_entropy(logits.float(), labels)).backward()
+            scaler.step(sgd)
+            scaler.update()
     else:
         model.eval()
 
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 model(images)
     seconds = seconds_per(step, args.iterations)
     print(json.dumps({"figure": f"{args.mode}_images_per_s", "arch": args.arch,
                       "baseline": round(args.batch / seconds, 2), "threads": args.threads,
-                      "device": args.device}))
+                      "device": args.device, "precision": args.precision,
+                      "channels_last": args.channels_last}))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@
 //   alexnet_bench train|infer --arch paper|caffe|torchvision [--execution grouped|towers]
 //   alexnet_bench lrn           conv1-sized LRN forward+backward: ours and LibTorch's
 
+#include <alexnet/distributed.h>
 #include <alexnet/lrn.h>
 #include <alexnet/model.h>
+#include <alexnet/precision.h>
 #include <alexnet/runtime.h>
 
 #include <ATen/Parallel.h>
@@ -19,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <string>
 
 namespace {
@@ -32,6 +35,8 @@ struct Args {
   int threads = 2;
   bool keep_memory = true;
   std::string device = "cpu";
+  std::string precision = "fp32";
+  bool channels_last = false;
 };
 
 // Seconds per call of `step`: the mean over `iterations` after one warm-up, with
@@ -50,7 +55,8 @@ double seconds_per(const std::function<void()>& step, int iterations) {
 int usage() {
   std::fprintf(stderr,
                "usage: alexnet_bench train|infer|lrn [--arch A] [--execution E] [--batch N] "
-               "[--iterations N] [--threads N] [--keep-memory 0|1] [--device cpu|cuda]\n");
+               "[--iterations N] [--threads N] [--keep-memory 0|1] [--device cpu|cuda] [--precision fp32|bf16|fp16] "
+               "[--channels-last 0|1]\n");
   return 2;
 }
 
@@ -70,6 +76,8 @@ int main(int argc, char** argv) {
     else if (flag == "--threads") a.threads = std::stoi(value);
     else if (flag == "--keep-memory") a.keep_memory = value == "1";
     else if (flag == "--device") a.device = value;
+    else if (flag == "--precision") a.precision = value;
+    else if (flag == "--channels-last") a.channels_last = value == "1";
     else return usage();
   }
   at::set_num_threads(a.threads);
@@ -103,9 +111,25 @@ int main(int argc, char** argv) {
   options.execution(alexnet::execution_from_string(a.execution));
   alexnet::AlexNet model(options);
   const auto size = options.input_size();
-  const auto images = torch::randn({a.batch, 3, size, size}).to(device);
+  auto images = torch::randn({a.batch, 3, size, size}).to(device);
+  const auto precision = alexnet::precision_from_string(a.precision);
+  alexnet::LossScaler scaler(precision == alexnet::Precision::kFp16);
+  if (a.channels_last) {
+    images = images.contiguous(at::MemoryFormat::ChannelsLast);
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) {
+      if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+    }
+  }
   const auto labels = torch::randint(0, 1000, {a.batch}).to(device);
-  double seconds = 0;
+  double seconds = 0, reduce_seconds = 0;
+  // Under torchrun's environment (scripts/bench_scaling.sh): data parallel over Gloo,
+  // gradients averaged every step; rank 0 reports the world's images/s.
+  std::unique_ptr<alexnet::ProcessGroup> group;
+  if (alexnet::DistributedOptions::in_environment()) {
+    group = std::make_unique<alexnet::ProcessGroup>(alexnet::DistributedOptions::from_environment());
+  }
+  const int world = group ? group->size() : 1;
   if (a.mode == "train") {
     model->train();
     torch::optim::SGD sgd(model->parameters(),
@@ -113,21 +137,43 @@ int main(int argc, char** argv) {
     seconds = seconds_per(
         [&] {
           sgd.zero_grad();
-          torch::nn::functional::cross_entropy(model->forward(images), labels).backward();
-          sgd.step();
+          torch::Tensor logits;
+          {
+            const alexnet::AutocastGuard autocast(device.type(), precision);
+            logits = model->forward(images);
+          }
+          scaler.scale(torch::nn::functional::cross_entropy(logits.to(torch::kFloat), labels)).backward();
+          std::vector<torch::Tensor> grads;
+          for (const auto& p : model->parameters()) grads.push_back(p.grad());
+          if (group) {
+            const auto start = std::chrono::steady_clock::now();
+            group->average(grads);
+            reduce_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          }
+          if (scaler.unscale_and_update(grads)) sgd.step();
         },
         a.iterations);
+    reduce_seconds /= a.iterations + 1;  // the warm-up step too
   } else if (a.mode == "infer") {
     model->eval();
     torch::NoGradGuard no_grad;
-    seconds = seconds_per([&] { model->forward(images); }, a.iterations);
+    seconds = seconds_per(
+        [&] {
+          const alexnet::AutocastGuard autocast(device.type(), precision);
+          model->forward(images);
+        },
+        a.iterations);
   } else {
     return usage();
   }
+  if (group && group->rank() != 0) return 0;
   std::printf("{\"figure\":\"%s_images_per_s\",\"arch\":\"%s\",\"execution\":\"%s\",\"batch\":%lld,"
-              "\"input\":%lld,\"ours\":%.2f,\"threads\":%d,\"keep_memory\":%s,\"device\":\"%s\"}\n",
+              "\"input\":%lld,\"ours\":%.2f,\"threads\":%d,\"keep_memory\":%s,\"device\":\"%s\","
+              "\"processes\":%d,\"allreduce_ms_per_step\":%.1f,\"step_ms\":%.1f,\"precision\":\"%s\","
+              "\"channels_last\":%s}\n",
               a.mode.c_str(), a.arch.c_str(), a.execution.c_str(), static_cast<long long>(a.batch),
-              static_cast<long long>(size), a.batch / seconds, a.threads, a.keep_memory ? "true" : "false",
-              a.device.c_str());
+              static_cast<long long>(size), world * a.batch / seconds, a.threads, a.keep_memory ? "true" : "false",
+              a.device.c_str(), world, 1e3 * reduce_seconds, 1e3 * seconds, a.precision.c_str(),
+              a.channels_last ? "true" : "false");
   return 0;
 }

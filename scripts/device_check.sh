@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with CUDA and PyTorch but none of Debian's -dev
 # packages: builds the library, its tests and the benchmark against PyTorch's CUDA
-# LibTorch, runs every test (the [cuda] ones on the GPU), then one benchmark.
+# LibTorch, runs every test (the [cuda] ones on the GPU: towers on two streams, AMP
+# steps), then one benchmark (fp32, and bf16 channels-last, against PyTorch's).
 #
 # Here, before lending the tree to the GPU machine:  scripts/device_check.sh --prepare
 #   (copies Catch2's single header into .device/, which git ignores; carry .device)
@@ -33,13 +34,19 @@ echo "build: $((SECONDS - start)) s"
 build-device/tests/alexnet_tests "[cuda]" --success --reporter compact | tail -20
 build-device/tests/alexnet_tests "~[cuda]" --reporter compact | tail -3
 
-# Training images/s at batch 256 on the GPU, ours and PyTorch's in one run.
-for arch in paper torchvision; do
-  "$python" bench/baseline.py train --arch "$arch" --device cuda --batch 256 --iterations 10
-  executions=grouped; [ "$arch" = paper ] && executions="grouped towers"
-  for execution in $executions; do
-    build-device/bin/alexnet_bench train --arch "$arch" --execution "$execution" --device cuda \
-      --batch 256 --iterations 10
+# Training images/s at batch 256 on the GPU, ours and PyTorch's in one run, at float32
+# and with bf16 autocast in channels-last (the same precision and layout on both sides).
+for mode in "fp32 0" "bf16 1"; do
+  set -- $mode
+  cl=""; [ "$2" = 1 ] && cl=--channels-last
+  for arch in paper torchvision; do
+    "$python" bench/baseline.py train --arch "$arch" --device cuda --batch 256 --iterations 10 \
+      --precision "$1" $cl
+    executions=grouped; [ "$arch" = paper ] && executions="grouped towers"
+    for execution in $executions; do
+      build-device/bin/alexnet_bench train --arch "$arch" --execution "$execution" --device cuda \
+        --batch 256 --iterations 10 --precision "$1" --channels-last "$2"
+    done
   done
 done
 echo "device_check: done in $((SECONDS - start)) s"

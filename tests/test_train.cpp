@@ -1,3 +1,4 @@
+#include "fixtures.h"
 #include "helpers.h"
 
 #include <alexnet/train.h>
@@ -10,31 +11,10 @@
 #include <random>
 
 using namespace alexnet;
+using alexnet::test::make_colours;
 namespace fs = std::filesystem;
 
 namespace {
-
-// Two classes a small network can tell apart: reddish and bluish noise.
-std::string make_colours(const std::string& name, int per_class) {
-  const auto root = test::temp_dir(name);
-  std::mt19937 random(3);
-  for (int c = 0; c < 2; ++c) {
-    fs::create_directories(root + "/" + std::to_string(c));
-    for (int i = 0; i < per_class; ++i) {
-      data::Image image;
-      image.height = image.width = 40;
-      image.channels = 3;
-      image.pixels.resize(40 * 40 * 3);
-      for (size_t p = 0; p < image.pixels.size(); ++p) {
-        const int channel = static_cast<int>(p % 3);
-        const int base = (c == 0 ? (channel == 0 ? 170 : 70) : (channel == 2 ? 170 : 70));
-        image.pixels[p] = static_cast<uint8_t>(base + static_cast<int>(random() % 60) - 30);
-      }
-      data::write_image(image, root + "/" + std::to_string(c) + "/" + std::to_string(i) + ".png");
-    }
-  }
-  return root;
-}
 
 AlexNet small_model(uint64_t seed) {
   torch::manual_seed(seed);
@@ -59,6 +39,26 @@ bool same(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>&
 }
 
 }  // namespace
+
+TEST_CASE("bf16 mixed precision trains on the CPU; fp16 asks for CUDA", "[train][precision]") {
+  const auto root = make_colours("bf16", 12);
+  const auto source = data::open_image_folder(root);
+  const auto stats = data::compute_statistics(*source, 72, 1);
+  torch::manual_seed(1);
+  AlexNet model(AlexNetOptions::torchvision().input_size(67).num_classes(2));
+  Trainer trainer(model, source, source, stats, small_options(5).lr(0.01).precision(Precision::kBf16));
+  REQUIRE(trainer.fit(root + "-run") == Trainer::Outcome::kFinished);
+  const auto& h = trainer.history();
+  INFO("first epoch " << h.front().to_json() << "\nlast epoch " << h.back().to_json());
+  CHECK(std::isfinite(h.back().train_loss));
+  CHECK(h.back().train_loss < 0.5 * h.front().train_loss);
+  CHECK(h.back().val_top1 == 1.0);
+  CHECK(trainer.model()->parameters()[0].scalar_type() == torch::kFloat);  // master weights stay float32
+  CHECK(test::message_of([&] { Trainer(model, source, source, stats, small_options(1).precision(Precision::kFp16)); }) ==
+        "--precision fp16 needs a CUDA device; on CPUs use bf16");
+  fs::remove_all(root);
+  fs::remove_all(root + "-run");
+}
 
 TEST_CASE("Training on a small data set lowers the loss and writes the run directory", "[train]") {
   const auto root = make_colours("learn", 12);

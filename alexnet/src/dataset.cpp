@@ -165,7 +165,9 @@ void EpochSampler::set_epoch(int64_t epoch, size_t skip) {
   reset();
 }
 
-size_t EpochSampler::shard_size() const { return (size_ + world_ - 1 - rank_) / world_; }
+// Equal shards, so that every process takes the same number of steps: the last
+// size % world examples of each epoch's permutation are left out.
+size_t EpochSampler::shard_size() const { return world_ == 1 ? size_ : size_ / world_; }
 
 void EpochSampler::reset(torch::optional<size_t> new_size) {
   if (new_size) size_ = *new_size;
@@ -177,7 +179,7 @@ void EpochSampler::reset(torch::optional<size_t> new_size) {
     for (size_t i = size_; i > 1; --i) std::swap(all[i - 1], all[static_cast<size_t>(draws.below(static_cast<int64_t>(i)))]);
   }
   order_.clear();
-  for (size_t i = rank_; i < size_; i += world_) order_.push_back(all[i]);
+  for (size_t i = rank_; order_.size() < shard_size(); i += world_) order_.push_back(all[i]);
   position_ = std::min(skip_, order_.size());
 }
 

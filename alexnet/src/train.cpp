@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <cstdio>
 #include <iomanip>
 #include <limits>
 #include <mutex>
@@ -45,6 +46,33 @@ std::vector<std::string> split_lines(const std::string& text) {
   return out;
 }
 
+uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
+  auto splitmix = [](uint64_t x) {
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+  };
+  return splitmix(splitmix(splitmix(splitmix(seed) ^ a) ^ b) ^ c) >> 1;  // manual_seed wants < 2^63
+}
+
+// Images rank, rank + world, ... of a source: one process's part of an evaluation.
+class ShardSource : public data::Source {
+ public:
+  ShardSource(std::shared_ptr<data::Source> source, size_t rank, size_t world)
+      : source_(std::move(source)), rank_(rank), world_(world) {}
+  size_t size() const override { return (source_->size() + world_ - 1 - rank_) / world_; }
+  int64_t label(size_t i) const override { return source_->label(at(i)); }
+  data::Image image(size_t i, int64_t side) const override { return source_->image(at(i), side); }
+  std::string describe(size_t i) const override { return source_->describe(at(i)); }
+  const std::vector<std::string>& classes() const override { return source_->classes(); }
+
+ private:
+  size_t at(size_t i) const { return rank_ + i * world_; }
+  std::shared_ptr<data::Source> source_;
+  size_t rank_, world_;
+};
+
 data::Statistics mean_only(const torch::Tensor& mean_rgb) {
   data::Statistics s;
   s.mean_rgb = mean_rgb;
@@ -52,6 +80,23 @@ data::Statistics mean_only(const torch::Tensor& mean_rgb) {
 }
 
 }  // namespace
+
+std::string json_escape(const std::string& text) {
+  std::string out;
+  for (const char ch : text) {
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (static_cast<unsigned char>(ch) < 0x20) {
+      char code[8];
+      std::snprintf(code, sizeof code, "\\u%04x", ch);
+      out += code;
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
 
 std::string to_string(LrPolicy p) {
   return p == LrPolicy::kPlateau ? "plateau" : p == LrPolicy::kStep ? "step" : "fixed";
@@ -93,10 +138,28 @@ EpochMetrics EpochMetrics::from_json(const std::string& line) {
   return m;
 }
 
+Preprocessing Preprocessing::torchvision(std::vector<std::string> classes) {
+  Preprocessing p;
+  p.classes = std::move(classes);
+  // torchvision's ImageNet statistics, given on the 0..1 scale, here on 0..255.
+  p.mean_rgb = torch::tensor({0.485, 0.456, 0.406}, torch::kDouble) * 255;
+  p.std_rgb = torch::tensor({0.229, 0.224, 0.225}, torch::kDouble) * 255;
+  p.resize = 256;
+  p.crop = 224;
+  return p;
+}
+
+torch::Tensor Preprocessing::apply(const data::Batch& batch, const c10::Device& device) const {
+  auto x = data::normalize(batch, mean_only(mean_rgb), device);
+  if (std_rgb.defined()) x.div_(std_rgb.to(torch::kFloat).to(device).view({1, 3, 1, 1}));
+  return x;
+}
+
 void Preprocessing::add_to(CheckpointExtras& extras) const {
   extras.strings["classes"] = join(classes);
   extras.strings["preprocessing"] = "resize=" + std::to_string(resize) + "\ncrop=" + std::to_string(crop) + "\n";
   extras.tensors["mean_rgb"] = mean_rgb.to(torch::kDouble);
+  if (std_rgb.defined()) extras.tensors["std_rgb"] = std_rgb.to(torch::kDouble);
 }
 
 Preprocessing Preprocessing::from(const CheckpointExtras& extras, const std::string& path) {
@@ -110,6 +173,11 @@ Preprocessing Preprocessing::from(const CheckpointExtras& extras, const std::str
   Preprocessing p;
   p.classes = split_lines(classes->second);
   p.mean_rgb = mean->second;
+  const auto std_rgb = extras.tensors.find("std_rgb");
+  if (std_rgb != extras.tensors.end()) p.std_rgb = std_rgb->second;
+  if (p.mean_rgb.numel() != 3 || (p.std_rgb.defined() && (p.std_rgb.numel() != 3 || !(p.std_rgb > 0).all().item<bool>()))) {
+    throw std::runtime_error("checkpoint '" + path + "': malformed preprocessing (mean_rgb or std_rgb)");
+  }
   for (const auto& line : split_lines(pre->second)) {
     const auto eq = line.find('=');
     if (eq == std::string::npos) continue;
@@ -141,6 +209,17 @@ Trainer::Trainer(AlexNet model, std::shared_ptr<data::Source> train, std::shared
   }
   if (options_.batch_size() <= 0 || options_.epochs() <= 0 || options_.lr() <= 0) {
     throw std::invalid_argument("batch size, epochs and learning rate must be positive");
+  }
+  const auto device = model_->tower_devices().front();
+  if (options_.precision() == Precision::kFp16 && !device.is_cuda()) {
+    throw std::invalid_argument("--precision fp16 needs a CUDA device; on CPUs use bf16");
+  }
+  scaler_ = LossScaler(options_.precision() == Precision::kFp16);
+  if (options_.channels_last()) {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model_->parameters()) {
+      if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+    }
   }
   if (model_->options.input_size() > options_.resize()) {
     throw std::invalid_argument("the model's input size " + std::to_string(model_->options.input_size()) +
@@ -175,16 +254,19 @@ Trainer::Outcome Trainer::fit(const std::string& run_dir, const TrainHooks& hook
                                            .seed(options_.seed())
                                            .on_error(options_.on_error()),
                                stats_);
-  const Preprocessing pre{train_->classes(), stats_.mean_rgb, options_.resize(), crop};
+  const Preprocessing pre{train_->classes(), stats_.mean_rgb, options_.resize(), crop, {}};
   const double flat = std::log(static_cast<double>(train_->classes().size()));
+  const bool parallel = hooks.world > 1;
+  if (parallel && !hooks.sum) throw std::invalid_argument("data parallel training needs TrainHooks::sum");
   int64_t flat_steps = 0;
   bool warned_flat = false;
 
   while (epoch_ < options_.epochs()) {
-    data::EpochSampler sampler(train_->size(), options_.seed());
+    data::EpochSampler sampler(train_->size(), options_.seed(), /*shuffle=*/true, hooks.rank, hooks.world);
     sampler.set_epoch(epoch_, static_cast<size_t>(step_ * batch_size));
     train_set.set_epoch(epoch_);
-    const int64_t steps = static_cast<int64_t>((train_->size() + batch_size - 1) / batch_size);
+    const auto shard = static_cast<int64_t>(sampler.shard_size());
+    const int64_t steps = (shard + batch_size - 1) / batch_size;
     auto loader = torch::data::make_data_loader(
         train_set, sampler,
         torch::data::DataLoaderOptions(static_cast<size_t>(batch_size))
@@ -194,24 +276,34 @@ Trainer::Outcome Trainer::fit(const std::string& run_dir, const TrainHooks& hook
     auto start = std::chrono::steady_clock::now();
     auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
     for (auto& batch : *loader) {
-      const auto x = data::normalize(batch, stats_, device);
+      if (parallel) {
+        // Each rank its own dropout, reproducible after a resume without saving every
+        // rank's generator.
+        torch::manual_seed(mix_seed(options_.seed(), hooks.rank, static_cast<uint64_t>(epoch_), static_cast<uint64_t>(step_)));
+      }
+      auto x = data::normalize(batch, stats_, device);
+      if (options_.channels_last()) x = x.contiguous(at::MemoryFormat::ChannelsLast);
       const auto y = batch.labels.to(device);
-      const auto logits = model_->forward(x);
-      const auto loss = torch::nn::functional::cross_entropy(logits, y);
+      torch::Tensor logits;
+      {
+        const AutocastGuard autocast(device.type(), options_.precision());
+        logits = model_->forward(x);
+      }
+      const auto loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat), y);
       model_->zero_grad();
-      loss.backward();
+      scaler_.scale(loss).backward();
       const double value = loss.item<double>();
       if (!std::isfinite(value)) {
         throw std::runtime_error("the loss became " + std::string(std::isnan(value) ? "NaN" : "infinite") +
                                  " at epoch " + std::to_string(epoch_ + 1) + ", step " + std::to_string(step_ + 1) +
                                  " (learning rate " + number(lr_) + "): lower --lr");
       }
-      if (hooks.reduce_gradients) {
-        std::vector<torch::Tensor> gradients;
-        for (const auto& p : model_->parameters()) gradients.push_back(p.grad());
-        hooks.reduce_gradients(gradients);
-      }
-      step_update();
+      std::vector<torch::Tensor> gradients;
+      for (const auto& p : model_->parameters()) gradients.push_back(p.grad());
+      if (hooks.reduce_gradients) hooks.reduce_gradients(gradients);
+      // float16: gradients unscaled after the all-reduce (every rank sees the same
+      // infinities, so all skip together); a step with non-finite ones is skipped.
+      if (scaler_.unscale_and_update(gradients)) step_update();
       const auto n = static_cast<double>(y.size(0));
       loss_sum_ += value * n;
       correct_ += logits.argmax(1).eq(y).sum().item<double>();
@@ -226,7 +318,14 @@ Trainer::Outcome Trainer::fit(const std::string& run_dir, const TrainHooks& hook
                          "this; try --init caffe or a lower --lr");
       }
       if (hooks.on_step) hooks.on_step(epoch_ + 1, step_, steps, value, seen_ / (seconds_ + elapsed()));
-      if (hooks.stop && hooks.stop->load()) {
+      bool stop = hooks.stop && hooks.stop->load();
+      if (parallel) {
+        // Every rank stops at the same step, or the others would wait in an all-reduce.
+        const auto any = torch::tensor({stop ? 1.0 : 0.0}, torch::kDouble);
+        hooks.sum(any);
+        stop = any.item<double>() > 0;
+      }
+      if (stop) {
         seconds_ += elapsed();
         if (hooks.writer) save((fs::path(run_dir) / "last.pt").string());
         return Outcome::kStopped;
@@ -236,15 +335,25 @@ Trainer::Outcome Trainer::fit(const std::string& run_dir, const TrainHooks& hook
 
     EpochMetrics m;
     m.epoch = epoch_ + 1;
-    m.train_loss = seen_ > 0 ? loss_sum_ / seen_ : std::nan("");
-    m.train_top1 = seen_ > 0 ? correct_ / seen_ : std::nan("");
+    double loss_sum = loss_sum_, correct = correct_, seen = seen_;
+    if (parallel) {  // the whole world's figures, not an average of averages
+      const auto counts = torch::tensor({loss_sum, correct, seen}, torch::kDouble);
+      hooks.sum(counts);
+      loss_sum = counts[0].item<double>();
+      correct = counts[1].item<double>();
+      seen = counts[2].item<double>();
+    }
+    m.train_loss = seen > 0 ? loss_sum / seen : std::nan("");
+    m.train_top1 = seen > 0 ? correct / seen : std::nan("");
     m.lr = lr_;
-    m.images_per_second = seconds_ > 0 ? seen_ / seconds_ : 0;
+    m.images_per_second = seconds_ > 0 ? seen / seconds_ : 0;
     m.val_loss = m.val_top1 = m.val_top5 = std::numeric_limits<double>::quiet_NaN();
     bool improved = false;
     if (val_) {
-      const auto e = evaluate(model_, val_, pre, options_.ten_crop(), batch_size, options_.workers(),
-                              options_.on_error());
+      const auto e = parallel ? evaluate_shard(model_, val_, pre, hooks.rank, hooks.world, hooks.sum,
+                                               options_.ten_crop(), batch_size, options_.workers(), options_.on_error())
+                              : evaluate(model_, val_, pre, options_.ten_crop(), batch_size, options_.workers(),
+                                         options_.on_error());
       m.val_loss = e.loss;
       m.val_top1 = e.top1;
       m.val_top5 = e.top5;
@@ -282,7 +391,7 @@ Trainer::Outcome Trainer::fit(const std::string& run_dir, const TrainHooks& hook
 
 void Trainer::save(const std::string& path) const {
   CheckpointExtras extras;
-  Preprocessing{train_->classes(), stats_.mean_rgb, options_.resize(), model_->options.input_size()}.add_to(extras);
+  Preprocessing{train_->classes(), stats_.mean_rgb, options_.resize(), model_->options.input_size(), {}}.add_to(extras);
   for (const auto& [name, v] : momentum_) extras.tensors["momentum/" + name] = v;
   {
     auto generator = at::detail::getDefaultCPUGenerator();
@@ -296,16 +405,30 @@ void Trainer::save(const std::string& path) const {
   for (const auto& h : history_) lines += h.to_json() + "\n";
   extras.strings["train/history"] = lines;
   extras.strings["train/seed"] = std::to_string(options_.seed());
+  extras.tensors["train/scaler"] = torch::tensor(scaler_.state(), torch::kDouble);
   alexnet::save(*model_, path, extras);
 }
 
 void Trainer::restore(const std::string& checkpoint) {
-  auto extras = read_extras(checkpoint);
+  // One read: the weights go in only after the training state has been found.
+  AlexNet staged(model_->options);
+  CheckpointExtras extras;
+  load_weights(*staged, checkpoint, &extras);
   const auto state = extras.tensors.find("train/state");
   if (state == extras.tensors.end() || state->second.numel() != 9) {
     throw std::runtime_error("checkpoint '" + checkpoint + "': has no training state to resume from");
   }
-  load_weights(*model_, checkpoint);
+  {
+    torch::NoGradGuard no_grad;
+    const auto from = staged->parameters();
+    auto to = model_->parameters();
+    for (size_t i = 0; i < to.size(); ++i) to[i].copy_(from[i]);
+  }
+  const auto scaler = extras.tensors.find("train/scaler");
+  if (scaler != extras.tensors.end()) {
+    const auto t = scaler->second.to(torch::kDouble).contiguous();
+    scaler_.load_state(std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel()));
+  }
   momentum_.clear();
   for (const auto& p : model_->named_parameters()) {
     const auto found = extras.tensors.find("momentum/" + p.key());
@@ -338,13 +461,8 @@ std::string Evaluation::to_json(const std::vector<std::string>& classes) const {
   out << "{\"images\":" << images << ",\"top1\":" << number(top1) << ",\"top5\":" << number(top5)
       << ",\"loss\":" << number(loss) << ",\"skipped\":" << skipped << ",\"per_class\":[";
   for (size_t c = 0; c < per_class.size(); ++c) {
-    std::string name = c < classes.size() ? classes[c] : std::to_string(c);
-    std::string escaped;
-    for (char ch : name) {
-      if (ch == '"' || ch == '\\') escaped += '\\';
-      escaped += ch;
-    }
-    out << (c ? "," : "") << "{\"index\":" << c << ",\"label\":\"" << escaped << "\",\"images\":" << per_class_images[c]
+    const std::string name = c < classes.size() ? classes[c] : std::to_string(c);
+    out << (c ? "," : "") << "{\"index\":" << c << ",\"label\":\"" << json_escape(name) << "\",\"images\":" << per_class_images[c]
         << ",\"top1\":" << number(per_class[c]) << "}";
   }
   out << "]}";
@@ -364,7 +482,6 @@ int64_t for_each_output(AlexNet& model, const std::shared_ptr<data::Source>& sou
   auto loader = torch::data::make_data_loader(
       dataset, sampler,
       torch::data::DataLoaderOptions(static_cast<size_t>(batch_size)).workers(static_cast<size_t>(workers)));
-  const auto stats = mean_only(pre.mean_rgb);
   const auto device = model->tower_devices().front();
   const bool was_training = model->is_training();
   model->eval();
@@ -372,7 +489,7 @@ int64_t for_each_output(AlexNet& model, const std::shared_ptr<data::Source>& sou
   int64_t skipped = 0;
   for (auto& batch : *loader) {
     skipped += batch.skipped;
-    if (batch.labels.size(0) > 0) visit(batch, model->forward_to(data::normalize(batch, stats, device), layer));
+    if (batch.labels.size(0) > 0) visit(batch, model->forward_to(pre.apply(batch, device), layer));
   }
   model->train(was_training);
   return skipped;
@@ -415,6 +532,47 @@ Evaluation evaluate(AlexNet& model, const std::shared_ptr<data::Source>& source,
   return e;
 }
 
+Evaluation evaluate_shard(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
+                          size_t rank, size_t world, const std::function<void(const torch::Tensor&)>& sum,
+                          bool ten_crop, int64_t batch_size, int64_t workers, data::OnError on_error) {
+  if (world <= 1) return evaluate(model, source, pre, ten_crop, batch_size, workers, on_error);
+  const auto part = std::make_shared<ShardSource>(source, rank, world);
+  Evaluation e;
+  if (part->size() > 0) {
+    try {
+      e = evaluate(model, part, pre, ten_crop, batch_size, workers, on_error);
+    } catch (const std::runtime_error&) {
+      if (on_error != data::OnError::kSkip) throw;  // every image of this part unreadable: counted below
+    }
+  }
+  // Counts, not means: images, loss, top-1, top-5 sums, skipped, then per class.
+  const auto classes = static_cast<size_t>(model->options.num_classes());
+  e.per_class.resize(classes, 0);
+  e.per_class_images.resize(classes, 0);
+  std::vector<double> counts{double(e.images), e.loss * e.images, e.top1 * e.images, e.top5 * e.images,
+                             double(e.skipped)};
+  for (size_t c = 0; c < classes; ++c) {
+    counts.push_back(e.per_class_images[c] ? e.per_class[c] * e.per_class_images[c] : 0.0);
+    counts.push_back(double(e.per_class_images[c]));
+  }
+  const auto total = torch::tensor(counts, torch::kDouble);
+  sum(total);
+  const auto t = total.accessor<double, 1>();
+  Evaluation all;
+  all.images = static_cast<int64_t>(std::llround(t[0]));
+  if (all.images == 0) throw std::runtime_error("evaluation: no image could be read");
+  all.loss = t[1] / t[0];
+  all.top1 = t[2] / t[0];
+  all.top5 = t[3] / t[0];
+  all.skipped = static_cast<int64_t>(std::llround(t[4]));
+  for (size_t c = 0; c < classes; ++c) {
+    const double images = t[6 + 2 * c];
+    all.per_class_images.push_back(static_cast<int64_t>(std::llround(images)));
+    all.per_class.push_back(images > 0 ? t[5 + 2 * c] / images : std::nan(""));
+  }
+  return all;
+}
+
 torch::Tensor classify(AlexNet& model, const std::vector<std::string>& images, const Preprocessing& pre,
                        bool ten_crop) {
   auto source = data::open_image_files(images);
@@ -429,7 +587,7 @@ torch::Tensor classify(AlexNet& model, const std::vector<std::string>& images, c
   model->eval();
   torch::NoGradGuard no_grad;
   const auto device = model->tower_devices().front();
-  auto probabilities = model->forward(data::normalize(batch, mean_only(pre.mean_rgb), device)).softmax(1);
+  auto probabilities = model->forward(pre.apply(batch, device)).softmax(1);
   if (ten_crop) probabilities = probabilities.view({static_cast<int64_t>(images.size()), 10, -1}).mean(1);
   return probabilities.to(torch::kCPU);
 }

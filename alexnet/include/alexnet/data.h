@@ -216,7 +216,11 @@ torch::Tensor normalize(const Batch& batch, const Statistics& stats, const c10::
 
 /// The order of an epoch: a permutation seeded by (seed, epoch), the same however
 /// many workers read it, split into `world` disjoint shards of which this process
-/// reads shard `rank` (data parallelism). Without shuffling, the natural order.
+/// reads shard `rank` (data parallelism): positions rank, rank + world, ... of the
+/// permutation, so that step s of the `world` shards together is step s of one process
+/// with `world` times the batch. Shards are equal (size / world examples; the
+/// remainder of each epoch's permutation is left out) so every process takes the
+/// same number of steps. Without shuffling, the natural order.
 class EpochSampler : public torch::data::samplers::Sampler<std::vector<size_t>> {
  public:
   EpochSampler(size_t size, uint64_t seed, bool shuffle = true, size_t rank = 0, size_t world = 1);

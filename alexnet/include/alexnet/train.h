@@ -15,6 +15,7 @@
 #include <alexnet/checkpoint.h>
 #include <alexnet/data.h>
 #include <alexnet/model.h>
+#include <alexnet/precision.h>
 
 #include <atomic>
 #include <functional>
@@ -56,6 +57,10 @@ struct TrainOptions {
   /// Validate with ten crops instead of the centre crop (Section 4.1).
   TORCH_ARG(bool, ten_crop) = false;
   TORCH_ARG(data::OnError, on_error) = data::OnError::kFail;
+  /// fp32, or autocast to bf16 (CPU or CUDA) or fp16 with dynamic loss scaling (CUDA).
+  TORCH_ARG(Precision, precision) = Precision::kFp32;
+  /// Convolution weights and inputs in channels-last (NHWC) layout, faster on GPUs.
+  TORCH_ARG(bool, channels_last) = false;
 };
 
 /// One epoch's figures, as `metrics.jsonl` holds them.
@@ -85,6 +90,13 @@ struct TrainHooks {
   std::function<void(std::vector<torch::Tensor>& gradients)> reduce_gradients;
   /// Whether this process writes the run directory (only one should).
   bool writer = true;
+  /// Data parallelism: this process reads shard `rank` of `world` of every epoch and
+  /// validates its shard of the validation set; dropout draws from a generator seeded
+  /// by (seed, rank, epoch, step), so that ranks differ and resuming is exact.
+  size_t rank = 0, world = 1;
+  /// Sums a CPU tensor over the processes in place (an all-reduce). With world > 1 the
+  /// epoch's training and validation counts and, every step, the stop flag pass here.
+  std::function<void(const torch::Tensor&)> sum;
 };
 
 /// What inference needs from the data set, carried in every checkpoint the trainer
@@ -94,6 +106,15 @@ struct Preprocessing {
   torch::Tensor mean_rgb;  ///< float64 [3], 0..255
   int64_t resize = 256;
   int64_t crop = 227;
+  torch::Tensor std_rgb;  ///< float64 [3], 0..255; undefined: pixels are not divided (the paper)
+
+  /// torchvision's ImageNet pipeline: shorter side 256, centre 224, pixels scaled to
+  /// 0..1 and normalised by mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225).
+  static Preprocessing torchvision(std::vector<std::string> classes);
+
+  /// A batch as the network takes it, on `device`: float, mean subtracted (and
+  /// divided by the std when there is one), colour noise added.
+  torch::Tensor apply(const data::Batch& batch, const c10::Device& device) const;
 
   void add_to(CheckpointExtras& extras) const;
   /// From a checkpoint's extras; throws naming `path` when they are missing.
@@ -135,6 +156,7 @@ class Trainer {
   data::Statistics stats_;
   TrainOptions options_;
   std::map<std::string, torch::Tensor> momentum_;
+  LossScaler scaler_;
   double lr_;
   int64_t epoch_ = 0;      // completed epochs
   int64_t step_ = 0;       // steps done in the epoch in progress
@@ -169,9 +191,20 @@ Evaluation evaluate(AlexNet& model, const std::shared_ptr<data::Source>& source,
                     bool ten_crop = false, int64_t batch_size = 128, int64_t workers = 2,
                     data::OnError on_error = data::OnError::kFail);
 
+/// `evaluate` split over `world` processes: this one reads images rank, rank + world,
+/// ... and `sum` (an all-reduce) adds the counts, so every process returns the figures
+/// of the whole set, as one process would.
+Evaluation evaluate_shard(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
+                          size_t rank, size_t world, const std::function<void(const torch::Tensor&)>& sum,
+                          bool ten_crop = false, int64_t batch_size = 128, int64_t workers = 2,
+                          data::OnError on_error = data::OnError::kFail);
+
 /// Softmax probabilities [N, classes] for image files, preprocessed as `pre` says.
 torch::Tensor classify(AlexNet& model, const std::vector<std::string>& images, const Preprocessing& pre,
                        bool ten_crop = false);
+
+/// `text` escaped for the inside of a JSON string (quotes, backslashes, control characters).
+std::string json_escape(const std::string& text);
 
 std::string to_string(LrPolicy policy);
 LrPolicy lr_policy_from_string(const std::string& name);

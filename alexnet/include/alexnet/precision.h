@@ -1,0 +1,75 @@
+#pragma once
+
+// Mixed precision: autocast to bfloat16 or float16 around the forward pass, and for
+// float16 the dynamic loss scaling that PyTorch's GradScaler does (LibTorch's C++ API
+// has none): the loss is multiplied by a large scale so that small gradients survive
+// in half precision; the gradients are divided by it before the update, a step whose
+// gradients are not finite is skipped and the scale halved, and after
+// `growth_interval` good steps the scale doubles.
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/DeviceType.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace alexnet {
+
+enum class Precision {
+  kFp32,  ///< float32 throughout
+  kBf16,  ///< autocast to bfloat16 (CPU or CUDA); no loss scaling needed
+  kFp16,  ///< autocast to float16 with dynamic loss scaling (CUDA)
+};
+
+std::string to_string(Precision precision);
+/// "fp32", "bf16" or "fp16"; throws naming the value and the choices.
+Precision precision_from_string(const std::string& name);
+
+/// Autocast on `device` at `precision` while it lives (nothing for fp32).
+class AutocastGuard {
+ public:
+  AutocastGuard(c10::DeviceType device, Precision precision);
+  ~AutocastGuard();
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  c10::DeviceType device_;
+  bool active_ = false;
+  bool was_enabled_ = false;
+  c10::ScalarType old_dtype_;
+};
+
+struct LossScalerOptions {
+  double init_scale = 65536.0;  // 2^16, PyTorch's default
+  double growth_factor = 2.0;
+  double backoff_factor = 0.5;
+  int64_t growth_interval = 2000;
+};
+
+class LossScaler {
+ public:
+  /// A disabled scaler passes losses and gradients through unchanged.
+  explicit LossScaler(bool enabled = false, LossScalerOptions options = {});
+
+  bool enabled() const { return enabled_; }
+  double scale() const { return scale_; }
+  /// `loss` times the scale.
+  at::Tensor scale(const at::Tensor& loss) const;
+  /// Divides `gradients` by the scale in place; whether all are finite (the update
+  /// may be taken), then adjusts the scale as described above.
+  bool unscale_and_update(const std::vector<at::Tensor>& gradients);
+
+  /// Scale and good-steps count, for checkpoints.
+  std::vector<double> state() const;
+  void load_state(const std::vector<double>& state);
+
+ private:
+  bool enabled_;
+  LossScalerOptions options_;
+  double scale_;
+  int64_t good_steps_ = 0;
+};
+
+}  // namespace alexnet

@@ -1,0 +1,213 @@
+#include <alexnet/distributed.h>
+
+#include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <cstdlib>
+#include <stdexcept>
+#include <utility>
+
+// LibTorch built with glog (Debian's) logs each failed socket attempt of the
+// rendezvous before we can say what went wrong in one line: quiet it meanwhile.
+#if defined(C10_USE_GLOG) && __has_include(<glog/logging.h>)
+#include <glog/logging.h>
+#define ALEXNET_HAVE_GLOG 1
+#endif
+
+namespace alexnet {
+namespace {
+
+std::string env(const char* name) {
+  const char* value = std::getenv(name);
+  return value ? value : "";
+}
+
+int env_int(const char* name, int fallback) {
+  const auto text = env(name);
+  if (text.empty()) return fallback;
+  size_t used = 0;
+  int value = 0;
+  try {
+    value = std::stoi(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size()) {
+    throw std::invalid_argument("environment variable " + std::string(name) + "='" + text + "' is not an integer");
+  }
+  return value;
+}
+
+std::string first_line(const std::exception& e) {
+  const auto* c10 = dynamic_cast<const c10::Error*>(&e);
+  std::string text = c10 ? c10->msg() : e.what();
+  const auto end = text.find('\n');
+  return end == std::string::npos ? text : text.substr(0, end);
+}
+
+bool loopback(const std::string& host) { return host == "localhost" || host.rfind("127.", 0) == 0; }
+
+struct QuietSocketLogs {
+#ifdef ALEXNET_HAVE_GLOG
+  int saved = FLAGS_minloglevel;
+  QuietSocketLogs() { FLAGS_minloglevel = google::GLOG_FATAL; }
+  ~QuietSocketLogs() { FLAGS_minloglevel = saved; }
+#endif
+};
+
+}  // namespace
+
+DistributedOptions DistributedOptions::from_environment() {
+  DistributedOptions o;
+  if (!env("WORLD_SIZE").empty()) {  // torchrun, torch.distributed.launch, and most launchers
+    o.world_size = env_int("WORLD_SIZE", 1);
+    o.rank = env_int("RANK", 0);
+    o.local_rank = env_int("LOCAL_RANK", o.rank);
+  } else if (!env("SLURM_NTASKS").empty()) {  // srun
+    o.world_size = env_int("SLURM_NTASKS", 1);
+    o.rank = env_int("SLURM_PROCID", 0);
+    o.local_rank = env_int("SLURM_LOCALID", 0);
+  }
+  if (!env("MASTER_ADDR").empty()) o.master_addr = env("MASTER_ADDR");
+  o.master_port = env_int("MASTER_PORT", o.master_port);
+  if (o.world_size < 1 || o.rank < 0 || o.rank >= o.world_size) {
+    throw std::invalid_argument("rank " + std::to_string(o.rank) + " is not in a world of " +
+                                std::to_string(o.world_size) + " (RANK / WORLD_SIZE)");
+  }
+  if (o.master_port < 1 || o.master_port > 65535) {
+    throw std::invalid_argument("MASTER_PORT " + std::to_string(o.master_port) + " is not a port");
+  }
+  return o;
+}
+
+bool DistributedOptions::in_environment() {
+  return env_int(!env("WORLD_SIZE").empty() ? "WORLD_SIZE" : "SLURM_NTASKS", 1) > 1;
+}
+
+struct ProcessGroup::Impl {
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+  using Work = decltype(std::declval<c10d::ProcessGroupGloo&>().barrier());
+
+  // Waits for every collective, turning a peer's death or silence into one line.
+  void wait(std::vector<Work>& works, const DistributedOptions& o, const char* what) const {
+    try {
+      for (auto& work : works) work->wait();
+    } catch (const std::exception& e) {
+      throw std::runtime_error("data parallel: " + std::string(what) + " failed on rank " + std::to_string(o.rank) +
+                               " (another rank stopped, died or did not answer within " +
+                               std::to_string(o.timeout.count() / 1000) + " s): " + first_line(e));
+    }
+  }
+};
+
+ProcessGroup::ProcessGroup(const DistributedOptions& o) : options_(o), impl_(std::make_unique<Impl>()) {
+  if (o.world_size < 1 || o.rank < 0 || o.rank >= o.world_size) {
+    throw std::invalid_argument("rank " + std::to_string(o.rank) + " is not in a world of " +
+                                std::to_string(o.world_size));
+  }
+  if (o.backend != "gloo") {
+    throw std::invalid_argument("process group backend '" + o.backend + "' is not available in this build (gloo is)");
+  }
+  c10d::TCPStoreOptions store_options;
+  store_options.port = static_cast<uint16_t>(o.master_port);
+  // torchrun of PyTorch 2.x may hand its own store to the workers: then all are clients.
+  store_options.isServer = o.rank == 0 && env("TORCHELASTIC_USE_AGENT_STORE") != "True";
+  store_options.numWorkers = static_cast<size_t>(o.world_size);
+  store_options.waitWorkers = true;
+  store_options.timeout = o.timeout;
+  const auto where = o.master_addr + ":" + std::to_string(o.master_port);
+  const QuietSocketLogs quiet;
+  try {
+    impl_->store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, store_options);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(
+        o.rank == 0 ? "data parallel: rank 0 could not serve the rendezvous on " + where +
+                          " (port in use? set MASTER_PORT), or not all " + std::to_string(o.world_size) +
+                          " ranks joined within " + std::to_string(o.timeout.count() / 1000) + " s: " + first_line(e)
+                    : "data parallel: rank " + std::to_string(o.rank) + " could not reach the master at " + where +
+                          " within " + std::to_string(o.timeout.count() / 1000) + " s: " + first_line(e));
+  }
+  auto options = c10d::ProcessGroupGloo::Options::create(o.timeout);
+  const auto interface = std::getenv("GLOO_SOCKET_IFNAME");
+  options->devices.push_back(interface ? c10d::ProcessGroupGloo::createDeviceForInterface(interface)
+                             : loopback(o.master_addr) ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
+                                                       : c10d::ProcessGroupGloo::createDefaultDevice());
+  try {
+    impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, o.rank, o.world_size, options);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("data parallel: rank " + std::to_string(o.rank) +
+                             " could not connect to the other ranks: " + first_line(e));
+  }
+}
+
+ProcessGroup::~ProcessGroup() = default;
+
+void ProcessGroup::average(const std::vector<at::Tensor>& tensors) {
+  if (size() == 1) return;
+  // Buckets of about bucket_bytes, last tensors first (their gradients are ready first),
+  // one dtype and device per bucket.
+  std::vector<std::vector<at::Tensor>> buckets;
+  int64_t bytes = 0;
+  for (auto it = tensors.rbegin(); it != tensors.rend(); ++it) {
+    const auto& t = *it;
+    if (!t.defined()) continue;
+    const bool fits = !buckets.empty() && bytes + static_cast<int64_t>(t.nbytes()) <= options_.bucket_bytes &&
+                      buckets.back().front().scalar_type() == t.scalar_type() &&
+                      buckets.back().front().device() == t.device();
+    if (!fits) {
+      buckets.emplace_back();
+      bytes = 0;
+    }
+    buckets.back().push_back(t);
+    bytes += static_cast<int64_t>(t.nbytes());
+  }
+  std::vector<at::Tensor> flats;
+  std::vector<Impl::Work> works;
+  for (const auto& bucket : buckets) {
+    std::vector<at::Tensor> parts;
+    for (const auto& t : bucket) parts.push_back(t.reshape({-1}));
+    std::vector<at::Tensor> flat{at::cat(parts)};
+    works.push_back(impl_->gloo->allreduce(flat));
+    flats.push_back(flat[0]);
+  }
+  impl_->wait(works, options_, "gradient all-reduce");
+  for (size_t b = 0; b < buckets.size(); ++b) {
+    flats[b].div_(size());
+    int64_t offset = 0;
+    for (auto& t : buckets[b]) {
+      t.copy_(flats[b].narrow(0, offset, t.numel()).view_as(t));
+      offset += t.numel();
+    }
+  }
+}
+
+void ProcessGroup::sum(const at::Tensor& tensor) {
+  if (size() == 1) return;
+  std::vector<at::Tensor> list{tensor};
+  std::vector<Impl::Work> works{impl_->gloo->allreduce(list)};
+  impl_->wait(works, options_, "all-reduce");
+}
+
+void ProcessGroup::broadcast(const std::vector<at::Tensor>& tensors, int root) {
+  if (size() == 1) return;
+  std::vector<Impl::Work> works;
+  std::vector<std::vector<at::Tensor>> lists;
+  lists.reserve(tensors.size());
+  c10d::BroadcastOptions options;
+  options.rootRank = root;
+  for (const auto& t : tensors) {
+    lists.push_back({t});
+    works.push_back(impl_->gloo->broadcast(lists.back(), options));
+  }
+  impl_->wait(works, options_, "broadcast");
+}
+
+void ProcessGroup::barrier() {
+  if (size() == 1) return;
+  std::vector<Impl::Work> works{impl_->gloo->barrier()};
+  impl_->wait(works, options_, "barrier");
+}
+
+}  // namespace alexnet

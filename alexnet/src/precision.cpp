@@ -1,0 +1,117 @@
+#include <alexnet/precision.h>
+
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <torch/version.h>
+
+#include <stdexcept>
+
+namespace alexnet {
+namespace {
+
+// LibTorch 2.4 replaced the per-device autocast setters with device-generic ones.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+bool autocast_enabled(c10::DeviceType d) { return at::autocast::is_autocast_enabled(d); }
+void set_autocast(c10::DeviceType d, bool on) { at::autocast::set_autocast_enabled(d, on); }
+c10::ScalarType autocast_dtype(c10::DeviceType d) { return at::autocast::get_autocast_dtype(d); }
+void set_autocast_dtype(c10::DeviceType d, c10::ScalarType t) { at::autocast::set_autocast_dtype(d, t); }
+#else
+bool autocast_enabled(c10::DeviceType d) {
+  return d == c10::kCPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
+}
+void set_autocast(c10::DeviceType d, bool on) {
+  if (d == c10::kCPU) {
+    at::autocast::set_cpu_enabled(on);
+  } else {
+    at::autocast::set_enabled(on);
+  }
+}
+c10::ScalarType autocast_dtype(c10::DeviceType d) {
+  return d == c10::kCPU ? at::autocast::get_autocast_cpu_dtype() : at::autocast::get_autocast_gpu_dtype();
+}
+void set_autocast_dtype(c10::DeviceType d, c10::ScalarType t) {
+  if (d == c10::kCPU) {
+    at::autocast::set_autocast_cpu_dtype(t);
+  } else {
+    at::autocast::set_autocast_gpu_dtype(t);
+  }
+}
+#endif
+
+}  // namespace
+
+std::string to_string(Precision p) {
+  return p == Precision::kFp32 ? "fp32" : p == Precision::kBf16 ? "bf16" : "fp16";
+}
+
+Precision precision_from_string(const std::string& name) {
+  if (name == "fp32") return Precision::kFp32;
+  if (name == "bf16") return Precision::kBf16;
+  if (name == "fp16") return Precision::kFp16;
+  throw std::invalid_argument("unknown precision '" + name + "' (expected one of: fp32, bf16, fp16)");
+}
+
+AutocastGuard::AutocastGuard(c10::DeviceType device, Precision precision) : device_(device) {
+  if (precision == Precision::kFp32) return;
+  if (device != c10::kCPU && device != c10::kCUDA) {
+    throw std::invalid_argument("mixed precision needs a CPU or CUDA device");
+  }
+  if (precision == Precision::kFp16 && device == c10::kCPU) {
+    throw std::invalid_argument("--precision fp16 needs a CUDA device; on CPUs use bf16");
+  }
+  active_ = true;
+  was_enabled_ = autocast_enabled(device);
+  old_dtype_ = autocast_dtype(device);
+  set_autocast(device, true);
+  set_autocast_dtype(device, precision == Precision::kBf16 ? at::kBFloat16 : at::kHalf);
+  at::autocast::increment_nesting();
+}
+
+AutocastGuard::~AutocastGuard() {
+  if (!active_) return;
+  // Leaving the outermost autocast region frees the casts it cached (weights).
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  set_autocast(device_, was_enabled_);
+  set_autocast_dtype(device_, old_dtype_);
+}
+
+LossScaler::LossScaler(bool enabled, LossScalerOptions options)
+    : enabled_(enabled), options_(options), scale_(options.init_scale) {
+  if (options.init_scale <= 0 || options.growth_factor <= 1 || options.backoff_factor <= 0 ||
+      options.backoff_factor >= 1 || options.growth_interval <= 0) {
+    throw std::invalid_argument("loss scaler: the scale must be positive, growth > 1, backoff in (0, 1)");
+  }
+}
+
+at::Tensor LossScaler::scale(const at::Tensor& loss) const { return enabled_ ? loss * scale_ : loss; }
+
+bool LossScaler::unscale_and_update(const std::vector<at::Tensor>& gradients) {
+  if (!enabled_) return true;
+  // One flag on the gradients' device, read once: a single synchronisation per step.
+  at::Tensor bad;
+  for (const auto& g : gradients) {
+    if (!g.defined()) continue;
+    const auto here = g.isfinite().logical_not().any();
+    bad = bad.defined() ? bad.logical_or(here.to(bad.device())) : here;
+    g.mul_(1.0 / scale_);
+  }
+  const bool finite = !bad.defined() || !bad.item<bool>();
+  if (!finite) {
+    scale_ *= options_.backoff_factor;
+    good_steps_ = 0;
+  } else if (++good_steps_ == options_.growth_interval) {
+    scale_ *= options_.growth_factor;
+    good_steps_ = 0;
+  }
+  return finite;
+}
+
+std::vector<double> LossScaler::state() const { return {scale_, static_cast<double>(good_steps_)}; }
+
+void LossScaler::load_state(const std::vector<double>& state) {
+  if (state.size() != 2 || !(state[0] > 0)) throw std::invalid_argument("loss scaler: malformed state");
+  scale_ = state[0];
+  good_steps_ = static_cast<int64_t>(state[1]);
+}
+
+}  // namespace alexnet

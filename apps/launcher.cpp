@@ -1,0 +1,131 @@
+#include "launcher.h"
+
+#include <spdlog/spdlog.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <stdexcept>
+#include <thread>
+
+namespace alexnet::app {
+namespace {
+
+std::vector<std::string> command_line;
+std::atomic<int> signals{0};
+
+extern "C" void count_signal(int) { signals.fetch_add(1); }
+
+// A port the kernel says is free now (the rendezvous binds it a moment later).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    if (fd >= 0) ::close(fd);
+    throw std::runtime_error("--nproc-per-node: cannot find a free port on 127.0.0.1");
+  }
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+}  // namespace
+
+void set_command_line(int argc, char** argv) { command_line.assign(argv, argv + argc); }
+
+int launch_local(int nproc) {
+  // The command again, without --nproc-per-node, and with a fair share of the cores
+  // each unless --threads was given.
+  std::vector<std::string> args{command_line.front()};
+  bool threads_given = false;
+  for (size_t i = 1; i < command_line.size(); ++i) {
+    const auto& a = command_line[i];
+    if (a == "--nproc-per-node") {
+      ++i;
+      continue;
+    }
+    if (a.rfind("--nproc-per-node=", 0) == 0) continue;
+    threads_given = threads_given || a == "--threads" || a.rfind("--threads=", 0) == 0;
+    args.push_back(a);
+  }
+  if (!threads_given) {
+    const auto cores = std::max(1u, std::thread::hardware_concurrency());
+    args.insert(args.begin() + 1, {"--threads", std::to_string(std::max(1u, cores / static_cast<unsigned>(nproc)))});
+  }
+  const char* master_port = std::getenv("MASTER_PORT");
+  const auto port = master_port ? std::string(master_port) : std::to_string(free_port());
+  spdlog::info("starting {} ranks on 127.0.0.1:{}", nproc, port);
+
+  struct sigaction action {};
+  action.sa_handler = count_signal;
+  ::sigaction(SIGINT, &action, nullptr);
+  ::sigaction(SIGTERM, &action, nullptr);
+  std::vector<pid_t> pids;
+  for (int rank = 0; rank < nproc; ++rank) {
+    const pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error("--nproc-per-node: fork failed");
+    if (pid == 0) {
+      ::setpgid(0, 0);  // the terminal's Ctrl-C reaches the launcher, which passes it on once
+      ::setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
+      ::setenv("RANK", std::to_string(rank).c_str(), 1);
+      ::setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
+      ::setenv("LOCAL_WORLD_SIZE", std::to_string(nproc).c_str(), 1);
+      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+      ::setenv("MASTER_PORT", port.c_str(), 1);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv("/proc/self/exe", argv.data());
+      ::_exit(127);
+    }
+    pids.push_back(pid);
+  }
+
+  int status_out = 0, forwarded = 0;
+  size_t running = pids.size();
+  std::vector<bool> done(pids.size(), false);
+  auto signal_all = [&](int sig) {
+    for (size_t r = 0; r < pids.size(); ++r) {
+      if (!done[r]) ::kill(pids[r], sig);
+    }
+  };
+  while (running > 0) {
+    const int pending = signals.load();
+    if (pending > forwarded) {
+      signal_all(pending == 1 ? SIGINT : SIGKILL);
+      forwarded = pending;
+    }
+    int status = 0;
+    const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    for (size_t r = 0; r < pids.size(); ++r) {
+      if (pids[r] != pid) continue;
+      done[r] = true;
+      --running;
+      const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      if (code != 0 && status_out == 0) {
+        status_out = code;
+        if (running > 0 && forwarded == 0) {
+          spdlog::error("rank {} exited with status {}; stopping the other ranks", r, code);
+          signal_all(SIGTERM);
+        }
+      }
+    }
+  }
+  return status_out;
+}
+
+}  // namespace alexnet::app

@@ -1,0 +1,290 @@
+// PyTorch's files both ways, against Debian's python3-torch / python3-torchvision
+// (the same LibTorch 1.13): tests/pytorch_reference.py writes and checks the Python side.
+
+#include "helpers.h"
+
+#include <alexnet/checkpoint.h>
+#include <alexnet/pytorch.h>
+
+#include <caffe2/serialize/inline_container.h>
+#include <catch2/catch.hpp>
+#include <torch/nn/functional/loss.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+using namespace alexnet;
+using alexnet::test::message_of;
+using alexnet::test::relative_error;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kScript = std::string(ALEXNET_SOURCE_DIR) + "/tests/pytorch_reference.py";
+
+// Runs the reference script; false (after skipping the test with the reason) when
+// Python's torch is not installed.
+bool python_torch() {
+  std::string out;
+  if (test::run("/usr/bin/python3 -c 'import torch, torchvision, skimage'", out, true) != 0) {
+    test::skip("Python's torch/torchvision/skimage are not installed (scripts/install-deps.sh installs them): " + out);
+    return false;
+  }
+  return true;
+}
+
+void python(const std::string& args) {
+  std::string out;
+  const int status = test::run("/usr/bin/python3 " + kScript + " " + args, out, true);
+  INFO(out);
+  REQUIRE(status == 0);
+  if (!out.empty()) WARN(out);
+}
+
+// Bytes from a literal that may hold NULs.
+template <size_t N>
+std::string bytes(const char (&literal)[N]) {
+  return std::string(literal, N - 1);
+}
+
+std::map<std::string, torch::Tensor> as_map(const StateDict& state) { return {state.begin(), state.end()}; }
+
+void write_bytes(const std::string& path, const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; }
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// A zip archive as torch.save writes it, holding `pickle` as data.pkl.
+void write_zip(const std::string& path, const std::string& pickle) {
+  caffe2::serialize::PyTorchStreamWriter writer(path);
+  writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+  writer.writeEndOfFile();
+}
+
+AlexNet torchvision_model(int64_t classes = 1000) {
+  torch::manual_seed(3);
+  AlexNet model(AlexNetOptions::torchvision().num_classes(classes).init(Init::kPyTorch));
+  model->eval();
+  return model;
+}
+
+}  // namespace
+
+TEST_CASE("state dicts round-trip through the zip format bit for bit", "[pytorch]") {
+  const auto dir = test::temp_dir("pytorch-roundtrip");
+  for (const auto* name : {"torchvision", "paper"}) {
+    torch::manual_seed(4);
+    AlexNet model(preset(name).num_classes(10));
+    const auto state = to_state_dict(*model);
+    write_state_dict(state, dir + "/a.pth");
+    const auto back = read_state_dict(dir + "/a.pth");
+    REQUIRE(back.size() == state.size());
+    for (size_t i = 0; i < state.size(); ++i) {
+      CHECK(back[i].first == state[i].first);
+      CHECK(torch::equal(back[i].second, state[i].second));
+    }
+    AlexNet other(preset(name).num_classes(10));
+    load_state_dict(*other, back, "a.pth");
+    model->eval();
+    other->eval();
+    const auto x = torch::randn({2, 3, model->options.input_size(), model->options.input_size()});
+    CHECK(torch::equal(model->forward(x), other->forward(x)));
+  }
+}
+
+TEST_CASE("the grouped layout stacks the towers along the output dimension", "[pytorch]") {
+  AlexNet model(AlexNetOptions::paper().num_classes(10));
+  const auto state = as_map(to_state_dict(*model));
+  CHECK(state.size() == 16);
+  CHECK(state.at("conv1.weight").sizes() == torch::IntArrayRef({96, 3, 11, 11}));
+  CHECK(state.at("conv2.weight").sizes() == torch::IntArrayRef({256, 48, 5, 5}));
+  CHECK(state.at("conv3.weight").sizes() == torch::IntArrayRef({384, 256, 3, 3}));
+  CHECK(state.at("fc6.weight").sizes() == torch::IntArrayRef({4096, 9216}));
+  CHECK(state.at("fc8.weight").sizes() == torch::IntArrayRef({10, 4096}));
+  CHECK(torch::equal(state.at("conv2.weight").narrow(0, 128, 128), model->tower1->conv2->weight));
+  CHECK(torch::equal(state.at("fc8.bias").narrow(0, 0, 5), model->tower0->fc8->bias));
+}
+
+TEST_CASE("bad state dicts are refused by name, leaving the model unchanged", "[pytorch]") {
+  auto model = torchvision_model();
+  const auto before = model->features[0]->as<torch::nn::Conv2d>()->weight.clone();
+  auto state = to_state_dict(*model);
+  auto fresh = [] { return torchvision_model(); };
+
+  auto missing = state;
+  missing.erase(missing.begin() + 1);
+  CHECK(message_of([&] { load_state_dict(*fresh(), missing, "m.pth"); }) == "'m.pth': missing key 'features.0.bias'");
+
+  auto extra = state;
+  extra.emplace_back("classifier.7.weight", torch::zeros({2}));
+  CHECK(message_of([&] { load_state_dict(*fresh(), extra, "e.pth"); }) ==
+        "'e.pth': unexpected key 'classifier.7.weight' (not in the torchvision network)");
+
+  auto wrong = state;
+  wrong[2].second = torch::zeros({192, 64, 3, 3});
+  wrong[0].second = torch::zeros_like(wrong[0].second);
+  CHECK(message_of([&] { load_state_dict(*model, wrong, "w.pth"); }) ==
+        "'w.pth': key 'features.3.weight' has shape [192, 64, 3, 3], the model needs [192, 64, 5, 5]");
+  CHECK(torch::equal(model->features[0]->as<torch::nn::Conv2d>()->weight, before));
+
+  auto integers = state;
+  integers[1].second = torch::zeros({64}, torch::kLong);
+  CHECK(message_of([&] { load_state_dict(*fresh(), integers, "i.pth"); }) ==
+        "'i.pth': key 'features.0.bias' holds Long, not floating point");
+
+  AlexNet paper(AlexNetOptions::paper());
+  CHECK(message_of([&] { from_torchvision(to_state_dict(*paper), "p.pth"); }) ==
+        "'p.pth': missing key 'classifier.6.weight' (not torchvision's AlexNet: its first key is 'conv1.weight')");
+}
+
+TEST_CASE("files that are not state dicts are refused with the reason", "[pytorch]") {
+  const auto dir = test::temp_dir("pytorch-bad");
+  auto reason = [&](const std::string& name, const std::string& bytes) {
+    write_bytes(dir + "/" + name, bytes);
+    return message_of([&] { read_state_dict(dir + "/" + name); });
+  };
+  CHECK(message_of([&] { read_state_dict(dir + "/none.pth"); }) == "'" + dir + "/none.pth': cannot open the file");
+  CHECK(reason("empty.pth", "") == "'" + dir + "/empty.pth': the file is empty");
+  CHECK(reason("text.pth", "hello\n") ==
+        "'" + dir + "/text.pth': not a PyTorch file (neither a zip archive nor a pickle)");
+
+  // A pickle is a program: one that calls os.system must never run, nor load.
+  const auto evil = bytes("\x80\x02" "cos\nsystem\n" "X\x02\x00\x00\x00ls" "\x85R.");
+  const std::string refused = "refusing the Python global 'os.system': a state dict needs only tensors, dicts and "
+                              "storages, and a pickle that names anything else is not loaded";
+  CHECK(reason("evil-legacy.pth", evil) == "'" + dir + "/evil-legacy.pth': " + refused);
+  write_zip(dir + "/evil.pth", evil);
+  CHECK(message_of([&] { read_state_dict(dir + "/evil.pth"); }) == "'" + dir + "/evil.pth': " + refused);
+  write_zip(dir + "/eval.pth", bytes("\x80\x02" "c__builtin__\neval\n."));
+  CHECK_THAT(message_of([&] { read_state_dict(dir + "/eval.pth"); }),
+             Catch::Contains("refusing the Python global '__builtin__.eval'"));
+  // A plain pickle of a dict, without PyTorch's magic number.
+  CHECK(reason("plain.pth", bytes("\x80\x02}q\x00.")) ==
+        "'" + dir + "/plain.pth': a pickle, but not one torch.save wrote (no PyTorch magic number)");
+  write_zip(dir + "/list.pth", bytes("\x80\x02]q\x00."));
+  CHECK(message_of([&] { read_state_dict(dir + "/list.pth"); }) ==
+        "'" + dir + "/list.pth': holds a list of 0, not a state dict");
+
+  // Truncation: a zip without its directory, a pickle cut short.
+  AlexNet model(AlexNetOptions::torchvision().num_classes(4));
+  write_state_dict(to_state_dict(*model), dir + "/good.pth");
+  const auto good = read_bytes(dir + "/good.pth");
+  CHECK(reason("cut.pth", good.substr(0, good.size() / 2)) ==
+        "'" + dir + "/cut.pth': a damaged or truncated zip archive (its directory cannot be read)");
+  write_zip(dir + "/short.pth", bytes("\x80\x02}q\x00(X\x05\x00\x00\x00" "abc"));
+  CHECK(message_of([&] { read_state_dict(dir + "/short.pth"); }) ==
+        "'" + dir + "/short.pth': the file is truncated (pickle data ends early)");
+}
+
+TEST_CASE("torchvision's weights saved by Python give Python's logits here", "[pytorch][parity]") {
+  if (!python_torch()) return;
+  const auto dir = test::temp_dir("pytorch-parity");
+  python("make " + dir + " zip legacy half wrapped views");
+  const auto io = as_map(read_state_dict(dir + "/io.pth"));
+  for (const auto* file : {"tv-zip", "tv-legacy", "tv-half", "tv-wrapped", "tv-views"}) {
+    INFO(file);
+    const auto state = read_state_dict(dir + "/" + file + ".pth");
+    CHECK(state.front().first == "features.0.weight");
+    CHECK(state.front().second.scalar_type() == (std::string(file) == "tv-half" ? torch::kHalf : torch::kFloat));
+    auto model = from_torchvision(state, file);
+    model->eval();
+    const auto& expected = io.at(std::string(file) == "tv-half" ? "logits_half" : "logits");
+    const auto error = relative_error(model->forward(io.at("input")), expected);
+    WARN(file << ": logits relative error " << error);
+    CHECK(error < 1e-5);
+  }
+  // The views file shares one storage among all its tensors, some non-contiguous.
+  const auto views = as_map(read_state_dict(dir + "/tv-views.pth"));
+  CHECK_FALSE(views.at("features.0.weight").is_contiguous());
+  CHECK(views.at("features.0.weight").storage().is_alias_of(views.at("classifier.6.bias").storage()));
+
+  // A legacy file cut short.
+  const auto legacy = read_bytes(dir + "/tv-legacy.pth");
+  write_bytes(dir + "/cut.pth", legacy.substr(0, legacy.size() - 1000));
+  CHECK_THAT(message_of([&] { read_state_dict(dir + "/cut.pth"); }),
+             Catch::StartsWith("'" + dir + "/cut.pth': the file is truncated (storage '"));
+}
+
+TEST_CASE("an exported torchvision model loads into torchvision (strict) and gives our logits", "[pytorch][parity]") {
+  if (!python_torch()) return;
+  const auto dir = test::temp_dir("pytorch-export");
+  auto model = torchvision_model();
+  torch::manual_seed(5);
+  const auto x = torch::randn({2, 3, 224, 224});
+  write_state_dict(to_state_dict(*model), dir + "/ours.pth");
+  write_state_dict({{"input", x}, {"logits", model->forward(x)}}, dir + "/io.pth");
+  python("check-torchvision " + dir + "/ours.pth " + dir + "/io.pth");
+}
+
+TEST_CASE("the paper and Caffe presets equal a grouped PyTorch module: logits and gradients", "[pytorch][parity]") {
+  if (!python_torch()) return;
+  const auto dir = test::temp_dir("pytorch-grouped");
+  for (const auto* name : {"paper", "caffe"}) {
+    INFO(name);
+    torch::manual_seed(6);
+    // Caffe's preset at a small input and 10 classes: the module reads both from the shapes.
+    const bool paper = std::string(name) == "paper";
+    AlexNet model(preset(name, paper ? 227 : 99).num_classes(paper ? 1000 : 10).init(Init::kPyTorch));
+    model->eval();  // dropout off: the same function on both sides
+    const auto size = model->options.input_size();
+    const auto x = torch::randn({3, 3, size, size});
+    const auto labels = torch::tensor({0, 5, 7}, torch::kLong);
+    const auto logits = model->forward(x);
+    torch::nn::functional::cross_entropy(logits, labels).backward();
+    // The gradients in the same layout: a copy of the model holding them as weights.
+    auto grads = std::dynamic_pointer_cast<AlexNetImpl>(model->clone());
+    {
+      torch::NoGradGuard no_grad;
+      auto from = model->parameters();
+      auto to = grads->parameters();
+      for (size_t i = 0; i < from.size(); ++i) to[i].copy_(from[i].grad());
+    }
+    StateDict io{{"input", x}, {"labels", labels}, {"logits", logits.detach()}};
+    for (const auto& [key, tensor] : to_state_dict(*grads)) io.emplace_back("grad." + key, tensor);
+    write_state_dict(to_state_dict(*model), dir + "/" + name + ".pth");
+    write_state_dict(io, dir + "/" + name + "-io.pth");
+    python("check-grouped " + dir + "/" + name + ".pth " + dir + "/" + name + "-io.pth " + name);
+  }
+}
+
+#ifdef ALEXNET_CLI
+TEST_CASE("convert, classify --json and export on the command line agree with torchvision", "[pytorch][parity][cli]") {
+  if (!python_torch()) return;
+  const auto dir = test::temp_dir("pytorch-cli");
+  const std::string cli = ALEXNET_CLI;
+  python("make " + dir + " zip photo");
+  std::string out;
+  auto sh = [&](const std::string& args) { return test::run(cli + " " + args, out, true); };
+  REQUIRE(sh("convert --from torchvision " + dir + "/tv-zip.pth --out " + dir + "/tv.pt --classes " + dir +
+             "/classes.txt") == 0);
+  // The checkpoint carries torchvision's preprocessing: no flags to remember.
+  REQUIRE(test::run(cli + " classify --weights " + dir + "/tv.pt --top 1000 --json " + dir + "/photo.png > " + dir +
+                    "/classify.json", out) == 0);
+  python("check-classify " + dir + "/classify.json " + dir + "/probs.pth");
+  CHECK_THAT(read_bytes(dir + "/classify.json"), Catch::Contains("\"label\":\"class "));
+
+  REQUIRE(sh("export --weights " + dir + "/tv.pt --format torchvision --out " + dir + "/back.pth") == 0);
+  const auto original = read_state_dict(dir + "/tv-zip.pth");
+  const auto back = read_state_dict(dir + "/back.pth");
+  REQUIRE(back.size() == original.size());
+  for (size_t i = 0; i < back.size(); ++i) CHECK(torch::equal(back[i].second, original[i].second));
+
+  // Bad input: one line naming the file or value, non-zero exit, nothing overwritten.
+  const auto before = read_bytes(dir + "/tv.pt");
+  CHECK(sh("convert " + dir + "/tv-zip.pth --out " + dir + "/tv.pt") != 0);
+  CHECK_THAT(out, Catch::Contains("'" + dir + "/tv.pt' exists; --overwrite to replace it"));
+  CHECK(read_bytes(dir + "/tv.pt") == before);
+  write_bytes(dir + "/three.txt", "a\nb\nc\n");
+  CHECK(sh("convert " + dir + "/tv-zip.pth --out " + dir + "/x.pt --classes " + dir + "/three.txt") != 0);
+  CHECK_THAT(out, Catch::Contains("'" + dir + "/three.txt' names 3 classes, the weights have 1000"));
+  CHECK_FALSE(fs::exists(dir + "/x.pt"));
+  CHECK(sh("convert " + dir + "/classes.txt --out " + dir + "/x.pt") != 0);
+  CHECK_THAT(out, Catch::Contains("classes.txt': not a PyTorch file"));
+  CHECK(sh("export --weights " + dir + "/tv.pt --format grouped --out " + dir + "/g.pth") != 0);
+  CHECK_THAT(out, Catch::Contains("holds the torchvision network; export it with --format torchvision"));
+  CHECK_FALSE(fs::exists(dir + "/g.pth"));
+}
+#endif
