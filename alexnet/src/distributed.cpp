@@ -1,8 +1,15 @@
 #include <alexnet/distributed.h>
 
 #include <ATen/ATen.h>
+
+// Debian's LibTorch has c10d with Gloo (its headers come from libgloo-dev); a LibTorch
+// without them (a wheel's include tree may lack Gloo's) builds the model library with
+// a ProcessGroup that refuses worlds larger than one, saying why.
+#if __has_include(<torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>) && __has_include(<gloo/config.h>)
+#define ALEXNET_HAVE_GLOO 1
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
 
 #include <cstdlib>
 #include <stdexcept>
@@ -39,14 +46,14 @@ int env_int(const char* name, int fallback) {
   return value;
 }
 
-std::string first_line(const std::exception& e) {
+[[maybe_unused]] std::string first_line(const std::exception& e) {
   const auto* c10 = dynamic_cast<const c10::Error*>(&e);
   std::string text = c10 ? c10->msg() : e.what();
   const auto end = text.find('\n');
   return end == std::string::npos ? text : text.substr(0, end);
 }
 
-bool loopback(const std::string& host) { return host == "localhost" || host.rfind("127.", 0) == 0; }
+[[maybe_unused]] bool loopback(const std::string& host) { return host == "localhost" || host.rfind("127.", 0) == 0; }
 
 struct QuietSocketLogs {
 #ifdef ALEXNET_HAVE_GLOG
@@ -84,6 +91,8 @@ DistributedOptions DistributedOptions::from_environment() {
 bool DistributedOptions::in_environment() {
   return env_int(!env("WORLD_SIZE").empty() ? "WORLD_SIZE" : "SLURM_NTASKS", 1) > 1;
 }
+
+#ifdef ALEXNET_HAVE_GLOO
 
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::TCPStore> store;
@@ -209,5 +218,23 @@ void ProcessGroup::barrier() {
   std::vector<Impl::Work> works{impl_->gloo->barrier()};
   impl_->wait(works, options_, "barrier");
 }
+
+#else  // no Gloo
+
+struct ProcessGroup::Impl {};
+
+ProcessGroup::ProcessGroup(const DistributedOptions& o) : options_(o), impl_(std::make_unique<Impl>()) {
+  if (o.world_size > 1) {
+    throw std::runtime_error("data parallel: this build of the library has no c10d Gloo (its LibTorch lacks the "
+                             "Gloo headers), so it cannot join a world of " + std::to_string(o.world_size));
+  }
+}
+ProcessGroup::~ProcessGroup() = default;
+void ProcessGroup::average(const std::vector<at::Tensor>&) {}
+void ProcessGroup::sum(const at::Tensor&) {}
+void ProcessGroup::broadcast(const std::vector<at::Tensor>&, int) {}
+void ProcessGroup::barrier() {}
+
+#endif
 
 }  // namespace alexnet
