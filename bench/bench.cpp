@@ -37,6 +37,7 @@ struct Args {
   std::string device = "cpu";
   std::string precision = "fp32";
   bool channels_last = false;
+  bool overlap = false;  // data parallel: all-reduce during the backward pass
 };
 
 // Seconds per call of `step`: the mean over `iterations` after one warm-up, with
@@ -78,6 +79,7 @@ int main(int argc, char** argv) {
     else if (flag == "--device") a.device = value;
     else if (flag == "--precision") a.precision = value;
     else if (flag == "--channels-last") a.channels_last = value == "1";
+    else if (flag == "--overlap") a.overlap = value == "1";
     else return usage();
   }
   at::set_num_threads(a.threads);
@@ -130,6 +132,7 @@ int main(int argc, char** argv) {
     group = std::make_unique<alexnet::ProcessGroup>(alexnet::DistributedOptions::from_environment());
   }
   const int world = group ? group->size() : 1;
+  if (group && a.overlap) group->overlap(model->parameters());
   if (a.mode == "train") {
     model->train();
     torch::optim::SGD sgd(model->parameters(),
@@ -147,7 +150,11 @@ int main(int argc, char** argv) {
           for (const auto& p : model->parameters()) grads.push_back(p.grad());
           if (group) {
             const auto start = std::chrono::steady_clock::now();
-            group->average(grads);
+            if (a.overlap) {
+              group->finish_overlap();
+            } else {
+              group->average(grads);
+            }
             reduce_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
           }
           if (scaler.unscale_and_update(grads)) sgd.step();
@@ -170,10 +177,10 @@ int main(int argc, char** argv) {
   std::printf("{\"figure\":\"%s_images_per_s\",\"arch\":\"%s\",\"execution\":\"%s\",\"batch\":%lld,"
               "\"input\":%lld,\"ours\":%.2f,\"threads\":%d,\"keep_memory\":%s,\"device\":\"%s\","
               "\"processes\":%d,\"allreduce_ms_per_step\":%.1f,\"step_ms\":%.1f,\"precision\":\"%s\","
-              "\"channels_last\":%s}\n",
+              "\"channels_last\":%s,\"overlap\":%s}\n",
               a.mode.c_str(), a.arch.c_str(), a.execution.c_str(), static_cast<long long>(a.batch),
               static_cast<long long>(size), world * a.batch / seconds, a.threads, a.keep_memory ? "true" : "false",
               a.device.c_str(), world, 1e3 * reduce_seconds, 1e3 * seconds, a.precision.c_str(),
-              a.channels_last ? "true" : "false");
+              a.channels_last ? "true" : "false", a.overlap ? "true" : "false");
   return 0;
 }

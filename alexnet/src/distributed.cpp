@@ -11,7 +11,9 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
 
+#include <algorithm>
 #include <cstdlib>
+#include <mutex>
 #include <stdexcept>
 #include <utility>
 
@@ -98,6 +100,28 @@ struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::TCPStore> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
   using Work = decltype(std::declval<c10d::ProcessGroupGloo&>().barrier());
+
+  // Overlap state: parameters, their buckets, and the all-reduces in flight.
+  struct Slot {
+    at::Tensor parameter;
+    size_t bucket;
+    int64_t offset;
+  };
+  std::vector<Slot> slots;
+  std::vector<at::Tensor> flats;       // one flat buffer per bucket
+  std::vector<size_t> sizes, arrived;  // parameters per bucket, gradients in so far
+  std::vector<char> got;               // per slot: its gradient arrived this pass
+  std::vector<Work> works;
+  size_t launched = 0;  // buckets whose all-reduce has started, in order
+  std::mutex mutex;
+
+  void launch_ready() {  // under `mutex`
+    while (launched < flats.size() && arrived[launched] == sizes[launched]) {
+      std::vector<at::Tensor> list{flats[launched]};
+      works.push_back(gloo->allreduce(list));
+      ++launched;
+    }
+  }
 
   // Waits for every collective, turning a peer's death or silence into one line.
   void wait(std::vector<Work>& works, const DistributedOptions& o, const char* what) const {
@@ -192,6 +216,75 @@ void ProcessGroup::average(const std::vector<at::Tensor>& tensors) {
   }
 }
 
+void ProcessGroup::overlap(const std::vector<at::Tensor>& parameters) {
+  if (size() == 1) return;
+  if (!impl_->slots.empty()) throw std::logic_error("ProcessGroup::overlap: called twice");
+  // Last parameters first: backward computes their gradients first.
+  int64_t bytes = 0;
+  for (auto it = parameters.rbegin(); it != parameters.rend(); ++it) {
+    const auto& p = *it;
+    const bool fits = !impl_->flats.empty() && bytes + static_cast<int64_t>(p.nbytes()) <= options_.bucket_bytes &&
+                      impl_->flats.back().scalar_type() == p.scalar_type() &&
+                      impl_->flats.back().device() == p.device();
+    if (!fits) {
+      impl_->flats.push_back(at::empty({0}, p.options()));
+      impl_->sizes.push_back(0);
+      bytes = 0;
+    }
+    impl_->slots.push_back({p, impl_->flats.size() - 1, impl_->flats.back().numel()});
+    impl_->flats.back() = at::empty({impl_->flats.back().numel() + p.numel()}, p.options());
+    ++impl_->sizes.back();
+    bytes += static_cast<int64_t>(p.nbytes());
+  }
+  impl_->arrived.assign(impl_->flats.size(), 0);
+  impl_->got.assign(impl_->slots.size(), 0);
+  for (size_t i = 0; i < impl_->slots.size(); ++i) {
+    auto* impl = impl_.get();
+    impl->slots[i].parameter.register_hook([impl, i](const at::Tensor& grad) {
+      const auto& slot = impl->slots[i];
+      impl->flats[slot.bucket].narrow(0, slot.offset, grad.numel()).view_as(grad).copy_(grad);
+      std::lock_guard<std::mutex> lock(impl->mutex);
+      impl->got[i] = 1;
+      ++impl->arrived[slot.bucket];
+      impl->launch_ready();
+    });
+  }
+}
+
+void ProcessGroup::finish_overlap() {
+  if (size() == 1) return;
+  {
+    // A parameter without a gradient this pass: its slot stays zero, and the buckets
+    // still start in order.
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    for (size_t i = 0; i < impl_->slots.size(); ++i) {
+      if (impl_->got[i]) continue;
+      const auto& slot = impl_->slots[i];
+      impl_->flats[slot.bucket].narrow(0, slot.offset, slot.parameter.numel()).zero_();
+      ++impl_->arrived[slot.bucket];
+    }
+    impl_->launch_ready();
+    if (impl_->launched != impl_->flats.size()) {
+      throw std::logic_error("ProcessGroup::finish_overlap: a gradient never arrived");
+    }
+  }
+  impl_->wait(impl_->works, options_, "gradient all-reduce");
+  for (auto& flat : impl_->flats) flat.div_(size());
+  for (auto& slot : impl_->slots) {
+    auto& grad = slot.parameter.mutable_grad();
+    const auto mean = impl_->flats[slot.bucket].narrow(0, slot.offset, slot.parameter.numel()).view_as(slot.parameter);
+    if (grad.defined()) {
+      grad.copy_(mean);
+    } else {
+      grad = mean.clone();
+    }
+  }
+  impl_->works.clear();
+  impl_->launched = 0;
+  std::fill(impl_->arrived.begin(), impl_->arrived.end(), 0);
+  std::fill(impl_->got.begin(), impl_->got.end(), 0);
+}
+
 void ProcessGroup::sum(const at::Tensor& tensor) {
   if (size() == 1) return;
   std::vector<at::Tensor> list{tensor};
@@ -231,6 +324,8 @@ ProcessGroup::ProcessGroup(const DistributedOptions& o) : options_(o), impl_(std
 }
 ProcessGroup::~ProcessGroup() = default;
 void ProcessGroup::average(const std::vector<at::Tensor>&) {}
+void ProcessGroup::overlap(const std::vector<at::Tensor>&) {}
+void ProcessGroup::finish_overlap() {}
 void ProcessGroup::sum(const at::Tensor&) {}
 void ProcessGroup::broadcast(const std::vector<at::Tensor>&, int) {}
 void ProcessGroup::barrier() {}

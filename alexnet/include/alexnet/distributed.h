@@ -63,6 +63,14 @@ class ProcessGroup {
   void average(const std::vector<at::Tensor>& tensors);
   /// Replaces `tensor` by its sum over ranks.
   void sum(const at::Tensor& tensor);
+  /// Overlap: from now on, each backward pass through `parameters` starts averaging
+  /// their gradients while it runs: hooks copy each gradient into its bucket as it is
+  /// computed, and a bucket's all-reduce starts once all its gradients are in (buckets
+  /// start in the same order on every rank). `finish_overlap` then waits and writes the
+  /// means into the parameters' `.grad`. Call once; the hooks live as long as the group.
+  void overlap(const std::vector<at::Tensor>& parameters);
+  /// After a backward pass, under `overlap`: the averaged gradients, in `.grad`.
+  void finish_overlap();
   /// Copies rank `root`'s values into every rank's tensors.
   void broadcast(const std::vector<at::Tensor>& tensors, int root = 0);
   void barrier();
