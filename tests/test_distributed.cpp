@@ -8,6 +8,7 @@
 #include <alexnet/distributed.h>
 
 #include <catch2/catch.hpp>
+#include <torch/nn/modules/linear.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -205,4 +206,55 @@ TEST_CASE("Ctrl-C on the launcher stops every rank with a valid checkpoint, and 
   // Resume with two ranks again and finish a short run.
   REQUIRE(test::run(kCli + " train --resume " + dir + "/run --epochs 2 --nproc-per-node 2", out, true) == 0);
   CHECK_THAT(out, Catch::Contains("the 2 replicas' weights are identical after epoch 2"));
+}
+
+// Run by the next test as two processes (ranks) of one world; hidden from the list.
+TEST_CASE("distributed worker", "[.][worker]") {
+  auto options = DistributedOptions::from_environment();
+  REQUIRE(options.world_size == 2);
+  options.timeout = std::chrono::seconds(30);
+  options.bucket_bytes = 64;  // several buckets for a few small tensors
+  ProcessGroup group(options);
+  const double r = group.rank();
+
+  std::vector<torch::Tensor> tensors{torch::full({3}, r + 1), torch::full({2, 5}, 10 * (r + 1)),
+                                     torch::full({4}, r, torch::kDouble)};
+  group.average(tensors);
+  CHECK(torch::equal(tensors[0], torch::full({3}, 1.5)));
+  CHECK(torch::equal(tensors[1], torch::full({2, 5}, 15.0)));
+  CHECK(torch::equal(tensors[2], torch::full({4}, 0.5, torch::kDouble)));
+  const auto total = torch::tensor({r + 1, 10 * r}, torch::kDouble);
+  group.sum(total);
+  CHECK(torch::equal(total, torch::tensor({3.0, 10.0}, torch::kDouble)));
+  const auto from_root = torch::full({4}, r == 0 ? 7.0 : -1.0);
+  group.broadcast({from_root});
+  CHECK(torch::equal(from_root, torch::full({4}, 7.0)));
+  group.barrier();
+
+  // Overlapped averaging during backward: rank r's input is r + 1 everywhere, so the
+  // weight gradients are 2 (r + 1) per rank and 3 on average; the bias's are 2.
+  torch::manual_seed(0);
+  torch::nn::Linear linear(4, 3);
+  group.overlap(linear->parameters());
+  const auto x = torch::full({2, 4}, r + 1);
+  for (int pass = 0; pass < 2; ++pass) {  // the buckets start again each pass
+    linear->zero_grad();
+    linear(x).sum().backward();
+    group.finish_overlap();
+    CHECK(torch::equal(linear->weight.grad(), torch::full({3, 4}, 3.0)));
+    CHECK(torch::equal(linear->bias.grad(), torch::full({3}, 2.0)));
+  }
+}
+
+TEST_CASE("the process group averages, sums, broadcasts and overlaps across two processes", "[distributed]") {
+  const auto self = fs::read_symlink("/proc/self/exe").string();
+  const auto dir = test::temp_dir("dist-worker");
+  const auto cmd = "export WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()) + "; " +
+                   "RANK=0 " + self + " '[worker]' > " + dir + "/0.log 2>&1 & p0=$!; " + "RANK=1 " + self +
+                   " '[worker]' > " + dir + "/1.log 2>&1 & p1=$!; wait $p0; s0=$?; wait $p1; echo s0=$s0 s1=$?";
+  std::string out;
+  REQUIRE(bash(cmd, out) == 0);
+  INFO(out << read_text(dir + "/0.log") << read_text(dir + "/1.log"));
+  CHECK_THAT(out, Catch::Contains("s0=0 s1=0"));
+  CHECK_THAT(read_text(dir + "/0.log"), Catch::Contains("All tests passed"));
 }
