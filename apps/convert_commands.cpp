@@ -20,18 +20,14 @@ void refuse_existing(const std::string& path, bool overwrite) {
   }
 }
 
-// One class name per line; their number must match the network's outputs.
-std::vector<std::string> read_classes(const std::string& path, int64_t expected) {
+// One class name per line, in output order.
+std::vector<std::string> read_classes(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot open class names '" + path + "'");
   std::vector<std::string> names;
   for (std::string line; std::getline(in, line);) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (!line.empty()) names.push_back(line);
-  }
-  if (static_cast<int64_t>(names.size()) != expected) {
-    throw std::runtime_error("'" + path + "' names " + std::to_string(names.size()) + " classes, the weights have " +
-                             std::to_string(expected));
   }
   return names;
 }
@@ -55,21 +51,13 @@ void add_convert_commands(CLI::App& app) {
     cmd->add_flag("--overwrite", f->overwrite, "Replace an existing --out");
     cmd->callback([f] {
       refuse_existing(f->out, f->overwrite);
-      const auto state = read_state_dict(f->in);
-      auto model = from_torchvision(state, f->in);
+      // The class file is checked against the weights' outputs by convert_torchvision.
+      const auto names = f->classes.empty() ? std::vector<std::string>{} : read_classes(f->classes);
+      const auto model = convert_torchvision(f->in, f->out, names);
       const auto classes = model->options.num_classes();
-      std::vector<std::string> names;
-      if (!f->classes.empty()) {
-        names = read_classes(f->classes, classes);
-      } else {
-        for (int64_t c = 0; c < classes; ++c) names.push_back(std::to_string(c));
-        spdlog::warn("no --classes: the {} classes are named by their indices", classes);
-      }
-      CheckpointExtras extras;
-      Preprocessing::torchvision(std::move(names)).add_to(extras);
-      save(*model, f->out, extras);
-      spdlog::info("{} tensors from {} -> {} (torchvision, {} classes, torchvision's preprocessing: 256, centre 224, "
-                   "ImageNet mean and std)", state.size(), f->in, f->out, classes);
+      if (names.empty()) spdlog::warn("no --classes: the {} classes are named by their indices", classes);
+      spdlog::info("{} -> {} (torchvision, {} classes, torchvision's preprocessing: 256, centre 224, "
+                   "ImageNet mean and std)", f->in, f->out, classes);
     });
   }
   {

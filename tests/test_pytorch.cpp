@@ -279,7 +279,7 @@ TEST_CASE("convert, classify --json and export on the command line agree with to
   CHECK(read_bytes(dir + "/tv.pt") == before);
   write_bytes(dir + "/three.txt", "a\nb\nc\n");
   CHECK(sh("convert " + dir + "/tv-zip.pth --out " + dir + "/x.pt --classes " + dir + "/three.txt") != 0);
-  CHECK_THAT(out, Catch::Contains("'" + dir + "/three.txt' names 3 classes, the weights have 1000"));
+  CHECK_THAT(out, Catch::Contains("3 class names for the 1000 outputs of '" + dir + "/tv-zip.pth'"));
   CHECK_FALSE(fs::exists(dir + "/x.pt"));
   CHECK(sh("convert " + dir + "/classes.txt --out " + dir + "/x.pt") != 0);
   CHECK_THAT(out, Catch::Contains("classes.txt': not a PyTorch file"));

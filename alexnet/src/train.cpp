@@ -1,4 +1,5 @@
 #include <alexnet/train.h>
+#include <alexnet/pytorch.h>
 
 #include "atomic_file.h"
 
@@ -186,6 +187,22 @@ Preprocessing Preprocessing::from(const CheckpointExtras& extras, const std::str
     if (line.substr(0, eq) == "crop") p.crop = value;
   }
   return p;
+}
+
+AlexNet convert_torchvision(const std::string& weights, const std::string& checkpoint,
+                            std::vector<std::string> classes) {
+  auto model = from_torchvision(read_state_dict(weights), weights);
+  const auto outputs = model->options.num_classes();
+  if (classes.empty()) {
+    for (int64_t c = 0; c < outputs; ++c) classes.push_back(std::to_string(c));
+  } else if (static_cast<int64_t>(classes.size()) != outputs) {
+    throw std::invalid_argument(std::to_string(classes.size()) + " class names for the " + std::to_string(outputs) +
+                                " outputs of '" + weights + "'");
+  }
+  CheckpointExtras extras;
+  Preprocessing::torchvision(std::move(classes)).add_to(extras);
+  save(*model, checkpoint, extras);
+  return model;
 }
 
 std::pair<AlexNet, Preprocessing> load_for_inference(const std::string& path) {

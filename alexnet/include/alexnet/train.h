@@ -121,6 +121,13 @@ struct Preprocessing {
   static Preprocessing from(const CheckpointExtras& extras, const std::string& path);
 };
 
+/// Converts torchvision's weights (a file `torch.save` wrote; see <alexnet/pytorch.h>)
+/// into a checkpoint at `checkpoint` carrying torchvision's preprocessing and `classes`
+/// (one name per output; empty: named by index). Throws naming the file, or the class
+/// count, before anything is written.
+AlexNet convert_torchvision(const std::string& weights, const std::string& checkpoint,
+                            std::vector<std::string> classes = {});
+
 /// A checkpoint's model and preprocessing, from one read of the file: what
 /// evaluate, classify and features need.
 std::pair<AlexNet, Preprocessing> load_for_inference(const std::string& path);
