@@ -1,5 +1,7 @@
 #include "launcher.h"
 
+#include <alexnet/distributed.h>
+
 #include <spdlog/spdlog.h>
 
 #include <arpa/inet.h>
@@ -42,6 +44,13 @@ int free_port() {
 }  // namespace
 
 void set_command_line(int argc, char** argv) { command_line.assign(argv, argv + argc); }
+
+bool launched_ranks(int nproc) {
+  if (nproc <= 1 || DistributedOptions::in_environment()) return false;
+  const int status = launch_local(nproc);
+  if (status != 0) std::exit(status);
+  return true;
+}
 
 int launch_local(int nproc) {
   // The command again, without --nproc-per-node, and with a fair share of the cores

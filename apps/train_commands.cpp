@@ -126,11 +126,7 @@ void check_replicas(AlexNetImpl& model, ProcessGroup& group, int64_t epoch) {
 }
 
 void run_train(TrainFlags f, CLI::App* cmd) {
-  if (f.nproc_per_node > 1 && !DistributedOptions::in_environment()) {
-    const int status = launch_local(f.nproc_per_node);
-    if (status != 0) std::exit(status);
-    return;
-  }
+  if (launched_ranks(f.nproc_per_node)) return;
   const auto group = join_world(f.dist_timeout);
   const bool writer = !group || group->rank() == 0;
   const bool resuming = !f.resume.empty();
@@ -343,11 +339,7 @@ void add_train_commands(CLI::App& app) {
     cmd->add_option("--dist-timeout", f->dist_timeout, "Seconds to wait for the other ranks before failing")
         ->check(CLI::PositiveNumber)->capture_default_str();
     cmd->callback([f] {
-      if (f->nproc_per_node > 1 && !DistributedOptions::in_environment()) {
-        const int status = launch_local(f->nproc_per_node);
-        if (status != 0) std::exit(status);
-        return;
-      }
+      if (launched_ranks(f->nproc_per_node)) return;
       const auto group = join_world(f->dist_timeout);
       auto [model, pre] = load_for_inference(f->weights);
       const auto source = data::open_source(f->data);
