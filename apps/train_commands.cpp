@@ -7,6 +7,7 @@
 #include <alexnet/train.h>
 
 #include <ATen/Context.h>
+#include <torch/cuda.h>
 
 #include <spdlog/sinks/basic_file_sink.h>
 
@@ -59,6 +60,7 @@ struct TrainFlags {
   bool ten_crop = false, overwrite = false, skip_bad = false, channels_last = false, tf32 = false;
   int nproc_per_node = 1;  // not saved: a run may resume on another number of processes
   double dist_timeout = 300;
+  std::string dist_backend = "auto";
 
   // Every flag that shapes the run, by flag name, as text and back.
   std::map<std::string, std::string> to_map() const {
@@ -93,19 +95,38 @@ void add_file_log(const std::string& path) {
   spdlog::default_logger()->sinks().push_back(sink);
 }
 
-// This process's place in a data-parallel world (torchrun's or --nproc-per-node's
-// environment), or a world of one.
-std::unique_ptr<ProcessGroup> join_world(double timeout_seconds) {
+// This process's place in a data-parallel world (torchrun's, Slurm's or
+// --nproc-per-node's environment); a world of one without them. Ranks other than 0
+// report warnings and errors only, marked with their rank: one voice.
+DistributedOptions world_from_environment() {
   auto options = DistributedOptions::from_environment();
-  if (options.world_size == 1) return nullptr;
-  options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000));
   if (options.rank != 0) {
-    // One voice: the other ranks report warnings and errors only, marked with their rank.
     spdlog::set_level(spdlog::level::warn);
     spdlog::set_pattern("%^%l%$ [rank " + std::to_string(options.rank) + "]: %v");
   }
+  return options;
+}
+
+// Joins the world, or nullptr for a world of one. `devices`, when given, become this
+// replica's (rank_devices: shifted by LOCAL_RANK); the "auto" backend is NCCL when
+// they are GPUs and this build has it, else Gloo.
+std::unique_ptr<ProcessGroup> join_world(DistributedOptions options, double timeout_seconds, std::string backend,
+                                         std::vector<c10::Device>* devices = nullptr) {
+  if (options.world_size == 1) return nullptr;
+  options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000));
+  bool gpus = false;
+  if (devices) {
+    *devices = rank_devices(*devices, options.local_rank, static_cast<int>(torch::cuda::device_count()));
+    for (const auto& d : *devices) {
+      if (d.is_cuda() && !gpus) options.cuda_device = d.index();
+      gpus = gpus || d.is_cuda();
+    }
+  }
+  if (backend == "auto") backend = gpus && ProcessGroup::has_backend("nccl") ? "nccl" : "gloo";
+  if (backend == "nccl" && !gpus) throw std::invalid_argument("--dist-backend nccl needs CUDA --devices");
+  options.backend = backend;
   auto group = std::make_unique<ProcessGroup>(options);
-  spdlog::info("data parallel: rank {} of {} (gloo, rendezvous {}:{})", options.rank, options.world_size,
+  spdlog::info("data parallel: rank {} of {} ({}, rendezvous {}:{})", options.rank, options.world_size, backend,
                options.master_addr, options.master_port);
   return group;
 }
@@ -127,8 +148,8 @@ void check_replicas(AlexNetImpl& model, ProcessGroup& group, int64_t epoch) {
 
 void run_train(TrainFlags f, CLI::App* cmd) {
   if (launched_ranks(f.nproc_per_node)) return;
-  const auto group = join_world(f.dist_timeout);
-  const bool writer = !group || group->rank() == 0;
+  const auto world = world_from_environment();
+  const bool writer = world.rank == 0;
   const bool resuming = !f.resume.empty();
   std::string run = resuming ? f.resume : f.out;
   if (run.empty()) throw std::invalid_argument("give --out RUN for a new run, or --resume RUN");
@@ -160,6 +181,10 @@ void run_train(TrainFlags f, CLI::App* cmd) {
     fs::create_directories(run);
     add_file_log((fs::path(run) / "train.log").string());
   }
+  // Joined after rank 0 has set up the run directory (the rendezvous waits for every
+  // rank), so that no rank reads a stats.pt that --overwrite is about to remove.
+  auto devices = parse_devices(f.devices);
+  const auto group = join_world(world, f.dist_timeout, f.dist_backend, &devices);
 
   const data::ReadOptions read;
   auto train = data::open_source(f.data, read);
@@ -180,7 +205,7 @@ void run_train(TrainFlags f, CLI::App* cmd) {
   auto options = preset(f.arch, f.input_size)
                      .num_classes(static_cast<int64_t>(train->classes().size()))
                      .dropout(f.dropout)
-                     .devices(parse_devices(f.devices))
+                     .devices(devices)
                      .execution(execution_from_string(f.execution));
   if (!f.init.empty()) options.init(init_from_string(f.init));
   torch::manual_seed(f.seed);
@@ -312,6 +337,9 @@ void add_train_commands(CLI::App& app) {
     cmd->add_option("--dist-timeout", f->dist_timeout,
                     "Data parallel: seconds to wait for the other ranks before failing")
         ->check(CLI::PositiveNumber)->capture_default_str();
+    cmd->add_option("--dist-backend", f->dist_backend,
+                    "Data parallel: auto (nccl when the devices are GPUs and this build has it, else gloo), gloo or nccl")
+        ->check(CLI::IsMember({"auto", "gloo", "nccl"}))->capture_default_str();
     cmd->callback([f, cmd] {
       if (f->resume.empty() && f->data.empty()) throw std::invalid_argument("--data is required for a new run");
       run_train(*f, cmd);
@@ -340,7 +368,7 @@ void add_train_commands(CLI::App& app) {
         ->check(CLI::PositiveNumber)->capture_default_str();
     cmd->callback([f] {
       if (launched_ranks(f->nproc_per_node)) return;
-      const auto group = join_world(f->dist_timeout);
+      const auto group = join_world(world_from_environment(), f->dist_timeout, "gloo");
       auto [model, pre] = load_for_inference(f->weights);
       const auto source = data::open_source(f->data);
       const auto on_error = f->skip_bad ? data::OnError::kSkip : data::OnError::kFail;

@@ -3,12 +3,17 @@
 #include <catch2/catch.hpp>
 
 #include <array>
+#include <fstream>
+#include <regex>
 #include <cstdlib>
 #include <iostream>
 #include <cstdio>
 #include <filesystem>
 #include <random>
 #include <stdexcept>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -49,6 +54,37 @@ int run(const std::string& command, std::string& output, bool merge_stderr) {
   while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) output.append(buffer.data(), n);
   const int status = ::pclose(pipe);
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int bash(const std::string& script, std::string& output) {
+  return run("bash -c '" + std::regex_replace(script, std::regex("'"), "'\\''") + "'", output);
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+Listener::Listener() {
+  fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  REQUIRE(::listen(fd, 4) == 0);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  port = ntohs(address.sin_port);
+}
+
+void Listener::close() {
+  if (fd >= 0) ::close(fd);
+  fd = -1;
+}
+
+int free_port() {
+  Listener l;
+  return l.port;
 }
 
 }  // namespace alexnet::test

@@ -30,4 +30,25 @@ std::string temp_dir(const std::string& name);
 /// (and stderr when `merge_stderr`).
 int run(const std::string& command, std::string& output, bool merge_stderr = false);
 
+/// Runs `script` with bash -c (quoted for it), so it can use $!, wait and loops.
+int bash(const std::string& script, std::string& output);
+
+/// The whole of a text file ("" when it cannot be read).
+std::string read_text(const std::string& path);
+
+/// A listening socket on an ephemeral loopback port: it holds the port ("in use")
+/// until closed.
+struct Listener {
+  int fd = -1;
+  int port = 0;
+  Listener();
+  ~Listener() { close(); }
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+  void close();
+};
+
+/// A loopback port that was free a moment ago.
+int free_port();
+
 }  // namespace alexnet::test

@@ -3,17 +3,28 @@
 #include <ATen/ATen.h>
 
 // Debian's LibTorch has c10d with Gloo (its headers come from libgloo-dev); a LibTorch
-// without them (a wheel's include tree may lack Gloo's) builds the model library with
-// a ProcessGroup that refuses worlds larger than one, saying why.
+// without them (a wheel's include tree may lack Gloo's) builds the model library
+// without Gloo. NCCL's process group comes in when CMake found that LibTorch has CUDA
+// and NCCL and that ProcessGroupNCCL.hpp compiles (ALEXNET_WITH_NCCL). With neither,
+// a ProcessGroup refuses worlds larger than one, saying why.
 #if __has_include(<torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>) && __has_include(<gloo/config.h>)
 #define ALEXNET_HAVE_GLOO 1
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#ifdef ALEXNET_WITH_NCCL
+#define ALEXNET_HAVE_NCCL 1
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+#if defined(ALEXNET_HAVE_GLOO) || defined(ALEXNET_HAVE_NCCL)
+#define ALEXNET_HAVE_C10D 1
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
 
 #include <algorithm>
 #include <cstdlib>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 #include <utility>
 
@@ -94,12 +105,83 @@ bool DistributedOptions::in_environment() {
   return env_int(!env("WORLD_SIZE").empty() ? "WORLD_SIZE" : "SLURM_NTASKS", 1) > 1;
 }
 
+std::vector<c10::Device> rank_devices(const std::vector<c10::Device>& devices, int local_rank, int gpus) {
+  std::set<c10::DeviceIndex> distinct;
+  for (const auto& d : devices) {
+    if (d.is_cuda()) distinct.insert(d.has_index() ? d.index() : 0);
+  }
+  std::vector<c10::Device> mine;
+  for (const auto& d : devices) {
+    if (!d.is_cuda()) {
+      mine.push_back(d);
+      continue;
+    }
+    const int index = (d.has_index() ? d.index() : 0) + local_rank * static_cast<int>(distinct.size());
+    if (index >= gpus) {
+      throw std::invalid_argument("the replica at LOCAL_RANK " + std::to_string(local_rank) + " needs cuda:" +
+                                  std::to_string(index) + " (" + d.str() + " shifted by " +
+                                  std::to_string(distinct.size()) + " GPUs per replica), but this machine has " +
+                                  std::to_string(gpus) + " GPU" + (gpus == 1 ? "" : "s"));
+    }
+    mine.emplace_back(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  return mine;
+}
+
+bool ProcessGroup::has_backend(const std::string& backend) {
 #ifdef ALEXNET_HAVE_GLOO
+  if (backend == "gloo") return true;
+#endif
+#ifdef ALEXNET_HAVE_NCCL
+  if (backend == "nccl") return true;
+#endif
+  return false;
+}
+
+#ifdef ALEXNET_HAVE_C10D
+
+namespace {
+#ifdef ALEXNET_HAVE_GLOO
+using AnyBackend = c10d::ProcessGroupGloo;
+#else
+using AnyBackend = c10d::ProcessGroupNCCL;
+#endif
+}  // namespace
 
 struct ProcessGroup::Impl {
+  using Work = decltype(std::declval<AnyBackend&>().barrier());
   c10::intrusive_ptr<c10d::TCPStore> store;
+#ifdef ALEXNET_HAVE_GLOO
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
-  using Work = decltype(std::declval<c10d::ProcessGroupGloo&>().barrier());
+#endif
+#ifdef ALEXNET_HAVE_NCCL
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
+#endif
+  // nccl: the GPU through which CPU tensors go.
+  c10::optional<at::Device> gpu;
+
+  Work allreduce(std::vector<at::Tensor>& list) {
+#ifdef ALEXNET_HAVE_NCCL
+    if (nccl) return nccl->allreduce(list);
+#endif
+#ifdef ALEXNET_HAVE_GLOO
+    return gloo->allreduce(list);
+#else
+    throw std::logic_error("no process group");
+#endif
+  }
+  Work broadcast(std::vector<at::Tensor>& list, const c10d::BroadcastOptions& options) {
+#ifdef ALEXNET_HAVE_NCCL
+    if (nccl) return nccl->broadcast(list, options);
+#endif
+#ifdef ALEXNET_HAVE_GLOO
+    return gloo->broadcast(list, options);
+#else
+    throw std::logic_error("no process group");
+#endif
+  }
+  // Where the backend can take a tensor that lives on `device`.
+  at::Device place(const at::Device& device) const { return gpu && !device.is_cuda() ? *gpu : device; }
 
   // Overlap state: parameters, their buckets, and the all-reduces in flight.
   struct Slot {
@@ -118,7 +200,7 @@ struct ProcessGroup::Impl {
   void launch_ready() {  // under `mutex`
     while (launched < flats.size() && arrived[launched] == sizes[launched]) {
       std::vector<at::Tensor> list{flats[launched]};
-      works.push_back(gloo->allreduce(list));
+      works.push_back(allreduce(list));
       ++launched;
     }
   }
@@ -140,8 +222,9 @@ ProcessGroup::ProcessGroup(const DistributedOptions& o) : options_(o), impl_(std
     throw std::invalid_argument("rank " + std::to_string(o.rank) + " is not in a world of " +
                                 std::to_string(o.world_size));
   }
-  if (o.backend != "gloo") {
-    throw std::invalid_argument("process group backend '" + o.backend + "' is not available in this build (gloo is)");
+  if (!has_backend(o.backend)) {
+    throw std::invalid_argument("process group backend '" + o.backend + "' is not available in this build (" +
+                                (has_backend("nccl") ? "gloo and nccl are" : "gloo is") + ")");
   }
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<uint16_t>(o.master_port);
@@ -162,23 +245,44 @@ ProcessGroup::ProcessGroup(const DistributedOptions& o) : options_(o), impl_(std
                     : "data parallel: rank " + std::to_string(o.rank) + " could not reach the master at " + where +
                           " within " + std::to_string(o.timeout.count() / 1000) + " s: " + first_line(e));
   }
-  auto options = c10d::ProcessGroupGloo::Options::create(o.timeout);
-  const auto interface = std::getenv("GLOO_SOCKET_IFNAME");
-  options->devices.push_back(interface ? c10d::ProcessGroupGloo::createDeviceForInterface(interface)
-                             : loopback(o.master_addr) ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
-                                                       : c10d::ProcessGroupGloo::createDefaultDevice());
   try {
+#ifdef ALEXNET_HAVE_NCCL
+    if (o.backend == "nccl") {
+      const int index = o.cuda_device >= 0 ? o.cuda_device : o.local_rank;
+      if (index >= static_cast<int>(c10::cuda::device_count())) {
+        throw std::invalid_argument("nccl: rank " + std::to_string(o.rank) + " needs cuda:" + std::to_string(index) +
+                                    ", but this machine has " + std::to_string(c10::cuda::device_count()) + " GPUs");
+      }
+      impl_->gpu = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
+      // A collective that outlives the timeout throws from wait() (our one-line
+      // message) instead of hanging: NCCL's blocking wait, both of its spellings.
+      ::setenv("TORCH_NCCL_BLOCKING_WAIT", "1", 0);
+      ::setenv("NCCL_BLOCKING_WAIT", "1", 0);
+      auto options = c10d::ProcessGroupNCCL::Options::create();
+      options->timeout = o.timeout;
+      impl_->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, o.rank, o.world_size, options);
+      return;
+    }
+#endif
+#ifdef ALEXNET_HAVE_GLOO
+    auto options = c10d::ProcessGroupGloo::Options::create(o.timeout);
+    const auto interface = std::getenv("GLOO_SOCKET_IFNAME");
+    options->devices.push_back(interface ? c10d::ProcessGroupGloo::createDeviceForInterface(interface)
+                               : loopback(o.master_addr) ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
+                                                         : c10d::ProcessGroupGloo::createDefaultDevice());
     impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, o.rank, o.world_size, options);
+#endif
+  } catch (const std::invalid_argument&) {
+    throw;
   } catch (const std::exception& e) {
-    throw std::runtime_error("data parallel: rank " + std::to_string(o.rank) +
-                             " could not connect to the other ranks: " + first_line(e));
+    throw std::runtime_error("data parallel: rank " + std::to_string(o.rank) + " could not connect to the other ranks (" +
+                             o.backend + "): " + first_line(e));
   }
 }
 
 ProcessGroup::~ProcessGroup() = default;
 
 void ProcessGroup::average(const std::vector<at::Tensor>& tensors) {
-  if (size() == 1) return;
   // Buckets of about bucket_bytes, last tensors first (their gradients are ready first),
   // one dtype and device per bucket.
   std::vector<std::vector<at::Tensor>> buckets;
@@ -201,8 +305,9 @@ void ProcessGroup::average(const std::vector<at::Tensor>& tensors) {
   for (const auto& bucket : buckets) {
     std::vector<at::Tensor> parts;
     for (const auto& t : bucket) parts.push_back(t.reshape({-1}));
-    std::vector<at::Tensor> flat{at::cat(parts)};
-    works.push_back(impl_->gloo->allreduce(flat));
+    const auto device = impl_->place(bucket.front().device());
+    std::vector<at::Tensor> flat{at::cat(parts).to(device)};
+    works.push_back(impl_->allreduce(flat));
     flats.push_back(flat[0]);
   }
   impl_->wait(works, options_, "gradient all-reduce");
@@ -217,22 +322,21 @@ void ProcessGroup::average(const std::vector<at::Tensor>& tensors) {
 }
 
 void ProcessGroup::overlap(const std::vector<at::Tensor>& parameters) {
-  if (size() == 1) return;
   if (!impl_->slots.empty()) throw std::logic_error("ProcessGroup::overlap: called twice");
   // Last parameters first: backward computes their gradients first.
   int64_t bytes = 0;
   for (auto it = parameters.rbegin(); it != parameters.rend(); ++it) {
     const auto& p = *it;
+    const auto device = impl_->place(p.device());
     const bool fits = !impl_->flats.empty() && bytes + static_cast<int64_t>(p.nbytes()) <= options_.bucket_bytes &&
-                      impl_->flats.back().scalar_type() == p.scalar_type() &&
-                      impl_->flats.back().device() == p.device();
+                      impl_->flats.back().scalar_type() == p.scalar_type() && impl_->flats.back().device() == device;
     if (!fits) {
-      impl_->flats.push_back(at::empty({0}, p.options()));
+      impl_->flats.push_back(at::empty({0}, p.options().device(device)));
       impl_->sizes.push_back(0);
       bytes = 0;
     }
     impl_->slots.push_back({p, impl_->flats.size() - 1, impl_->flats.back().numel()});
-    impl_->flats.back() = at::empty({impl_->flats.back().numel() + p.numel()}, p.options());
+    impl_->flats.back() = at::empty({impl_->flats.back().numel() + p.numel()}, p.options().device(device));
     ++impl_->sizes.back();
     bytes += static_cast<int64_t>(p.nbytes());
   }
@@ -252,7 +356,6 @@ void ProcessGroup::overlap(const std::vector<at::Tensor>& parameters) {
 }
 
 void ProcessGroup::finish_overlap() {
-  if (size() == 1) return;
   {
     // A parameter without a gradient this pass: its slot stays zero, and the buckets
     // still start in order.
@@ -276,7 +379,7 @@ void ProcessGroup::finish_overlap() {
     if (grad.defined()) {
       grad.copy_(mean);
     } else {
-      grad = mean.clone();
+      grad = mean.to(slot.parameter.device(), /*non_blocking=*/false, /*copy=*/true);
     }
   }
   impl_->works.clear();
@@ -286,40 +389,43 @@ void ProcessGroup::finish_overlap() {
 }
 
 void ProcessGroup::sum(const at::Tensor& tensor) {
-  if (size() == 1) return;
-  std::vector<at::Tensor> list{tensor};
-  std::vector<Impl::Work> works{impl_->gloo->allreduce(list)};
+  std::vector<at::Tensor> list{tensor.to(impl_->place(tensor.device()))};
+  std::vector<Impl::Work> works{impl_->allreduce(list)};
   impl_->wait(works, options_, "all-reduce");
+  if (!list[0].is_same(tensor)) tensor.copy_(list[0]);
 }
 
 void ProcessGroup::broadcast(const std::vector<at::Tensor>& tensors, int root) {
-  if (size() == 1) return;
   std::vector<Impl::Work> works;
   std::vector<std::vector<at::Tensor>> lists;
   lists.reserve(tensors.size());
   c10d::BroadcastOptions options;
   options.rootRank = root;
   for (const auto& t : tensors) {
-    lists.push_back({t});
-    works.push_back(impl_->gloo->broadcast(lists.back(), options));
+    lists.push_back({t.to(impl_->place(t.device()))});
+    works.push_back(impl_->broadcast(lists.back(), options));
   }
   impl_->wait(works, options_, "broadcast");
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!lists[i][0].is_same(tensors[i])) tensors[i].copy_(lists[i][0]);
+  }
 }
 
 void ProcessGroup::barrier() {
-  if (size() == 1) return;
-  std::vector<Impl::Work> works{impl_->gloo->barrier()};
-  impl_->wait(works, options_, "barrier");
+  // A one-element all-reduce: the same for both backends (NCCL's own barrier guesses
+  // a GPU from the rank).
+  sum(at::zeros({1}));
 }
 
-#else  // no Gloo
+#else  // no c10d backend
 
 struct ProcessGroup::Impl {};
 
 ProcessGroup::ProcessGroup(const DistributedOptions& o) : options_(o), impl_(std::make_unique<Impl>()) {
   if (o.world_size > 1) {
-    throw std::runtime_error("data parallel: this build of the library has no c10d Gloo (its LibTorch lacks the "
-                             "Gloo headers), so it cannot join a world of " + std::to_string(o.world_size));
+    throw std::runtime_error("data parallel: this build of the library has no c10d process group (its LibTorch "
+                             "lacks the Gloo headers and NCCL), so it cannot join a world of " +
+                             std::to_string(o.world_size));
   }
 }
 ProcessGroup::~ProcessGroup() = default;

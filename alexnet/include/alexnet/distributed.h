@@ -1,6 +1,6 @@
 #pragma once
 
-// Data parallelism over PyTorch's c10d process groups (Gloo on CPUs, NCCL on CUDA
+// Data parallelism over PyTorch's c10d process groups (Gloo on CPUs, NCCL on GPUs
 // when LibTorch has it): one process per replica, rendezvous through a TCPStore at
 // MASTER_ADDR:MASTER_PORT, as torchrun and Slurm launch them.
 //
@@ -31,8 +31,12 @@ struct DistributedOptions {
   /// How long a collective (or the rendezvous) may wait for the other ranks before
   /// failing with a message: a rank that died or hangs stops the others.
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
-  /// "gloo" (CPU tensors) or "nccl" (CUDA, when LibTorch has NCCL).
+  /// "gloo" (CPU or CUDA tensors) or "nccl" (CUDA tensors, when LibTorch has NCCL:
+  /// ProcessGroup::has_backend). Under nccl, CPU tensors given to the collectives pass
+  /// through this rank's GPU.
   std::string backend = "gloo";
+  /// nccl: this rank's GPU; -1 means cuda:LOCAL_RANK, torchrun's convention.
+  int cuda_device = -1;
   /// Bucket size for gradient all-reduce, in bytes (PyTorch's DDP uses 25 MiB).
   int64_t bucket_bytes = 25 << 20;
 
@@ -53,6 +57,9 @@ class ProcessGroup {
   ~ProcessGroup();
   ProcessGroup(const ProcessGroup&) = delete;
   ProcessGroup& operator=(const ProcessGroup&) = delete;
+
+  /// Whether this build can make a process group of `backend` ("gloo", "nccl").
+  static bool has_backend(const std::string& backend);
 
   int rank() const { return options_.rank; }
   int size() const { return options_.world_size; }
@@ -80,5 +87,12 @@ class ProcessGroup {
   DistributedOptions options_;
   std::unique_ptr<Impl> impl_;
 };
+
+/// The devices of the replica at `local_rank` when every replica on a machine takes
+/// the same number of GPUs: CUDA indices shift by `local_rank` times the number of
+/// distinct GPUs in `devices` (so {cuda:0, cuda:1} at local rank 1 is {cuda:2, cuda:3},
+/// and {cuda:0} is torchrun's cuda:LOCAL_RANK); CPU devices stay. Throws naming the
+/// device when the machine has fewer than `gpus`.
+std::vector<c10::Device> rank_devices(const std::vector<c10::Device>& devices, int local_rank, int gpus);
 
 }  // namespace alexnet

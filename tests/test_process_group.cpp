@@ -1,0 +1,267 @@
+// c10d process groups through the library's API: a world of one in this process (Gloo,
+// and NCCL on a GPU), two real processes on loopback, and the errors a user meets.
+// Needs neither OpenCV nor the apps, so it also runs on the GPU machine.
+
+#include "helpers.h"
+
+#include <alexnet/distributed.h>
+#include <alexnet/model.h>
+
+#include <catch2/catch.hpp>
+#include <torch/cuda.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/optim/sgd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+using namespace alexnet;
+using alexnet::test::bash;
+using alexnet::test::free_port;
+using alexnet::test::Listener;
+using alexnet::test::message_of;
+using alexnet::test::read_text;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Every collective of `group`, whatever its size W, on tensors on `device`: rank r
+// contributes r + 1 (and the like), so the expected means and sums follow from W. The
+// sum goes through a CPU tensor whatever the device (NCCL stages it through the GPU).
+void check_collectives(ProcessGroup& group, const c10::Device& device) {
+  const double r = group.rank(), w = group.size();
+  const auto on = torch::TensorOptions(device);
+  std::vector<torch::Tensor> tensors{torch::full({3}, r + 1, on), torch::full({2, 5}, 10 * (r + 1), on),
+                                     torch::full({4}, r, on.dtype(torch::kDouble))};
+  group.average(tensors);
+  CHECK(torch::equal(tensors[0].cpu(), torch::full({3}, (w + 1) / 2)));
+  CHECK(torch::equal(tensors[1].cpu(), torch::full({2, 5}, 5 * (w + 1))));
+  CHECK(torch::equal(tensors[2].cpu(), torch::full({4}, (w - 1) / 2, torch::kDouble)));
+  const auto total = torch::tensor({r + 1, 10 * r}, torch::kDouble);
+  group.sum(total);
+  CHECK(torch::equal(total, torch::tensor({w * (w + 1) / 2, 5 * w * (w - 1)}, torch::kDouble)));
+  const auto from_root = torch::full({4}, r == 0 ? 7.0 : -1.0, on);
+  group.broadcast({from_root});
+  CHECK(torch::equal(from_root.cpu(), torch::full({4}, 7.0)));
+  group.barrier();
+
+  // Overlapped averaging during backward: rank r's input is r + 1 everywhere, so the
+  // weight gradients are 2 (r + 1) per rank, W + 1 on average; the bias's are 2.
+  torch::manual_seed(0);
+  torch::nn::Linear linear(4, 3);
+  linear->to(device);
+  group.overlap(linear->parameters());
+  const auto x = torch::full({2, 4}, r + 1, on);
+  for (int pass = 0; pass < 2; ++pass) {  // the buckets start again each pass
+    linear->zero_grad();
+    linear(x).sum().backward();
+    group.finish_overlap();
+    CHECK(torch::equal(linear->weight.grad().cpu(), torch::full({3, 4}, w + 1)));
+    CHECK(torch::equal(linear->bias.grad().cpu(), torch::full({3}, 2.0)));
+  }
+}
+
+DistributedOptions world_of_one(const std::string& backend) {
+  DistributedOptions options;
+  options.master_port = free_port();
+  options.timeout = std::chrono::seconds(30);
+  options.bucket_bytes = 64;  // several buckets for a few small tensors
+  options.backend = backend;
+  return options;
+}
+
+}  // namespace
+
+// Run by the next test as two processes (ranks) of one world; hidden from the list.
+TEST_CASE("distributed worker", "[.][worker]") {
+  auto options = DistributedOptions::from_environment();
+  REQUIRE(options.world_size == 2);
+  options.timeout = std::chrono::seconds(30);
+  options.bucket_bytes = 64;
+  ProcessGroup group(options);
+  check_collectives(group, c10::kCPU);
+}
+
+TEST_CASE("a world of one runs every collective through Gloo", "[distributed]") {
+  if (!ProcessGroup::has_backend("gloo")) return test::skip("this build has no Gloo (its LibTorch lacks the headers)");
+  ProcessGroup group(world_of_one("gloo"));
+  check_collectives(group, c10::kCPU);
+}
+
+TEST_CASE("NCCL: a world of one on the GPU, CPU tensors passing through it", "[distributed][cuda]") {
+  if (!torch::cuda::is_available()) {
+    test::skip("no CUDA device here (LibTorch built without CUDA, or no GPU)");
+    return;
+  }
+  if (!ProcessGroup::has_backend("nccl")) {
+    test::skip("this build has no NCCL process group (CMake said why: 'alexnet: NCCL process group off')");
+    return;
+  }
+  ProcessGroup group(world_of_one("nccl"));
+  check_collectives(group, c10::Device("cuda:0"));
+}
+
+TEST_CASE("a backend this build lacks is a one-line error", "[distributed]") {
+  if (ProcessGroup::has_backend("nccl")) {
+    CHECK(message_of([] { ProcessGroup(world_of_one("mpi")); }) ==
+          "process group backend 'mpi' is not available in this build (gloo and nccl are)");
+  } else {
+    CHECK(message_of([] { ProcessGroup(world_of_one("nccl")); }) ==
+          "process group backend 'nccl' is not available in this build (gloo is)");
+  }
+}
+
+TEST_CASE("each replica on a machine takes its own GPUs", "[distributed]") {
+  using Devices = std::vector<c10::Device>;
+  const c10::Device cpu("cpu"), c0("cuda:0"), c1("cuda:1"), c2("cuda:2"), c3("cuda:3");
+  CHECK(rank_devices({cpu}, 3, 0) == Devices{cpu});
+  CHECK(rank_devices({c0}, 0, 1) == Devices{c0});
+  CHECK(rank_devices({c0}, 1, 2) == Devices{c1});           // torchrun's cuda:LOCAL_RANK
+  CHECK(rank_devices({c0, c0}, 1, 2) == Devices{c1, c1});   // two towers, one GPU each replica
+  CHECK(rank_devices({c0, c1}, 1, 4) == Devices{c2, c3});   // one tower per GPU, two per replica
+  CHECK(rank_devices({c1, c0}, 1, 4) == Devices{c3, c2});
+  CHECK(message_of([&] { rank_devices({c0, c1}, 1, 2); }) ==
+        "the replica at LOCAL_RANK 1 needs cuda:2 (cuda:0 shifted by 2 GPUs per replica), but this machine has 2 GPUs");
+}
+
+TEST_CASE("the process group averages, sums, broadcasts and overlaps across two processes", "[distributed]") {
+  if (!ProcessGroup::has_backend("gloo")) return test::skip("this build has no Gloo (its LibTorch lacks the headers)");
+  const auto self = fs::read_symlink("/proc/self/exe").string();
+  const auto dir = test::temp_dir("dist-worker");
+  const auto cmd = "export WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()) + "; " +
+                   "RANK=0 " + self + " '[worker]' > " + dir + "/0.log 2>&1 & p0=$!; " + "RANK=1 " + self +
+                   " '[worker]' > " + dir + "/1.log 2>&1 & p1=$!; wait $p0; s0=$?; wait $p1; echo s0=$s0 s1=$?";
+  std::string out;
+  REQUIRE(bash(cmd, out) == 0);
+  INFO(out << read_text(dir + "/0.log") << read_text(dir + "/1.log"));
+  CHECK_THAT(out, Catch::Contains("s0=0 s1=0"));
+  CHECK_THAT(read_text(dir + "/0.log"), Catch::Contains("All tests passed"));
+}
+
+TEST_CASE("a port in use or an unreachable master is a one-line error", "[distributed]") {
+  if (!ProcessGroup::has_backend("gloo")) return test::skip("this build has no Gloo (its LibTorch lacks the headers)");
+  Listener taken;
+  DistributedOptions o;
+  o.world_size = 2;
+  o.rank = 0;
+  o.master_port = taken.port;
+  o.timeout = std::chrono::seconds(3);
+  const auto busy = message_of([&] { ProcessGroup group(o); });
+  CHECK_THAT(busy, Catch::StartsWith("data parallel: rank 0 could not serve the rendezvous on 127.0.0.1:" +
+                                     std::to_string(taken.port) + " (port in use? set MASTER_PORT)"));
+  CHECK(busy.find('\n') == std::string::npos);
+
+  o.rank = 1;
+  o.master_port = free_port();  // nobody serves it
+  const auto start = std::chrono::steady_clock::now();
+  const auto unreachable = message_of([&] { ProcessGroup group(o); });
+  const auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CHECK_THAT(unreachable, Catch::StartsWith("data parallel: rank 1 could not reach the master at 127.0.0.1:" +
+                                            std::to_string(o.master_port) + " within 3 s"));
+  CHECK(unreachable.find('\n') == std::string::npos);
+  CHECK(seconds < 30);
+
+  setenv("WORLD_SIZE", "2", 1);
+  setenv("RANK", "two", 1);
+  CHECK(message_of([] { DistributedOptions::from_environment(); }) ==
+        "environment variable RANK='two' is not an integer");
+  setenv("RANK", "2", 1);
+  CHECK(message_of([] { DistributedOptions::from_environment(); }) ==
+        "rank 2 is not in a world of 2 (RANK / WORLD_SIZE)");
+  unsetenv("WORLD_SIZE");
+  unsetenv("RANK");
+  CHECK(DistributedOptions::from_environment().world_size == 1);
+}
+
+namespace {
+
+// The paper's model parallel inside data parallel: three SGD steps of a small
+// two-tower network on `devices` (towers executed on their own streams), over the
+// images of `x` this replica owns (rows rank, rank + W, ...), gradients averaged by
+// `group` during the backward pass (or, without a group, one process with the global
+// batch). Returns the trained parameters on the CPU.
+std::vector<torch::Tensor> train_towers(const std::vector<c10::Device>& devices, ProcessGroup* group) {
+  torch::manual_seed(5);
+  AlexNet model(AlexNetOptions::paper()
+                    .input_size(67)
+                    .num_classes(10)
+                    .dropout(0)
+                    .init(Init::kCaffe)
+                    .devices(devices)
+                    .execution(Execution::kTowers));
+  const auto x = torch::randn({16, 3, 67, 67});
+  const auto y = torch::arange(16) % 10;
+  const int64_t rank = group ? group->rank() : 0, world = group ? group->size() : 1;
+  const auto mine = torch::arange(rank, 16, world);
+  const auto input = x.index_select(0, mine).to(devices.front());
+  const auto labels = y.index_select(0, mine).to(devices.front());
+  torch::optim::SGD sgd(model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
+  if (group) {
+    group->broadcast(model->parameters());
+    group->overlap(model->parameters());
+  }
+  for (int step = 0; step < 3; ++step) {
+    sgd.zero_grad();
+    torch::nn::functional::cross_entropy(model->forward(input), labels).backward();
+    if (group) group->finish_overlap();
+    sgd.step();
+  }
+  std::vector<torch::Tensor> out;
+  for (const auto& p : model->parameters()) out.push_back(p.detach().cpu());
+  return out;
+}
+
+// One GPU per tower pair and replica where there are enough (NCCL when built in);
+// on a single GPU both replicas share it over Gloo, which takes CUDA tensors; without
+// a GPU, the CPU.
+std::vector<c10::Device> replica_devices(int local_rank) {
+  const int gpus = static_cast<int>(torch::cuda::device_count());
+  const c10::Device home(gpus > 0 ? "cuda:0" : "cpu");
+  const std::vector<c10::Device> first{home, gpus >= 4 ? c10::Device("cuda:1") : home};
+  return gpus >= 2 ? rank_devices(first, local_rank, gpus) : first;
+}
+
+}  // namespace
+
+// Run by the next test as two processes (ranks); hidden from the list.
+TEST_CASE("towers worker", "[.][towers-worker]") {
+  auto options = DistributedOptions::from_environment();
+  REQUIRE(options.world_size == 2);
+  options.timeout = std::chrono::seconds(60);
+  const auto devices = replica_devices(options.local_rank);
+  if (devices.front().is_cuda()) options.cuda_device = devices.front().index();
+  options.backend = torch::cuda::device_count() >= 2 && ProcessGroup::has_backend("nccl") ? "nccl" : "gloo";
+  ProcessGroup group(options);
+  const auto reference = train_towers(replica_devices(0), nullptr);  // one process, the global batch
+  const auto replica = train_towers(devices, &group);
+  double worst = 0;
+  for (size_t i = 0; i < replica.size(); ++i) worst = std::max(worst, test::relative_error(replica[i], reference[i]));
+  std::printf("rank %d: towers on %s and %s over %s, 2 replicas x 8 vs 1 x 16 after 3 steps: worst parameter "
+              "relative error %.3g\n",
+              options.rank, devices.front().str().c_str(), devices.back().str().c_str(), options.backend.c_str(), worst);
+  CHECK(worst < 1e-4);
+}
+
+TEST_CASE("towers inside data parallel train as one process with the global batch (on GPUs where present)",
+          "[distributed]") {
+  if (!ProcessGroup::has_backend("gloo") && torch::cuda::device_count() < 2) {
+    return test::skip("replicas sharing a device need Gloo, which this build lacks");
+  }
+  const auto self = fs::read_symlink("/proc/self/exe").string();
+  const auto dir = test::temp_dir("towers-worker");
+  const auto cmd = "export WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()) + "; " +
+                   "RANK=0 LOCAL_RANK=0 " + self + " '[towers-worker]' > " + dir + "/0.log 2>&1 & p0=$!; " +
+                   "RANK=1 LOCAL_RANK=1 " + self + " '[towers-worker]' > " + dir + "/1.log 2>&1 & p1=$!; " +
+                   "wait $p0; s0=$?; wait $p1; echo s0=$s0 s1=$?";
+  std::string out;
+  REQUIRE(bash(cmd, out) == 0);
+  const auto log = read_text(dir + "/0.log");
+  INFO(out << log << read_text(dir + "/1.log"));
+  CHECK_THAT(out, Catch::Contains("s0=0 s1=0"));
+  CHECK_THAT(log, Catch::Contains("All tests passed"));
+  const auto line = log.find("rank 0: towers on");
+  if (line != std::string::npos) WARN(log.substr(line, log.find('\n', line) - line));
+}
