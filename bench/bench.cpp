@@ -108,7 +108,15 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  const c10::Device device(a.device);
+  // Under torchrun's environment (scripts/bench_scaling.sh): data parallel, gradients
+  // averaged every step (Gloo; NCCL on GPUs when built in), each rank on its own GPU;
+  // rank 0 reports the world's images/s.
+  auto dist = alexnet::DistributedOptions::from_environment();
+  const bool parallel = alexnet::DistributedOptions::in_environment();
+  const auto device = parallel ? alexnet::rank_devices({c10::Device(a.device)}, dist.local_rank,
+                                                       static_cast<int>(torch::cuda::device_count()))
+                                     .front()
+                               : c10::Device(a.device);
   auto options = alexnet::preset(a.arch).num_classes(1000).devices({device});
   options.execution(alexnet::execution_from_string(a.execution));
   alexnet::AlexNet model(options);
@@ -125,11 +133,13 @@ int main(int argc, char** argv) {
   }
   const auto labels = torch::randint(0, 1000, {a.batch}).to(device);
   double seconds = 0, reduce_seconds = 0;
-  // Under torchrun's environment (scripts/bench_scaling.sh): data parallel over Gloo,
-  // gradients averaged every step; rank 0 reports the world's images/s.
   std::unique_ptr<alexnet::ProcessGroup> group;
-  if (alexnet::DistributedOptions::in_environment()) {
-    group = std::make_unique<alexnet::ProcessGroup>(alexnet::DistributedOptions::from_environment());
+  if (parallel) {
+    if (device.is_cuda()) {
+      dist.cuda_device = device.index();
+      if (alexnet::ProcessGroup::has_backend("nccl")) dist.backend = "nccl";
+    }
+    group = std::make_unique<alexnet::ProcessGroup>(dist);
   }
   const int world = group ? group->size() : 1;
   if (group && a.overlap) group->overlap(model->parameters());
@@ -177,10 +187,11 @@ int main(int argc, char** argv) {
   std::printf("{\"figure\":\"%s_images_per_s\",\"arch\":\"%s\",\"execution\":\"%s\",\"batch\":%lld,"
               "\"input\":%lld,\"ours\":%.2f,\"threads\":%d,\"keep_memory\":%s,\"device\":\"%s\","
               "\"processes\":%d,\"allreduce_ms_per_step\":%.1f,\"step_ms\":%.1f,\"precision\":\"%s\","
-              "\"channels_last\":%s,\"overlap\":%s}\n",
+              "\"channels_last\":%s,\"overlap\":%s,\"backend\":\"%s\"}\n",
               a.mode.c_str(), a.arch.c_str(), a.execution.c_str(), static_cast<long long>(a.batch),
               static_cast<long long>(size), world * a.batch / seconds, a.threads, a.keep_memory ? "true" : "false",
               a.device.c_str(), world, 1e3 * reduce_seconds, 1e3 * seconds, a.precision.c_str(),
-              a.channels_last ? "true" : "false", a.overlap ? "true" : "false");
+              a.channels_last ? "true" : "false", a.overlap ? "true" : "false",
+              group ? group->options().backend.c_str() : "none");
   return 0;
 }
