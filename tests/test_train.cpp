@@ -31,6 +31,22 @@ std::vector<torch::Tensor> weights(AlexNet& model) {
   return out;
 }
 
+// A small colour set with its source and statistics, and a run folder beside it; both
+// folders go when the test ends, passed or not.
+// (Lambdas name its members: C++17 lambdas cannot capture structured bindings.)
+struct ColourSet {
+  std::string root, run;
+  std::shared_ptr<data::Source> source;
+  data::Statistics stats;
+  ColourSet(const std::string& name, int per_class)
+      : root(make_colours(name, per_class)), run(root + "-run"), source(data::open_image_folder(root)),
+        stats(data::compute_statistics(*source, 72, 1)) {}
+  ~ColourSet() {
+    fs::remove_all(root);
+    fs::remove_all(run);
+  }
+};
+
 bool same(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
   for (size_t i = 0; i < a.size(); ++i) {
     if (!torch::equal(a[i], b[i])) return false;
@@ -41,30 +57,26 @@ bool same(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>&
 }  // namespace
 
 TEST_CASE("bf16 mixed precision trains on the CPU; fp16 asks for CUDA", "[train][precision]") {
-  const auto root = make_colours("bf16", 12);
-  const auto source = data::open_image_folder(root);
-  const auto stats = data::compute_statistics(*source, 72, 1);
+  const ColourSet colours("bf16", 12);
+  const auto& [root, run, source, stats] = colours;
   torch::manual_seed(1);
   AlexNet model(AlexNetOptions::torchvision().input_size(67).num_classes(2));
   Trainer trainer(model, source, source, stats, small_options(5).lr(0.01).precision(Precision::kBf16));
-  REQUIRE(trainer.fit(root + "-run") == Trainer::Outcome::kFinished);
+  REQUIRE(trainer.fit(run) == Trainer::Outcome::kFinished);
   const auto& h = trainer.history();
   INFO("first epoch " << h.front().to_json() << "\nlast epoch " << h.back().to_json());
   CHECK(std::isfinite(h.back().train_loss));
   CHECK(h.back().train_loss < 0.5 * h.front().train_loss);
   CHECK(h.back().val_top1 == 1.0);
   CHECK(trainer.model()->parameters()[0].scalar_type() == torch::kFloat);  // master weights stay float32
-  CHECK(test::message_of([&] { Trainer(model, source, source, stats, small_options(1).precision(Precision::kFp16)); }) ==
+  const auto fp16 = small_options(1).precision(Precision::kFp16);
+  CHECK(test::message_of([&] { Trainer(model, colours.source, colours.source, colours.stats, fp16); }) ==
         "--precision fp16 needs a CUDA device; on CPUs use bf16");
-  fs::remove_all(root);
-  fs::remove_all(root + "-run");
 }
 
 TEST_CASE("Training on a small data set lowers the loss and writes the run directory", "[train]") {
-  const auto root = make_colours("learn", 12);
-  const auto source = data::open_image_folder(root);
-  const auto stats = data::compute_statistics(*source, 72, 1);
-  const auto run = root + "-run";
+  const ColourSet colours("learn", 12);
+  const auto& [root, run, source, stats] = colours;
   // LibTorch's initialisation leaves no flat start, so a few dozen steps show learning.
   torch::manual_seed(1);
   AlexNet model(AlexNetOptions::torchvision().input_size(67).num_classes(2));
@@ -95,15 +107,11 @@ TEST_CASE("Training on a small data set lowers the loss and writes the run direc
   CHECK(same_pre.classes == pre.classes);
   CHECK(torch::equal(same_pre.mean_rgb, pre.mean_rgb));
   CHECK(torch::equal(loaded->parameters()[0], trainer.model()->parameters()[0]));
-  fs::remove_all(root);
-  fs::remove_all(run);
 }
 
 TEST_CASE("Resuming is bitwise exact, after an epoch and after a stop mid-epoch", "[train]") {
-  const auto root = make_colours("resume", 6);
-  const auto source = data::open_image_folder(root);
-  const auto stats = data::compute_statistics(*source, 72, 1);
-  const auto run = root + "-run";
+  const ColourSet colours("resume", 6);
+  const auto& [root, run, source, stats] = colours;
 
   Trainer straight(small_model(2), source, source, stats, small_options(2));
   straight.fit(run + "/straight");
@@ -133,14 +141,11 @@ TEST_CASE("Resuming is bitwise exact, after an epoch and after a stop mid-epoch"
 
   CHECK_THROWS_WITH(Trainer(small_model(2), source, source, stats, small_options(1)).restore(root + "/0/0.png"),
                     Catch::StartsWith("checkpoint '" + root + "/0/0.png': not a readable checkpoint"));
-  fs::remove_all(root);
-  fs::remove_all(run);
 }
 
 TEST_CASE("Evaluation and classification agree with a direct forward pass", "[train]") {
-  const auto root = make_colours("evaluate", 4);
-  const auto source = data::open_image_folder(root);
-  const auto stats = data::compute_statistics(*source, 72, 1);
+  const ColourSet colours("evaluate", 4);
+  const auto& [root, run, source, stats] = colours;
   auto model = small_model(4);
   const Preprocessing pre{source->classes(), stats.mean_rgb, 72, 67};
   const auto e = evaluate(model, source, pre, false, 3, 1);
@@ -165,27 +170,22 @@ TEST_CASE("Evaluation and classification agree with a direct forward pass", "[tr
   CHECK(test::relative_error(classify(model, {files[0]}, pre, true)[0], tens) < 1e-6);
   CHECK_THAT(e.to_json(pre.classes), Catch::StartsWith("{\"images\":8,\"top1\":") &&
                                          Catch::Contains("{\"index\":1,\"label\":\"1\",\"images\":4,\"top1\":"));
-  fs::remove_all(root);
 }
 
 TEST_CASE("A diverging loss stops training with a message naming the step", "[train]") {
-  const auto root = make_colours("nan", 2);
-  const auto source = data::open_image_folder(root);
-  const auto stats = data::compute_statistics(*source, 72, 1);
+  const ColourSet colours("nan", 2);
+  const auto& [root, run, source, stats] = colours;
   Trainer trainer(small_model(5), source, nullptr, stats, small_options(3).lr(1e4));
-  CHECK_THROWS_WITH(trainer.fit(root + "-run"), Catch::Contains("the loss became") &&
+  CHECK_THROWS_WITH(trainer.fit(run), Catch::Contains("the loss became") &&
                                                     Catch::Contains(", step ") && Catch::Contains("lower --lr"));
   CHECK_THROWS_WITH(Trainer(AlexNet(AlexNetOptions::caffe().input_size(67).num_classes(3)), source, nullptr, stats,
                             small_options(1)),
                     Catch::Contains("the training data has 2 classes but the model has 3 outputs"));
-  fs::remove_all(root);
-  fs::remove_all(root + "-run");
 }
 
 TEST_CASE("Features export as .npy, neighbours, kernels and curves", "[train][visualize]") {
-  const auto root = make_colours("features", 3);
-  const auto source = data::open_image_folder(root);
-  const auto stats = data::compute_statistics(*source, 72, 1);
+  const ColourSet colours("features", 3);
+  const auto& [root, run, source, stats] = colours;
   auto model = small_model(6);
   const Preprocessing pre{source->classes(), stats.mean_rgb, 72, 67};
   const auto features = extract_features(model, source, pre, Layer::kFc7, 4, 1);
@@ -203,7 +203,7 @@ TEST_CASE("Features export as .npy, neighbours, kernels and curves", "[train][vi
   std::ostringstream expected;
   expected << "(6, 4096) float32 " << features[4][7].item<float>();
   CHECK_THAT(out, Catch::StartsWith(expected.str().substr(0, 20)));
-  CHECK_THAT(test::message_of([&] { read_npy(root + "/0/0.png"); }), Catch::Contains("not a NumPy .npy file"));
+  CHECK_THAT(test::message_of([&] { read_npy(colours.root + "/0/0.png"); }), Catch::Contains("not a NumPy .npy file"));
 
   const auto [indices, distances] = nearest(features, features[2], 3, 2);
   CHECK(indices.size() == 3);
@@ -221,7 +221,6 @@ TEST_CASE("Features export as .npy, neighbours, kernels and curves", "[train][vi
   std::ofstream(root + "/metrics.jsonl") << history[0].to_json() << "\n" << history[1].to_json() << "\n";
   CHECK(read_metrics(root + "/metrics.jsonl")[1].train_loss == 0.5);
   std::ofstream(root + "/bad.jsonl") << "{\"epoch\":1}\n";
-  CHECK(test::message_of([&] { read_metrics(root + "/bad.jsonl"); }) ==
+  CHECK(test::message_of([&] { read_metrics(colours.root + "/bad.jsonl"); }) ==
         "metrics '" + root + "/bad.jsonl' line 1: not an epoch's figures");
-  fs::remove_all(root);
 }
