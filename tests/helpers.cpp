@@ -16,8 +16,25 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <vector>
 
 namespace alexnet::test {
+
+namespace {
+
+// The folders temp_dir made, removed when the test process ends (ALEXNET_KEEP_TEMP=1
+// keeps them, to look at after a failure).
+struct TempDirs {
+  std::vector<std::filesystem::path> made;
+  ~TempDirs() {
+    if (std::getenv("ALEXNET_KEEP_TEMP")) return;
+    std::error_code ignored;
+    for (const auto& dir : made) std::filesystem::remove_all(dir, ignored);
+  }
+};
+TempDirs temp_dirs;
+
+}  // namespace
 
 std::string temp_dir(const std::string& name) {
   namespace fs = std::filesystem;
@@ -25,6 +42,7 @@ std::string temp_dir(const std::string& name) {
                    ("alexnet-test-" + name + "-" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
+  temp_dirs.made.push_back(dir);
   return dir.string();
 }
 

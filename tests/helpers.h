@@ -23,7 +23,8 @@ void skip(const std::string& why);
 /// What `f` throws (its what()), or "no error".
 std::string message_of(const std::function<void()>& f);
 
-/// A fresh empty directory under the system's temporary folder.
+/// A fresh empty directory under the system's temporary folder, removed when the test
+/// process ends unless ALEXNET_KEEP_TEMP is set.
 std::string temp_dir(const std::string& name);
 
 /// Runs a shell command; returns its exit status and fills `output` with stdout
