@@ -255,7 +255,7 @@ void run_train(TrainFlags f, CLI::App* cmd) {
     hooks.writer = writer;
     hooks.sum = [&](const torch::Tensor& t) { group->sum(t); };
     // Each bucket's all-reduce starts during the backward pass as its gradients arrive
-    // (scripts/bench_scaling.sh: 1.55x instead of 1.44x for two processes here).
+    // (scripts/bench_scaling.sh: 1.57-1.63x instead of 1.39-1.54x for two processes here).
     group->overlap(model->parameters());
     hooks.reduce_gradients = [&](std::vector<torch::Tensor>&) { group->finish_overlap(); };
     spdlog::info("global batch {} ({} per rank x {} ranks)", f.batch_size * group->size(), f.batch_size, group->size());
