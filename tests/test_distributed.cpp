@@ -89,6 +89,24 @@ TEST_CASE("two processes train as one with the global batch, replicas identical"
     for (size_t i = 0; i < c.size(); ++i) apart = std::max(apart, relative_error(c[i], b[i]));
     WARN("torchrun vs --nproc-per-node 2: worst parameter relative error " << apart);
     CHECK(apart < 1e-4);
+
+    // Two "machines" (two torchrun agents, one process each) meeting at a master address
+    // and port as the README's cluster command does, here on loopback.
+    const auto port = std::to_string(free_port());
+    const auto node = [&](int r) {
+      return "torchrun --redirects 2 --tee 2 --no_python --nnodes 2 --node_rank " + std::to_string(r) +
+             " --nproc_per_node 1 --master_addr 127.0.0.1 --master_port " + port + " " + kCli + common +
+             "--batch-size 8 --out " + dir + "/nodes > " + dir + "/node" + std::to_string(r) + ".log 2>&1";
+    };
+    const int nodes = bash(node(0) + " & a=$!; " + node(1) + " & b=$!; wait $a; sa=$?; wait $b; echo sa=$sa sb=$?", out);
+    INFO(out << read_text(dir + "/node0.log") << read_text(dir + "/node1.log"));
+    REQUIRE(nodes == 0);
+    CHECK_THAT(out, Catch::Contains("sa=0 sb=0"));
+    const auto d = load(dir + "/nodes/last.pt")->parameters();
+    double across = 0;
+    for (size_t i = 0; i < d.size(); ++i) across = std::max(across, relative_error(d[i], b[i]));
+    WARN("torchrun on two nodes vs --nproc-per-node 2: worst parameter relative error " << across);
+    CHECK(across < 1e-4);
   }
 
   SECTION("evaluation split over two ranks equals one process") {

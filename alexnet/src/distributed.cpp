@@ -18,6 +18,7 @@
 #endif
 #if defined(ALEXNET_HAVE_GLOO) || defined(ALEXNET_HAVE_NCCL)
 #define ALEXNET_HAVE_C10D 1
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
 
@@ -150,7 +151,7 @@ using AnyBackend = c10d::ProcessGroupNCCL;
 
 struct ProcessGroup::Impl {
   using Work = decltype(std::declval<AnyBackend&>().barrier());
-  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<c10d::Store> store;
 #ifdef ALEXNET_HAVE_GLOO
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
 #endif
@@ -228,8 +229,11 @@ ProcessGroup::ProcessGroup(const DistributedOptions& o) : options_(o), impl_(std
   }
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<uint16_t>(o.master_port);
-  // torchrun of PyTorch 2.x may hand its own store to the workers: then all are clients.
-  store_options.isServer = o.rank == 0 && env("TORCHELASTIC_USE_AGENT_STORE") != "True";
+  // torchrun may hand the workers its own store (always with a static rendezvous, and
+  // in PyTorch 2.x with others): then all are clients, and, as PyTorch's workers do,
+  // keep to the keys of this attempt, so that a restarted world does not read the last.
+  const bool agent_store = env("TORCHELASTIC_USE_AGENT_STORE") == "True";
+  store_options.isServer = o.rank == 0 && !agent_store;
   store_options.numWorkers = static_cast<size_t>(o.world_size);
   store_options.waitWorkers = true;
   store_options.timeout = o.timeout;
@@ -237,6 +241,11 @@ ProcessGroup::ProcessGroup(const DistributedOptions& o) : options_(o), impl_(std
   const QuietSocketLogs quiet;
   try {
     impl_->store = c10::make_intrusive<c10d::TCPStore>(o.master_addr, store_options);
+    if (agent_store) {
+      const auto attempt = env("TORCHELASTIC_RESTART_COUNT");
+      impl_->store = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + (attempt.empty() ? "0" : attempt),
+                                                            impl_->store);
+    }
   } catch (const std::exception& e) {
     throw std::runtime_error(
         o.rank == 0 ? "data parallel: rank 0 could not serve the rendezvous on " + where +
