@@ -108,26 +108,23 @@ DistributedOptions world_from_environment() {
 }
 
 // Joins the world, or nullptr for a world of one. `devices`, when given, become this
-// replica's (rank_devices: shifted by LOCAL_RANK); the "auto" backend is NCCL when
-// they are GPUs and this build has it, else Gloo.
-std::unique_ptr<ProcessGroup> join_world(DistributedOptions options, double timeout_seconds, std::string backend,
+// replica's (rank_devices: shifted by LOCAL_RANK), and its first GPU is the rank's GPU
+// (so that the "auto" backend is NCCL when this build has it).
+std::unique_ptr<ProcessGroup> join_world(DistributedOptions options, double timeout_seconds, const std::string& backend,
                                          std::vector<c10::Device>* devices = nullptr) {
   if (options.world_size == 1) return nullptr;
   options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000));
-  bool gpus = false;
   if (devices) {
     *devices = rank_devices(*devices, options.local_rank, static_cast<int>(torch::cuda::device_count()));
     for (const auto& d : *devices) {
-      if (d.is_cuda() && !gpus) options.cuda_device = d.index();
-      gpus = gpus || d.is_cuda();
+      if (d.is_cuda() && options.cuda_device < 0) options.cuda_device = d.index();
     }
   }
-  if (backend == "auto") backend = gpus && ProcessGroup::has_backend("nccl") ? "nccl" : "gloo";
-  if (backend == "nccl" && !gpus) throw std::invalid_argument("--dist-backend nccl needs CUDA --devices");
+  if (backend == "nccl" && options.cuda_device < 0) throw std::invalid_argument("--dist-backend nccl needs CUDA --devices");
   options.backend = backend;
   auto group = std::make_unique<ProcessGroup>(options);
-  spdlog::info("data parallel: rank {} of {} ({}, rendezvous {}:{})", options.rank, options.world_size, backend,
-               options.master_addr, options.master_port);
+  spdlog::info("data parallel: rank {} of {} ({}, rendezvous {}:{})", options.rank, options.world_size,
+               group->options().backend, options.master_addr, options.master_port);
   return group;
 }
 

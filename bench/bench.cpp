@@ -135,10 +135,8 @@ int main(int argc, char** argv) {
   double seconds = 0, reduce_seconds = 0;
   std::unique_ptr<alexnet::ProcessGroup> group;
   if (parallel) {
-    if (device.is_cuda()) {
-      dist.cuda_device = device.index();
-      if (alexnet::ProcessGroup::has_backend("nccl")) dist.backend = "nccl";
-    }
+    if (device.is_cuda()) dist.cuda_device = device.index();
+    dist.backend = "auto";
     group = std::make_unique<alexnet::ProcessGroup>(dist);
   }
   const int world = group ? group->size() : 1;

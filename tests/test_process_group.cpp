@@ -87,7 +87,8 @@ TEST_CASE("distributed worker", "[.][worker]") {
 
 TEST_CASE("a world of one runs every collective through Gloo", "[distributed]") {
   if (!ProcessGroup::has_backend("gloo")) return test::skip("this build has no Gloo (its LibTorch lacks the headers)");
-  ProcessGroup group(world_of_one("gloo"));
+  ProcessGroup group(world_of_one("auto"));  // no GPU named: Gloo
+  CHECK(group.options().backend == "gloo");
   check_collectives(group, c10::kCPU);
 }
 
@@ -100,7 +101,10 @@ TEST_CASE("NCCL: a world of one on the GPU, CPU tensors passing through it", "[d
     test::skip("this build has no NCCL process group (CMake said why: 'alexnet: NCCL process group off')");
     return;
   }
-  ProcessGroup group(world_of_one("nccl"));
+  auto options = world_of_one("auto");
+  options.cuda_device = 0;  // a GPU named: NCCL
+  ProcessGroup group(options);
+  CHECK(group.options().backend == "nccl");
   check_collectives(group, c10::Device("cuda:0"));
 }
 

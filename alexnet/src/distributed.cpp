@@ -223,8 +223,9 @@ ProcessGroup::ProcessGroup(const DistributedOptions& o) : options_(o), impl_(std
     throw std::invalid_argument("rank " + std::to_string(o.rank) + " is not in a world of " +
                                 std::to_string(o.world_size));
   }
-  if (!has_backend(o.backend)) {
-    throw std::invalid_argument("process group backend '" + o.backend + "' is not available in this build (" +
+  if (o.backend == "auto") options_.backend = o.cuda_device >= 0 && has_backend("nccl") ? "nccl" : "gloo";
+  if (!has_backend(options_.backend)) {
+    throw std::invalid_argument("process group backend '" + options_.backend + "' is not available in this build (" +
                                 (has_backend("nccl") ? "gloo and nccl are" : "gloo is") + ")");
   }
   c10d::TCPStoreOptions store_options;
@@ -256,7 +257,7 @@ ProcessGroup::ProcessGroup(const DistributedOptions& o) : options_(o), impl_(std
   }
   try {
 #ifdef ALEXNET_HAVE_NCCL
-    if (o.backend == "nccl") {
+    if (options_.backend == "nccl") {
       const int index = o.cuda_device >= 0 ? o.cuda_device : o.local_rank;
       if (index >= static_cast<int>(c10::cuda::device_count())) {
         throw std::invalid_argument("nccl: rank " + std::to_string(o.rank) + " needs cuda:" + std::to_string(index) +
@@ -285,7 +286,7 @@ ProcessGroup::ProcessGroup(const DistributedOptions& o) : options_(o), impl_(std
     throw;
   } catch (const std::exception& e) {
     throw std::runtime_error("data parallel: rank " + std::to_string(o.rank) + " could not connect to the other ranks (" +
-                             o.backend + "): " + first_line(e));
+                             options_.backend + "): " + first_line(e));
   }
 }
 

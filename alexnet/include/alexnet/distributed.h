@@ -31,11 +31,13 @@ struct DistributedOptions {
   /// How long a collective (or the rendezvous) may wait for the other ranks before
   /// failing with a message: a rank that died or hangs stops the others.
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
-  /// "gloo" (CPU or CUDA tensors) or "nccl" (CUDA tensors, when LibTorch has NCCL:
-  /// ProcessGroup::has_backend). Under nccl, CPU tensors given to the collectives pass
+  /// "gloo" (CPU or CUDA tensors), "nccl" (CUDA tensors, when LibTorch has NCCL:
+  /// ProcessGroup::has_backend), or "auto": nccl when `cuda_device` is set and this
+  /// build has it, else gloo. Under nccl, CPU tensors given to the collectives pass
   /// through this rank's GPU.
   std::string backend = "gloo";
-  /// nccl: this rank's GPU; -1 means cuda:LOCAL_RANK, torchrun's convention.
+  /// This rank's GPU, if it works on one; under nccl, -1 means cuda:LOCAL_RANK,
+  /// torchrun's convention.
   int cuda_device = -1;
   /// Bucket size for gradient all-reduce, in bytes (PyTorch's DDP uses 25 MiB).
   int64_t bucket_bytes = 25 << 20;
