@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
   // averaged every step (Gloo; NCCL on GPUs when built in), each rank on its own GPU;
   // rank 0 reports the world's images/s.
   auto dist = alexnet::DistributedOptions::from_environment();
-  const bool parallel = alexnet::DistributedOptions::in_environment();
+  const bool parallel = dist.world_size > 1;
   const auto device = parallel ? alexnet::rank_devices({c10::Device(a.device)}, dist.local_rank,
                                                        static_cast<int>(torch::cuda::device_count()))
                                      .front()
