@@ -4,9 +4,9 @@
 
 #include <alexnet/checkpoint.h>
 #include <alexnet/distributed.h>
+#include <alexnet/runtime.h>
 #include <alexnet/train.h>
 
-#include <ATen/Context.h>
 #include <torch/cuda.h>
 
 #include <spdlog/sinks/basic_file_sink.h>
@@ -205,7 +205,7 @@ void run_train(TrainFlags f, CLI::App* cmd) {
                      .devices(devices)
                      .execution(execution_from_string(f.execution));
   if (!f.init.empty()) options.init(init_from_string(f.init));
-  torch::manual_seed(f.seed);
+  manual_seed(f.seed);  // distinct on each GPU, so towers on two GPUs drop different units
   AlexNet model(options);
   const auto train_options = TrainOptions()
                                  .epochs(f.epochs)
@@ -224,9 +224,7 @@ void run_train(TrainFlags f, CLI::App* cmd) {
                                  .on_error(f.skip_bad ? data::OnError::kSkip : data::OnError::kFail)
                                  .precision(precision_from_string(f.precision))
                                  .channels_last(f.channels_last);
-  // TensorFloat-32 matrix products and convolutions on Ampere and later GPUs.
-  at::globalContext().setAllowTF32CuBLAS(f.tf32);
-  at::globalContext().setAllowTF32CuDNN(f.tf32);
+  set_tf32(f.tf32);
   Trainer trainer(model, train, val, stats, train_options);
   const auto last = (fs::path(run) / "last.pt").string();
   if (resuming) {

@@ -3,6 +3,7 @@
 #include <alexnet/lrn.h>
 
 #include <catch2/catch.hpp>
+#include <torch/cuda.h>
 #include <torch/nn/modules/normalization.h>
 
 #include <algorithm>
@@ -169,4 +170,44 @@ TEST_CASE("LRN module prints its options and keeps its groups", "[lrn]") {
   CHECK(text.str() == "alexnet::LRN(size=5, alpha=0.0001, beta=0.75, k=1, mode=average, groups=2)");
   const auto x = at::randn({1, 6, 2, 2}) * 50;
   CHECK(relative_error(lrn(x), reference_lrn(x, LRNOptions::caffe(), 2)) < 1e-5);
+}
+
+// Under float16 autocast conv1's ReLU outputs reach the hundreds: their squares overflow
+// float16 (65504), and a half-precision window sum would turn the unit's output into 0
+// with no NaN for the loss scaler to see. Half and bfloat16 are normalised in float32.
+namespace {
+void check_reduced_precision(const c10::Device& device) {
+  torch::manual_seed(14);
+  const auto options = LRNOptions::paper();
+  auto x = (at::randn({2, 96, 5, 5}) * 200).relu_();
+  x[0][10][2][2] = 300.0;  // a square of 90,000 alone overflows float16
+  const auto expected = reference_lrn(x, options, 2);
+  for (const auto dtype : {at::kHalf, at::kBFloat16}) {
+    INFO("dtype " << dtype << " on " << device);
+    auto input = x.to(device).to(dtype).requires_grad_(true);
+    const auto out = alexnet::local_response_norm(input, options, 2);
+    CHECK(out.scalar_type() == dtype);
+    CHECK(out.isfinite().all().item<bool>());
+    CHECK(out[0][10][2][2].item<double>() > 0);
+    const double tolerance = dtype == at::kHalf ? 2e-3 : 1e-2;  // the input's own rounding
+    CHECK(relative_error(out.to(at::kDouble).cpu(), reference_lrn(input.detach().to(at::kDouble).cpu(), options, 2)) <
+          tolerance);
+    CHECK(relative_error(out.to(at::kDouble).cpu(), expected) < 2 * tolerance);
+    out.sum().backward();
+    CHECK(input.grad().scalar_type() == dtype);
+    CHECK(input.grad().isfinite().all().item<bool>());
+  }
+}
+}  // namespace
+
+TEST_CASE("LRN of float16 and bfloat16 accumulates in float32: large activations survive", "[lrn]") {
+  check_reduced_precision(c10::Device("cpu"));
+}
+
+TEST_CASE("LRN of float16 and bfloat16 accumulates in float32 on CUDA", "[lrn][cuda]") {
+  if (!torch::cuda::is_available()) {
+    alexnet::test::skip("no CUDA device here (LibTorch built without CUDA, or no GPU)");
+    return;
+  }
+  check_reduced_precision(c10::Device("cuda:0"));
 }

@@ -1,9 +1,12 @@
 #include "helpers.h"
 
 #include <alexnet/model.h>
+#include <alexnet/runtime.h>
 
 #include <catch2/catch.hpp>
 #include <torch/cuda.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/optim/sgd.h>
 
 #include <cmath>
 #include <string>
@@ -230,4 +233,102 @@ TEST_CASE("Towers on CUDA match grouped execution on the CPU", "[model][cuda]") 
       check_same(forward_backward(gpu, x.to(devices.front()), weights), expected, 1e-4);
     }
   }
+}
+
+namespace {
+
+// Where the GPU tests put the towers: one GPU (two streams), and two GPUs when there are.
+std::vector<std::vector<c10::Device>> gpu_placements() {
+  std::vector<std::vector<c10::Device>> placements{{c10::Device("cuda:0"), c10::Device("cuda:0")}};
+  if (torch::cuda::device_count() >= 2) {
+    placements.push_back({c10::Device("cuda:0"), c10::Device("cuda:1")});
+  } else {
+    WARN("skipped the cuda:0 / cuda:1 placement: only one GPU is present");
+  }
+  return placements;
+}
+
+// Five SGD steps (momentum, weight decay) of a small two-tower network, on `devices`
+// in `execution`; the trained parameters on the CPU. The update runs on each device's
+// current stream and the next forward's towers on their own: a missing order between
+// them reads half-updated weights.
+std::vector<at::Tensor> train_steps(const std::vector<c10::Device>& devices, Execution execution) {
+  torch::manual_seed(12);
+  AlexNet model(AlexNetOptions::caffe().input_size(99).num_classes(10).dropout(0.0).devices(devices)
+                    .execution(execution));
+  const auto x = (at::randn({8, 3, 99, 99}) * 50).to(devices.front());
+  const auto y = (at::arange(8) % 10).to(devices.front());
+  torch::optim::SGD sgd(model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(5e-4));
+  for (int step = 0; step < 5; ++step) {
+    sgd.zero_grad();
+    torch::nn::functional::cross_entropy(model->forward(x), y).backward();
+    sgd.step();
+  }
+  std::vector<at::Tensor> out;
+  for (const auto& p : model->parameters()) out.push_back(p.detach().cpu());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Towers on CUDA train step after step as grouped execution on the CPU", "[model][cuda]") {
+  if (!torch::cuda::is_available()) {
+    alexnet::test::skip("LibTorch reports no CUDA device (CPU build or no GPU); scripts/device_check.sh runs this on a GPU");
+    return;
+  }
+  alexnet::set_tf32(false);  // full float32 on both sides
+  const auto expected = train_steps({c10::Device("cpu")}, Execution::kGrouped);
+  for (const auto& devices : gpu_placements()) {
+    INFO("towers on " << devices.front() << " and " << devices.back());
+    check_same(train_steps(devices, Execution::kTowers), expected, 1e-4);
+  }
+}
+
+TEST_CASE("The towers' CUDA streams are made once per model, one per tower", "[model][cuda]") {
+  if (!torch::cuda::is_available()) {
+    alexnet::test::skip("LibTorch reports no CUDA device (CPU build or no GPU); scripts/device_check.sh runs this on a GPU");
+    return;
+  }
+  CHECK(AlexNet(AlexNetOptions::caffe().input_size(67).num_classes(4))->tower_streams().empty());  // the CPU
+  for (const auto& devices : gpu_placements()) {
+    INFO("towers on " << devices.front() << " and " << devices.back());
+    AlexNet model(AlexNetOptions::caffe().input_size(67).num_classes(4).devices(devices).execution(Execution::kTowers));
+    const auto x = at::randn({2, 3, 67, 67}).to(devices.front());
+    model->forward(x).sum().backward();
+    const auto first = model->tower_streams();
+    REQUIRE(first.size() == 2);
+    CHECK(first[0] != first[1]);
+    CHECK(first[0].device() == devices[0]);
+    CHECK(first[1].device() == devices[1]);
+    for (int step = 0; step < 3; ++step) model->forward(x).sum().backward();
+    CHECK(model->tower_streams() == first);
+  }
+}
+
+TEST_CASE("Towers on two GPUs draw different dropout masks", "[model][cuda]") {
+  if (torch::cuda::device_count() < 2) {
+    alexnet::test::skip("needs two GPUs, one per tower (this machine has " +
+                        std::to_string(torch::cuda::device_count()) + ")");
+    return;
+  }
+  alexnet::manual_seed(3);
+  AlexNet model(AlexNetOptions::caffe().input_size(67).num_classes(4)
+                    .devices({c10::Device("cuda:0"), c10::Device("cuda:1")}).execution(Execution::kTowers));
+  {
+    // Every fc6 unit positive before dropout: the zeros after it are dropout's alone.
+    torch::NoGradGuard no_grad;
+    for (auto* tower : {model->tower0.get(), model->tower1.get()}) {
+      tower->fc6->weight.zero_();
+      tower->fc6->bias.fill_(1.0);
+    }
+  }
+  model->train();
+  const auto fc6 = model->forward_to(at::randn({4, 3, 67, 67}).to("cuda:0"), Layer::kFc6).cpu();
+  const auto dropped0 = fc6.narrow(1, 0, 2048) == 0, dropped1 = fc6.narrow(1, 2048, 2048) == 0;
+  const double rate = dropped0.to(at::kDouble).mean().item<double>();
+  CHECK(rate > 0.4);
+  CHECK(rate < 0.6);
+  CHECK_FALSE(at::equal(dropped0, dropped1));
+  const double same = (dropped0 == dropped1).to(at::kDouble).mean().item<double>();
+  CHECK(same < 0.6);  // independent masks agree on about half the units
 }

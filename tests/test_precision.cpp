@@ -77,30 +77,78 @@ TEST_CASE("bf16 autocast runs the network on the CPU and ends with its scope", "
         "--precision fp16 needs a CUDA device; on CPUs use bf16");
 }
 
-TEST_CASE("an AMP step on CUDA gives a finite loss and finite gradients", "[precision][cuda]") {
+namespace {
+
+// One mixed-precision step of `model` on (x, y): forward under autocast, the scaled
+// loss backward, then the scaler's verdict; a plain SGD update (lr 0.01) when it says so.
+bool amp_step(AlexNet& model, LossScaler& scaler, Precision precision, const at::Tensor& x, const at::Tensor& y) {
+  model->zero_grad();
+  torch::Tensor logits;
+  {
+    const AutocastGuard guard(c10::kCUDA, precision);
+    logits = model->forward(x);
+  }
+  CHECK(logits.scalar_type() == (precision == Precision::kBf16 ? torch::kBFloat16 : torch::kHalf));
+  scaler.scale(torch::nn::functional::cross_entropy(logits.to(torch::kFloat), y)).backward();
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : model->parameters()) grads.push_back(p.grad());
+  if (!scaler.unscale_and_update(grads)) return false;
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->parameters()) p.add_(p.grad(), -0.01);
+  return true;
+}
+
+std::vector<at::Tensor> snapshot(const AlexNet& model) {
+  std::vector<at::Tensor> out;
+  for (const auto& p : model->parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("AMP steps on CUDA: bf16 is finite; fp16 skips overflowing steps, halves the scale, then trains",
+          "[precision][cuda]") {
   if (!torch::cuda::is_available()) {
     test::skip("no CUDA device here (LibTorch built without CUDA, or no GPU)");
     return;
   }
-  for (const auto precision : {Precision::kBf16, Precision::kFp16}) {
-    INFO(to_string(precision));
-    torch::manual_seed(2);
+  torch::manual_seed(2);
+  const auto x = torch::randn({16, 3, 227, 227}, torch::kCUDA);
+  const auto y = torch::randint(0, 1000, {16}, torch::TensorOptions(torch::kLong).device(torch::kCUDA));
+  {
     AlexNet model(AlexNetOptions::paper().devices({c10::Device("cuda:0")}));
-    const auto x = torch::randn({16, 3, 227, 227}, torch::kCUDA);
-    const auto y = torch::randint(0, 1000, {16}, torch::TensorOptions(torch::kLong).device(torch::kCUDA));
-    LossScaler scaler(precision == Precision::kFp16);
-    torch::Tensor logits;
-    {
-      const AutocastGuard guard(c10::kCUDA, precision);
-      logits = model->forward(x);
-    }
-    CHECK(logits.scalar_type() == (precision == Precision::kBf16 ? torch::kBFloat16 : torch::kHalf));
-    const auto loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat), y);
-    CHECK(std::isfinite(loss.item<double>()));
-    scaler.scale(loss).backward();
-    std::vector<torch::Tensor> grads;
-    for (const auto& p : model->parameters()) grads.push_back(p.grad());
-    CHECK(scaler.unscale_and_update(grads));
-    for (const auto& g : grads) CHECK(g.isfinite().all().item<bool>());
+    LossScaler off;
+    CHECK(amp_step(model, off, Precision::kBf16, x, y));
+    for (const auto& p : model->parameters()) CHECK(p.isfinite().all().item<bool>());
   }
+  // A scale of 2^40 overflows float16 for certain: each overflowing step must leave the
+  // weights alone and halve the scale, and a step must succeed within a few halvings
+  // (from PyTorch's 2^16, an early overflow is what dynamic loss scaling is for).
+  AlexNet model(AlexNetOptions::paper().devices({c10::Device("cuda:0")}));
+  LossScalerOptions options;
+  options.init_scale = std::ldexp(1.0, 40);
+  LossScaler scaler(true, options);
+  int skipped = 0;
+  bool trained = false;
+  for (int step = 0; step < 40 && !trained; ++step) {
+    const auto before = snapshot(model);
+    const double scale = scaler.scale();
+    trained = amp_step(model, scaler, Precision::kFp16, x, y);
+    if (!trained) {
+      ++skipped;
+      CHECK(scaler.scale() == scale / 2);
+      const auto after = snapshot(model);
+      for (size_t i = 0; i < after.size(); ++i) CHECK(at::equal(after[i], before[i]));
+    }
+  }
+  INFO("skipped " << skipped << " steps, scale now 2^" << std::log2(scaler.scale()));
+  CHECK(skipped >= 1);
+  REQUIRE(trained);
+  CHECK(scaler.scale() <= std::ldexp(1.0, 24));
+  for (const auto& p : model->parameters()) CHECK(p.isfinite().all().item<bool>());
+  // From PyTorch's default scale: finite within a few steps.
+  LossScaler fresh(true);
+  int tries = 0;
+  while (tries < 8 && !amp_step(model, fresh, Precision::kFp16, x, y)) ++tries;
+  CHECK(tries < 8);
 }

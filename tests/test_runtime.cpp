@@ -4,6 +4,9 @@
 #include <alexnet/runtime.h>
 
 #include <catch2/catch.hpp>
+#include <torch/cuda.h>
+
+#include <set>
 
 TEST_CASE("The caching CPU allocator reuses large blocks and leaves results unchanged", "[runtime]") {
   torch::manual_seed(13);
@@ -35,4 +38,29 @@ TEST_CASE("The caching CPU allocator reuses large blocks and leaves results unch
   CHECK(at::equal(after, before));
   after.sum().backward();
   for (const auto& p : model->parameters()) CHECK(p.grad().isfinite().all().item<bool>());
+}
+
+TEST_CASE("Seeds: mixed seeds differ and fit LibTorch; manual_seed seeds each GPU differently", "[runtime]") {
+  std::set<uint64_t> seen;
+  for (uint64_t a = 0; a < 4; ++a) {
+    for (uint64_t b = 0; b < 4; ++b) {
+      const auto s = alexnet::mix_seed(1, a, b);
+      CHECK(s < (uint64_t(1) << 63));
+      seen.insert(s);
+    }
+  }
+  CHECK(seen.size() == 16);
+  CHECK(alexnet::mix_seed(1, 2, 3) == alexnet::mix_seed(1, 2, 3));
+  CHECK(alexnet::mix_seed(1, 2, 3) != alexnet::mix_seed(2, 2, 3));
+
+  // The CPU's generator gets the seed itself, as torch::manual_seed gives it.
+  torch::manual_seed(21);
+  const auto reference = at::rand({5});
+  alexnet::manual_seed(21);
+  CHECK(at::equal(at::rand({5}), reference));
+  // GPU i (i > 0) gets mix_seed(seed, i): towers on two GPUs must not share masks.
+  for (size_t i = 1; i < torch::cuda::device_count(); ++i) {
+    const auto generator = at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(i)));
+    CHECK(generator.current_seed() == alexnet::mix_seed(21, i));
+  }
 }

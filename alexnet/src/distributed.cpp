@@ -3,11 +3,13 @@
 #include <ATen/ATen.h>
 
 // Debian's LibTorch has c10d with Gloo (its headers come from libgloo-dev); a LibTorch
-// without them (a wheel's include tree may lack Gloo's) builds the model library
-// without Gloo. NCCL's process group comes in when CMake found that LibTorch has CUDA
+// built without Gloo (USE_C10D_GLOO, which its CMake targets define when it has it) or
+// without Gloo's headers (a wheel's include tree may lack them) builds the model
+// library without Gloo. NCCL's process group comes in when CMake found that LibTorch has CUDA
 // and NCCL and that ProcessGroupNCCL.hpp compiles (ALEXNET_WITH_NCCL). With neither,
 // a ProcessGroup refuses worlds larger than one, saying why.
-#if __has_include(<torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>) && __has_include(<gloo/config.h>)
+#if defined(USE_C10D_GLOO) && __has_include(<torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>) && \
+    __has_include(<gloo/config.h>)
 #define ALEXNET_HAVE_GLOO 1
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
@@ -22,8 +24,13 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
 
+#include <c10/core/Event.h>
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
+
 #include <algorithm>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -189,17 +196,40 @@ struct ProcessGroup::Impl {
     at::Tensor parameter;
     size_t bucket;
     int64_t offset;
+    // CUDA: recorded on the stream that copied this slot's gradient into its bucket.
+    std::shared_ptr<c10::Event> copied;
   };
   std::vector<Slot> slots;
   std::vector<at::Tensor> flats;       // one flat buffer per bucket
   std::vector<size_t> sizes, arrived;  // parameters per bucket, gradients in so far
+  std::vector<std::vector<size_t>> members;  // per bucket: its slots
+  // CUDA: per bucket, the stream its all-reduce is launched from (one per device).
+  std::vector<c10::optional<c10::Stream>> launch_streams;
   std::vector<char> got;               // per slot: its gradient arrived this pass
   std::vector<Work> works;
   size_t launched = 0;  // buckets whose all-reduce has started, in order
   std::mutex mutex;
 
+  // After slot i's bucket space has been written on this thread's current stream.
+  void mark_copied(size_t i) {
+    const auto& flat = flats[slots[i].bucket];
+    if (!flat.is_cuda()) return;
+    c10::impl::VirtualGuardImpl cuda(c10::DeviceType::CUDA);
+    slots[i].copied->record(cuda.getStream(flat.device()));
+  }
+
+  // Buckets start in order, each once all its gradients are in. The thread that
+  // launches one may be another device's autograd thread, whose current streams know
+  // nothing of the copies: c10d orders a collective after the current stream of the
+  // tensor's device, so the all-reduce is launched from a stream of that device that
+  // first waits on every copy into the bucket (else it could sum last step's gradients).
   void launch_ready() {  // under `mutex`
     while (launched < flats.size() && arrived[launched] == sizes[launched]) {
+      c10::OptionalStreamGuard guard;
+      if (const auto& stream = launch_streams[launched]) {
+        for (const auto i : members[launched]) slots[i].copied->block(*stream);
+        guard.reset_stream(*stream);
+      }
       std::vector<at::Tensor> list{flats[launched]};
       works.push_back(allreduce(list));
       ++launched;
@@ -345,19 +375,40 @@ void ProcessGroup::overlap(const std::vector<at::Tensor>& parameters) {
       impl_->sizes.push_back(0);
       bytes = 0;
     }
-    impl_->slots.push_back({p, impl_->flats.size() - 1, impl_->flats.back().numel()});
+    impl_->slots.push_back({p, impl_->flats.size() - 1, impl_->flats.back().numel(), nullptr});
     impl_->flats.back() = at::empty({impl_->flats.back().numel() + p.numel()}, p.options().device(device));
     ++impl_->sizes.back();
     bytes += static_cast<int64_t>(p.nbytes());
   }
   impl_->arrived.assign(impl_->flats.size(), 0);
   impl_->got.assign(impl_->slots.size(), 0);
+  impl_->members.assign(impl_->flats.size(), {});
+  for (size_t i = 0; i < impl_->slots.size(); ++i) impl_->members[impl_->slots[i].bucket].push_back(i);
+  // One launch stream per GPU, from the pool c10d's own streams come from (the towers'
+  // come from the other, so the two never coincide).
+  std::map<int, c10::Stream> launch_streams;
+  for (const auto& flat : impl_->flats) {
+    if (!flat.is_cuda()) {
+      impl_->launch_streams.emplace_back();
+      continue;
+    }
+    auto found = launch_streams.find(flat.device().index());
+    if (found == launch_streams.end()) {
+      c10::impl::VirtualGuardImpl cuda(c10::DeviceType::CUDA);
+      found = launch_streams.emplace(flat.device().index(), cuda.getStreamFromGlobalPool(flat.device())).first;
+    }
+    impl_->launch_streams.emplace_back(found->second);
+  }
+  for (auto& slot : impl_->slots) {
+    if (impl_->flats[slot.bucket].is_cuda()) slot.copied = std::make_shared<c10::Event>(c10::DeviceType::CUDA);
+  }
   for (size_t i = 0; i < impl_->slots.size(); ++i) {
     auto* impl = impl_.get();
     impl->slots[i].parameter.register_hook([impl, i](const at::Tensor& grad) {
       const auto& slot = impl->slots[i];
       impl->flats[slot.bucket].narrow(0, slot.offset, grad.numel()).view_as(grad).copy_(grad);
       std::lock_guard<std::mutex> lock(impl->mutex);
+      impl->mark_copied(i);
       impl->got[i] = 1;
       ++impl->arrived[slot.bucket];
       impl->launch_ready();
@@ -374,6 +425,7 @@ void ProcessGroup::finish_overlap() {
       if (impl_->got[i]) continue;
       const auto& slot = impl_->slots[i];
       impl_->flats[slot.bucket].narrow(0, slot.offset, slot.parameter.numel()).zero_();
+      impl_->mark_copied(i);
       ++impl_->arrived[slot.bucket];
     }
     impl_->launch_ready();

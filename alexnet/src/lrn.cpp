@@ -253,13 +253,17 @@ torch::Tensor local_response_norm_composite(const torch::Tensor& input, const LR
   const Window w = window_of(options.size());
   const auto n = input.size(0);
   const auto channels = input.size(1) / groups;
+  // Half and bfloat16 (autocast) are normalised in float32: a square of 256 or more
+  // overflows float16, and the unit's output would become 0 without a NaN for loss
+  // scaling to see; bfloat16 sums lose the small terms.
+  const bool reduced = input.scalar_type() == torch::kHalf || input.scalar_type() == torch::kBFloat16;
   // [N * groups, C / groups, inner]: windows are zero-padded at each group's ends.
-  const auto x = input.reshape({n * groups, channels, -1});
+  const auto x = (reduced ? input.to(torch::kFloat) : input).reshape({n * groups, channels, -1});
   const auto padded = torch::constant_pad_nd(x * x, {0, 0, w.before, w.after});
   auto sum = padded.narrow(1, 0, channels);
   for (int64_t i = 1; i < options.size(); ++i) sum = sum + padded.narrow(1, i, channels);
   const auto scale = options.k() + effective_alpha(options) * sum;
-  return (x * scale.pow(-options.beta())).reshape(input.sizes());
+  return (x * scale.pow(-options.beta())).reshape(input.sizes()).to(input.scalar_type());
 }
 
 }  // namespace detail

@@ -44,21 +44,28 @@ torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, 
 
 // On CUDA each tower runs on a stream of its own and the exchanges wait on events,
 // so the towers overlap (Section 3.2); on the CPU this is a no-op and the towers run
-// in turn, each using every core. Device-generic c10 APIs keep this compiling
-// against a CPU-only LibTorch.
+// in turn, each using every core. The streams are the model's (made once: the caching
+// allocator keeps memory per stream, so new streams every step would multiply its
+// cache). Work is ordered both ways on every device: each tower starts after what its
+// device's current stream holds (the last update, gradient copies, the input), and
+// each device's current stream continues after its tower. Device-generic c10 APIs keep
+// this compiling against a CPU-only LibTorch.
 class TowerStreams {
  public:
-  TowerStreams(std::array<c10::Device, 2> devices, const c10::Device& input_device)
+  TowerStreams(std::array<c10::Device, 2> devices, const c10::Device& input_device,
+               const std::vector<c10::Stream>& streams)
       : devices_(devices) {
     active_ = devices[0].is_cuda();
     if (!active_) return;
     c10::impl::VirtualGuardImpl impl(c10::DeviceType::CUDA);
     for (int t : {0, 1}) {
       callers_[t] = impl.getStream(devices[t]);
-      streams_[t] = impl.getStreamFromGlobalPool(devices[t]);
+      streams_[t] = streams.at(static_cast<size_t>(t));
     }
-    const c10::Stream input = input_device.is_cuda() ? impl.getStream(input_device) : *callers_[0];
-    for (int t : {0, 1}) order(input, *streams_[t]);
+    for (int t : {0, 1}) {
+      order(*callers_[t], *streams_[t]);
+      if (input_device.is_cuda()) order(impl.getStream(input_device), *streams_[t]);
+    }
   }
 
   c10::optional<c10::Stream> stream(int t) const { return streams_[t]; }
@@ -96,10 +103,14 @@ class TowerStreams {
     return out;
   }
 
-  // Hands the result back to the caller's stream on tower 0's device.
+  // Hands the result back to the caller's stream on tower 0's device, and lets every
+  // device's current stream continue only after its tower.
   torch::Tensor finish(const torch::Tensor& out) const {
     if (!active_) return out;
-    for (int t : {0, 1}) order(*streams_[t], *callers_[0]);
+    for (int t : {0, 1}) {
+      order(*streams_[t], *callers_[t]);
+      order(*streams_[t], *callers_[0]);
+    }
     out.record_stream(*callers_[0]);
     return out;
   }
@@ -183,6 +194,7 @@ TowerImpl::TowerImpl(const AlexNetOptions& o, int64_t classes) {
 AlexNetImpl::AlexNetImpl(AlexNetOptions options_) : options(std::move(options_)) { reset(); }
 
 void AlexNetImpl::reset() {
+  streams_.clear();
   const auto& o = options;
   TORCH_CHECK(o.num_classes() >= 2, "AlexNet: num_classes must be at least 2, got ",
               o.num_classes());
@@ -297,6 +309,20 @@ int64_t AlexNetImpl::pool5_size() const {
   return pool5_side(options.input_size(), options.conv1_padding());
 }
 
+std::vector<c10::Stream> AlexNetImpl::tower_streams() const {
+  if (!tower0) return {};
+  const auto devices = tower_devices();
+  if (!devices[0].is_cuda()) return {};
+  if (streams_.size() != 2 || streams_[0].device() != devices[0] || streams_[1].device() != devices[1]) {
+    // From the high-priority pool: c10d's NCCL takes its streams from the other one, so
+    // a tower never shares a stream with the all-reduce.
+    c10::impl::VirtualGuardImpl impl(c10::DeviceType::CUDA);
+    streams_ = {impl.getStreamFromGlobalPool(devices[0], /*isHighPriority=*/true),
+                impl.getStreamFromGlobalPool(devices[1], /*isHighPriority=*/true)};
+  }
+  return streams_;
+}
+
 std::vector<c10::Device> AlexNetImpl::tower_devices() const {
   if (tower0) return {tower0->conv1->weight.device(), tower1->conv1->weight.device()};
   return {named_parameters()["features.0.weight"].device()};
@@ -386,7 +412,7 @@ torch::Tensor AlexNetImpl::forward_grouped(const torch::Tensor& images, Layer la
 // at conv3, fc6, fc7 and fc8.
 torch::Tensor AlexNetImpl::forward_towers(const torch::Tensor& images, Layer last) {
   const auto devices = tower_devices();
-  const TowerStreams streams({devices[0], devices[1]}, images.device());
+  const TowerStreams streams({devices[0], devices[1]}, images.device(), tower_streams());
   const std::array<TowerImpl*, 2> towers{tower0.get(), tower1.get()};
   const auto& lrn = options.lrn();
   const double p = options.dropout();

@@ -3,6 +3,10 @@
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
+#include <ATen/Context.h>
+#include <ATen/core/Generator.h>
+#include <torch/cuda.h>
+#include <torch/utils.h>
 
 #include <cstring>
 #include <map>
@@ -100,6 +104,31 @@ void use_caching_cpu_allocator(std::size_t cache_limit) {
 
 std::size_t cached_cpu_bytes() {
   return CachingCpuAllocator::instance ? CachingCpuAllocator::instance->cached() : 0;
+}
+
+uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
+  auto splitmix = [](uint64_t x) {
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+  };
+  return splitmix(splitmix(splitmix(splitmix(seed) ^ a) ^ b) ^ c) >> 1;  // manual_seed wants < 2^63
+}
+
+void manual_seed(uint64_t seed) {
+  torch::manual_seed(seed);
+  const auto gpus = torch::cuda::device_count();
+  for (size_t i = 1; i < gpus; ++i) {
+    auto generator = at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(i)));
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_current_seed(mix_seed(seed, i));
+  }
+}
+
+void set_tf32(bool enabled) {
+  at::globalContext().setAllowTF32CuDNN(enabled);
+  at::globalContext().setAllowTF32CuBLAS(enabled);
 }
 
 }  // namespace alexnet

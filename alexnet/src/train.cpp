@@ -1,5 +1,6 @@
 #include <alexnet/train.h>
 #include <alexnet/pytorch.h>
+#include <alexnet/runtime.h>
 
 #include "atomic_file.h"
 
@@ -25,6 +26,23 @@ namespace {
 // A loss within this of ln(classes) for this many steps in a row is "flat".
 constexpr double kFlatTolerance = 0.02;
 constexpr int64_t kFlatSteps = 100;
+// float16: this many steps in a row skipped by the loss scaler (its scale halved each
+// time, to 2^-34 from 2^16) means the run has diverged, not that the scale is high.
+constexpr int64_t kMaxSkippedSteps = 50;
+
+// The default generators of the CUDA devices `model` runs on, by checkpoint key.
+std::vector<std::pair<std::string, at::Generator>> cuda_generators(const AlexNetImpl& model) {
+  std::vector<std::pair<std::string, at::Generator>> out;
+  for (const auto& d : model.tower_devices()) {
+    if (!d.is_cuda()) continue;
+    const c10::Device device(c10::kCUDA, d.has_index() ? d.index() : 0);
+    const auto key = "rng/" + device.str();
+    if (std::none_of(out.begin(), out.end(), [&](const auto& g) { return g.first == key; })) {
+      out.emplace_back(key, at::globalContext().defaultGenerator(device));
+    }
+  }
+  return out;
+}
 
 std::string number(double v) {
   if (!std::isfinite(v)) return "null";
@@ -45,16 +63,6 @@ std::vector<std::string> split_lines(const std::string& text) {
   std::string line;
   while (std::getline(in, line)) out.push_back(line);
   return out;
-}
-
-uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
-  auto splitmix = [](uint64_t x) {
-    x += 0x9E3779B97F4A7C15ULL;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-    return x ^ (x >> 31);
-  };
-  return splitmix(splitmix(splitmix(splitmix(seed) ^ a) ^ b) ^ c) >> 1;  // manual_seed wants < 2^63
 }
 
 // Images rank, rank + world, ... of a source: one process's part of an evaluation.
@@ -275,7 +283,7 @@ Trainer::Outcome Trainer::fit(const std::string& run_dir, const TrainHooks& hook
   const double flat = std::log(static_cast<double>(train_->classes().size()));
   const bool parallel = hooks.world > 1;
   if (parallel && !hooks.sum) throw std::invalid_argument("data parallel training needs TrainHooks::sum");
-  int64_t flat_steps = 0;
+  int64_t flat_steps = 0, skipped_steps = 0;
   bool warned_flat = false;
 
   while (epoch_ < options_.epochs()) {
@@ -296,7 +304,7 @@ Trainer::Outcome Trainer::fit(const std::string& run_dir, const TrainHooks& hook
       if (parallel) {
         // Each rank its own dropout, reproducible after a resume without saving every
         // rank's generator.
-        torch::manual_seed(mix_seed(options_.seed(), hooks.rank, static_cast<uint64_t>(epoch_), static_cast<uint64_t>(step_)));
+        manual_seed(mix_seed(options_.seed(), hooks.rank, static_cast<uint64_t>(epoch_), static_cast<uint64_t>(step_)));
       }
       auto x = data::normalize(batch, stats_, device);
       if (options_.channels_last()) x = x.contiguous(at::MemoryFormat::ChannelsLast);
@@ -310,21 +318,49 @@ Trainer::Outcome Trainer::fit(const std::string& run_dir, const TrainHooks& hook
       model_->zero_grad();
       scaler_.scale(loss).backward();
       const double value = loss.item<double>();
-      if (!std::isfinite(value)) {
-        throw std::runtime_error("the loss became " + std::string(std::isnan(value) ? "NaN" : "infinite") +
-                                 " at epoch " + std::to_string(epoch_ + 1) + ", step " + std::to_string(step_ + 1) +
-                                 " (learning rate " + number(lr_) + "): lower --lr");
-      }
+      const bool finite = std::isfinite(value);
+      auto diverged = [&](const std::string& where) {
+        const char* what = std::isnan(value) ? "NaN" : std::isinf(value) ? "infinite" : "non-finite";
+        return std::runtime_error("the loss became " + std::string(what) +
+                                  " at epoch " + std::to_string(epoch_ + 1) + ", step " + std::to_string(step_ + 1) +
+                                  where + " (learning rate " + number(lr_) + "): lower --lr");
+      };
+      // float16 overflows are the loss scaler's to handle (below); otherwise a
+      // non-finite loss ends the run (on every rank together: see the flags).
+      if (!finite && !scaler_.enabled() && !parallel) throw diverged("");
       std::vector<torch::Tensor> gradients;
       for (const auto& p : model_->parameters()) gradients.push_back(p.grad());
       if (hooks.reduce_gradients) hooks.reduce_gradients(gradients);
-      // float16: gradients unscaled after the all-reduce (every rank sees the same
-      // infinities, so all skip together); a step with non-finite ones is skipped.
-      if (scaler_.unscale_and_update(gradients)) step_update();
+      bool stop = hooks.stop && hooks.stop->load();
+      if (parallel) {
+        // One all-reduce of flags before the update: every rank stops at the same step
+        // (or the others would wait in an all-reduce), and a rank's non-finite loss
+        // stops them all at once instead of leaving the others to time out.
+        const auto flags = torch::tensor({stop ? 1.0 : 0.0, finite ? 0.0 : 1.0}, torch::kDouble);
+        hooks.sum(flags);
+        stop = flags[0].item<double>() > 0;
+        const auto bad = static_cast<int64_t>(flags[1].item<double>());
+        if (bad > 0 && !scaler_.enabled()) {
+          throw diverged(" on " + std::to_string(bad) + " of " + std::to_string(hooks.world) + " ranks");
+        }
+      }
+      // float16: gradients unscaled after the all-reduce, so every rank sees the same
+      // infinities and all skip together (as GradScaler does); the scale halves.
+      if (scaler_.unscale_and_update(gradients)) {
+        step_update();
+        skipped_steps = 0;
+      } else if (++skipped_steps >= kMaxSkippedSteps) {
+        throw std::runtime_error("float16: the last " + std::to_string(kMaxSkippedSteps) +
+                                 " steps had non-finite gradients (loss scale now " + number(scaler_.scale()) +
+                                 ") at epoch " + std::to_string(epoch_ + 1) + ", step " + std::to_string(step_ + 1) +
+                                 ": the run has diverged; lower --lr or use --precision bf16");
+      }
       const auto n = static_cast<double>(y.size(0));
-      loss_sum_ += value * n;
-      correct_ += logits.argmax(1).eq(y).sum().item<double>();
-      seen_ += n;
+      if (finite) {  // an overflowing float16 step counts in no figure
+        loss_sum_ += value * n;
+        correct_ += logits.argmax(1).eq(y).sum().item<double>();
+        seen_ += n;
+      }
       ++step_;
       flat_steps = std::abs(value - flat) < kFlatTolerance ? flat_steps + 1 : 0;
       if (flat_steps >= kFlatSteps && !warned_flat && hooks.on_warning) {
@@ -335,13 +371,6 @@ Trainer::Outcome Trainer::fit(const std::string& run_dir, const TrainHooks& hook
                          "this; try --init caffe or a lower --lr");
       }
       if (hooks.on_step) hooks.on_step(epoch_ + 1, step_, steps, value, seen_ / (seconds_ + elapsed()));
-      bool stop = hooks.stop && hooks.stop->load();
-      if (parallel) {
-        // Every rank stops at the same step, or the others would wait in an all-reduce.
-        const auto any = torch::tensor({stop ? 1.0 : 0.0}, torch::kDouble);
-        hooks.sum(any);
-        stop = any.item<double>() > 0;
-      }
       if (stop) {
         seconds_ += elapsed();
         if (hooks.writer) save((fs::path(run_dir) / "last.pt").string());
@@ -415,6 +444,13 @@ void Trainer::save(const std::string& path) const {
     std::lock_guard<std::mutex> lock(generator.mutex());
     extras.tensors["rng/cpu"] = generator.get_state();
   }
+  // The GPUs' too, so that dropout draws the same masks after a resume on the same
+  // devices (cuDNN's algorithms are another matter: GPU runs are not bitwise repeatable
+  // unless deterministic algorithms are asked for).
+  for (auto& [key, generator] : cuda_generators(*model_)) {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    extras.tensors[key] = generator.get_state();
+  }
   extras.tensors["train/state"] = torch::tensor(
       {double(epoch_), double(step_), best_error_, double(bad_epochs_), loss_sum_, correct_, seen_, seconds_, lr_},
       torch::kDouble);
@@ -466,6 +502,12 @@ void Trainer::restore(const std::string& checkpoint) {
     auto generator = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_state(rng->second);
+  }
+  for (auto& [key, generator] : cuda_generators(*model_)) {
+    const auto found = extras.tensors.find(key);
+    if (found == extras.tensors.end()) continue;
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(found->second);
   }
   history_.clear();
   for (const auto& line : split_lines(extras.strings["train/history"])) {

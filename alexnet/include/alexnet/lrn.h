@@ -12,7 +12,8 @@
 //
 // On the CPU, float and double run one fused pass over the channels with a sliding
 // window sum; the backward pass reuses the scale the forward computed. Other devices
-// and dtypes use a composite of ATen operators with the same numbers.
+// and dtypes use a composite of ATen operators with the same numbers. Half and
+// bfloat16 inputs (autocast) are normalised in float32 and returned in their own type.
 
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>

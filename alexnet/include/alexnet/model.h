@@ -24,6 +24,7 @@
 #include <alexnet/lrn.h>
 
 #include <c10/core/Device.h>
+#include <c10/core/Stream.h>
 #include <c10/util/Optional.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
@@ -138,6 +139,11 @@ class AlexNetImpl : public torch::nn::Cloneable<AlexNetImpl> {
   void set_execution(Execution execution);
   /// The devices the towers' parameters are on now (one entry for torchvision's).
   std::vector<c10::Device> tower_devices() const;
+  /// Execution::kTowers on CUDA: the two streams the towers run on, one per tower, made
+  /// on first use and kept while the towers stay on their devices (empty on the CPU and
+  /// for torchvision's network). Callers need not synchronise with them: forward orders
+  /// its work after each device's current stream and that stream after its tower.
+  std::vector<c10::Stream> tower_streams() const;
   /// Learned layers in forward order (conv1 .. fc8, tower 0 before tower 1).
   std::vector<LearnedLayer> learned_layers() const;
   /// Side of pool5's maps for this input size (6 at 227).
@@ -154,6 +160,8 @@ class AlexNetImpl : public torch::nn::Cloneable<AlexNetImpl> {
   torch::Tensor forward_torchvision(const torch::Tensor& images, Layer last);
   void check_images(const torch::Tensor& images) const;
   void initialize();
+
+  mutable std::vector<c10::Stream> streams_;  // tower_streams(), once made
 };
 TORCH_MODULE(AlexNet);
 

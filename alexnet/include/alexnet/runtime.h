@@ -4,6 +4,7 @@
 // applies them itself; the apps do at start, and library users opt in.
 
 #include <cstddef>
+#include <cstdint>
 
 namespace alexnet {
 
@@ -19,5 +20,21 @@ void use_caching_cpu_allocator(std::size_t cache_limit = std::size_t(8) << 30);
 
 /// Bytes held in the cache, free for reuse (0 before use_caching_cpu_allocator).
 std::size_t cached_cpu_bytes();
+
+/// A seed in [0, 2^63) mixed from `seed` and up to three indices (rank, epoch, step,
+/// device...) with SplitMix64: nearby inputs give unrelated seeds.
+uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b = 0, uint64_t c = 0);
+
+/// Seeds LibTorch's generators: the CPU's with `seed`, and GPU i's with
+/// mix_seed(seed, i). `torch::manual_seed` gives every GPU the same seed, so with the
+/// towers on two GPUs (Section 3.2) both would draw the same dropout masks.
+void manual_seed(uint64_t seed);
+
+/// TensorFloat-32 on CUDA GPUs from Ampere on: float32 convolutions (cuDNN) and matrix
+/// products (cuBLAS) with 10-bit mantissas, several times faster. LibTorch's defaults
+/// differ by op (convolutions on, matrix products off); this sets both. The trainer,
+/// the benchmark and the GPU tests set it explicitly: off unless asked for. No effect
+/// on CPUs.
+void set_tf32(bool enabled);
 
 }  // namespace alexnet
