@@ -2,7 +2,7 @@
 python3-torch (the same LibTorch 1.13). Prints one JSON object.
 
   baseline.py train|infer --arch paper|torchvision [--batch N] [--iterations N] [--threads N]
-              [--device D] [--precision fp32|bf16|fp16] [--channels-last]
+              [--device D] [--precision fp32|bf16|fp16] [--channels-last] [--tf32 0|1]
 """
 import argparse
 import json
@@ -61,12 +61,17 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--tf32", type=int, choices=[0, 1], default=0,
+                        help="CUDA: TensorFloat-32 convolutions and matrix products (set either way)")
     args = parser.parse_args()
     device_type = torch.device(args.device).type
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
     autocast = lambda: torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    # Stated, not left to PyTorch's defaults (TF32 convolutions on, matrix products off).
+    torch.backends.cudnn.allow_tf32 = bool(args.tf32)
+    torch.backends.cuda.matmul.allow_tf32 = bool(args.tf32)
 
     if args.arch == "paper":
         model, size = paper_alexnet(), 227
@@ -81,7 +86,10 @@ def main():
     if args.mode == "train":
         model.train()
         sgd = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-        scaler = torch.cuda.amp.GradScaler(enabled=args.precision == "fp16")
+        fp16 = args.precision == "fp16"
+        # torch.amp.GradScaler("cuda") from PyTorch 2.3 on; torch.cuda.amp's before (1.13).
+        scaler = (torch.amp.GradScaler("cuda", enabled=fp16) if hasattr(torch.amp, "GradScaler")
+                  else torch.cuda.amp.GradScaler(enabled=fp16))
 
         def step():
             sgd.zero_grad()
@@ -100,7 +108,7 @@ def main():
     print(json.dumps({"figure": f"{args.mode}_images_per_s", "arch": args.arch,
                       "baseline": round(args.batch / seconds, 2), "threads": args.threads,
                       "device": args.device, "precision": args.precision,
-                      "channels_last": args.channels_last}))
+                      "channels_last": args.channels_last, "tf32": bool(args.tf32)}))
 
 
 if __name__ == "__main__":

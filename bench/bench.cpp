@@ -38,6 +38,7 @@ struct Args {
   std::string precision = "fp32";
   bool channels_last = false;
   bool overlap = false;  // data parallel: all-reduce during the backward pass
+  bool tf32 = false;     // CUDA: TensorFloat-32 convolutions and matrix products
 };
 
 // Seconds per call of `step`: the mean over `iterations` after one warm-up, with
@@ -57,7 +58,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: alexnet_bench train|infer|lrn [--arch A] [--execution E] [--batch N] "
                "[--iterations N] [--threads N] [--keep-memory 0|1] [--device cpu|cuda] [--precision fp32|bf16|fp16] "
-               "[--channels-last 0|1]\n");
+               "[--channels-last 0|1] [--overlap 0|1] [--tf32 0|1]\n");
   return 2;
 }
 
@@ -80,11 +81,14 @@ int main(int argc, char** argv) {
     else if (flag == "--precision") a.precision = value;
     else if (flag == "--channels-last") a.channels_last = value == "1";
     else if (flag == "--overlap") a.overlap = value == "1";
+    else if (flag == "--tf32") a.tf32 = value == "1";
     else return usage();
   }
   at::set_num_threads(a.threads);
   if (a.keep_memory) alexnet::use_caching_cpu_allocator();
-  torch::manual_seed(0);
+  alexnet::manual_seed(0);
+  // Stated, not left to LibTorch's defaults (TF32 convolutions on, matrix products off).
+  alexnet::set_tf32(a.tf32);
 
   if (a.mode == "lrn") {
     // conv1's activations at batch 128 (Section 3.3: LRN after conv1's ReLU).
@@ -185,11 +189,11 @@ int main(int argc, char** argv) {
   std::printf("{\"figure\":\"%s_images_per_s\",\"arch\":\"%s\",\"execution\":\"%s\",\"batch\":%lld,"
               "\"input\":%lld,\"ours\":%.2f,\"threads\":%d,\"keep_memory\":%s,\"device\":\"%s\","
               "\"processes\":%d,\"allreduce_ms_per_step\":%.1f,\"step_ms\":%.1f,\"precision\":\"%s\","
-              "\"channels_last\":%s,\"overlap\":%s,\"backend\":\"%s\"}\n",
+              "\"channels_last\":%s,\"overlap\":%s,\"backend\":\"%s\",\"tf32\":%s}\n",
               a.mode.c_str(), a.arch.c_str(), a.execution.c_str(), static_cast<long long>(a.batch),
               static_cast<long long>(size), world * a.batch / seconds, a.threads, a.keep_memory ? "true" : "false",
               a.device.c_str(), world, 1e3 * reduce_seconds, 1e3 * seconds, a.precision.c_str(),
               a.channels_last ? "true" : "false", a.overlap ? "true" : "false",
-              group ? group->options().backend.c_str() : "none");
+              group ? group->options().backend.c_str() : "none", a.tf32 ? "true" : "false");
   return 0;
 }

@@ -1,97 +1,300 @@
 #!/usr/bin/env bash
-# The GPU check, for a machine with CUDA and PyTorch but none of Debian's -dev
-# packages: builds the library, its tests and the benchmark against PyTorch's CUDA
-# LibTorch, runs every test (the [cuda] ones on the GPU: towers on two streams, AMP
-# steps, NCCL with a world of one, towers inside data parallel), then one benchmark
-# (fp32, and bf16 channels-last, against PyTorch's, with the ratios) and, with two
-# GPUs or more, the data-parallel scaling across them.
+# The GPU check: one prepared run for a machine with CUDA and PyTorch's wheel but none
+# of Debian's -dev packages (scripts/device_check.sh, or the `device` tool's command).
+# It builds the library, the tests and the benchmark against PyTorch's LibTorch, runs
+# the tests that need a GPU or several processes (CI runs the rest), benchmarks
+# training against PyTorch's (fp32, and bf16 channels-last; the paper's towers on two
+# streams against grouped) and, with two GPUs or more, data-parallel scaling.
 #
-# Here, before lending the tree to the GPU machine:  scripts/device_check.sh --prepare
-#   (copies Catch2's single header into .device/, which git ignores; carry .device)
-# There:                                             scripts/device_check.sh
-set -euo pipefail
+# Stages run in order, each under its own time limit and the whole under a deadline;
+# a stage that fails or runs out of time stops only the stages that need it. Every
+# log goes to $OUT/device-check/ (or build-device/device-check/ without $OUT), and
+# the last line printed is one JSON summary: each stage's status, seconds and reason,
+# and the figures.
+#
+#   here, before lending the tree:  scripts/device_check.sh --prepare   (Catch2's header
+#                                   into .device/, which git ignores: carry .device)
+#   on the GPU machine:             scripts/device_check.sh [--deadline SECONDS]
+#   here, on the CPU:               scripts/device_check.sh --rehearse  (the same stages
+#                                   against Debian's LibTorch, CUDA tests skipping with
+#                                   their reason, a tiny benchmark; .ci/run runs it)
+#   the tests' selection:           scripts/device_check.sh --selection
+set -uo pipefail
 cd "$(dirname "$0")/.."
+self="$PWD/scripts/device_check.sh"
 
-if [ "${1:-}" = "--prepare" ]; then
-  mkdir -p .device/include
-  cp -r /usr/include/catch2 .device/include/
-  echo "prepared .device/include/catch2; carry .device to the GPU machine"
-  exit 0
-fi
-[ -f .device/include/catch2/catch.hpp ] || { echo "device_check: run with --prepare first (no .device/include/catch2)" >&2; exit 2; }
+# The tests the device runs: those that need a GPU or several processes. In Catch2 v2
+# a spec made only of exclusions also selects hidden [.] tests (the workers that other
+# tests start), so each alternative excludes them explicitly; the apps' tests ([cli])
+# are not built there. tests/test_process_group.cpp checks this selection.
+readonly selection_cuda='[cuda]~[.]~[cli]'
+readonly selection_distributed='[distributed]~[cuda]~[.]~[cli]'
 
-python=${PYTHON:-python3}
-prefix=$("$python" -c 'import torch; print(torch.utils.cmake_prefix_path)')
-"$python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "gpus", torch.cuda.device_count())'
-nvidia-smi -L || true
+stage_names=(environment configure build cuda_tests distributed_tests benchmark ratios scaling)
 
-start=$SECONDS
-cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" \
-  -DALEXNET_BUILD_APPS=OFF -DALEXNET_BUILD_DATA=OFF -DALEXNET_INSTALL=OFF \
-  -DALEXNET_CATCH2_INCLUDE_DIR="$PWD/.device/include" > build-device.log
-cmake --build build-device -j "$(nproc)" >> build-device.log || { tail -50 build-device.log; exit 1; }
-echo "build: $((SECONDS - start)) s"
-grep -h "alexnet: NCCL process group" build-device.log || echo "alexnet: NCCL process group off (LibTorch without CUDA)"
+case "${1:-}" in
+  --selection)
+    printf '%s\n' "$selection_cuda" "$selection_distributed"
+    exit 0 ;;
+  --prepare)
+    mkdir -p .device/include
+    cp -r /usr/include/catch2 .device/include/
+    echo "prepared .device/include/catch2; carry .device to the GPU machine"
+    exit 0 ;;
+esac
 
-# The GPU tests first, with what they print (skips included), then the rest.
-build-device/tests/alexnet_tests "[cuda]" --success --reporter compact | tail -20
-build-device/tests/alexnet_tests "~[cuda]" --reporter compact | tail -3
+# ---- Stages: each runs as `device_check.sh --stage NAME` in its own process, reads
+# the settings below from the environment, and ends 0 (pass), 77 (skipped: the reason
+# in $logs/NAME.reason) or anything else (failed: the reason in $logs/NAME.reason, or
+# the log's last line).
+skip() { echo "$1" > "$logs/$stage.reason"; echo "skipped: $1"; exit 77; }
+fail() { echo "$1" > "$logs/$stage.reason"; echo "failed: $1"; exit 1; }
 
-# Training images/s at batch 256 on the GPU, ours and PyTorch's in one run, at float32
-# and with bf16 autocast in channels-last (the same precision and layout on both sides).
-results=build-device/bench.jsonl
-: > "$results"
-for mode in "fp32 0" "bf16 1"; do
-  set -- $mode
-  cl=""; [ "$2" = 1 ] && cl=--channels-last
-  for arch in paper torchvision; do
-    "$python" bench/baseline.py train --arch "$arch" --device cuda --batch 256 --iterations 10 \
-      --precision "$1" $cl | tee -a "$results"
-    executions=grouped; [ "$arch" = paper ] && executions="grouped towers"
-    for execution in $executions; do
-      build-device/bin/alexnet_bench train --arch "$arch" --execution "$execution" --device cuda \
-        --batch 256 --iterations 10 --precision "$1" --channels-last "$2" | tee -a "$results"
+stage_environment() {
+  "$python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "gpus", torch.cuda.device_count())' ||
+    fail "python3 cannot import torch"
+  nvidia-smi -L 2>&1 || echo "nvidia-smi: not here"
+  cmake --version | head -1
+  "${CXX:-c++}" --version | head -1
+  nproc
+  if [ "$mode" = device ] && [ "$("$python" -c 'import torch; print(torch.cuda.device_count())')" = 0 ]; then
+    echo "warning: PyTorch sees no GPU; the CUDA tests will skip"
+  fi
+}
+
+stage_configure() {
+  local prefix nccl
+  prefix=$("$python" -c 'import torch; print(torch.utils.cmake_prefix_path)') || fail "no torch.utils.cmake_prefix_path"
+  nccl=$("$python" -c 'import torch
+v = torch.cuda.nccl.version() if torch.cuda.is_available() else ""
+if isinstance(v, int): v = (v // 10000, v // 100 % 100, v % 100) if v >= 10000 else (v // 1000, v // 100 % 10, v % 100)
+print(".".join(str(x) for x in v) if v else "")' 2>/dev/null)
+  echo "PyTorch's NCCL: ${nccl:-none}"
+  local args=(-S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "-DCMAKE_PREFIX_PATH=$prefix"
+              -DALEXNET_BUILD_APPS=OFF -DALEXNET_BUILD_DATA=OFF -DALEXNET_INSTALL=OFF
+              "-DALEXNET_CATCH2_INCLUDE_DIR=$PWD/.device/include" "-DALEXNET_TORCH_NCCL_VERSION=$nccl")
+  echo "cmake ${args[*]}"
+  cmake "${args[@]}" || fail "cmake failed: $(grep -m1 -A2 'CMake Error' "$logs/configure.log" | tr '\n' ' ' | cut -c1-300)"
+  grep -h "alexnet: " "$logs/configure.log" | sed 's/^-- //' > "$logs/configure.alexnet"
+}
+
+stage_build() {
+  cmake --build "$build" -j "$(nproc)" || fail "build failed: $(grep -m1 'error' "$logs/build.log" | cut -c1-300)"
+}
+
+# Runs the test binary on one selection with the console reporter (every failure and
+# every skip's reason in the log) and summarises its counts.
+run_tests() {
+  local spec=$1 tests="$build/tests/alexnet_tests"
+  [ -x "$tests" ] || fail "no test binary at $tests"
+  echo "selection: $spec"
+  "$tests" --list-test-names-only "$spec" | sed 's/^/  /'
+  "$tests" "$spec" --reporter console --durations yes
+  local status=$?
+  # --durations prints one "seconds s: name" line per test case run; a skip is a warning.
+  local ran skipped
+  ran=$(grep -c '^[0-9.]* s: ' "$logs/$stage.log")
+  skipped=$(grep -c 'skipped: ' "$logs/$stage.log")
+  echo "{\"ran\": $ran, \"skipped\": $skipped, \"exit\": $status}" > "$logs/$stage.figures"
+  [ "$status" = 0 ] || fail "$(grep -m1 -E '^test cases:' "$logs/$stage.log" || echo "the test binary exited with $status")"
+}
+
+stage_cuda_tests() { run_tests "$selection_cuda"; }
+stage_distributed_tests() { run_tests "$selection_distributed"; }
+
+# Training images/s, ours and PyTorch's, interleaved in rounds (baseline, ours, ...),
+# at float32 and at bf16 autocast in channels-last: the same precision, layout and
+# TF32 setting (off) on both sides.
+stage_benchmark() {
+  local results="$logs/benchmark.jsonl" round mode_spec arch execution
+  : > "$results"
+  local device=cuda batch=256 iterations=10
+  if [ "$mode" = rehearsal ]; then device=cpu batch=2 iterations=1; fi
+  for ((round = 1; round <= rounds; round++)); do
+    for mode_spec in "fp32 0" "bf16 1"; do
+      set -- $mode_spec
+      local cl=()
+      [ "$2" = 1 ] && cl=(--channels-last)
+      for arch in paper torchvision; do
+        "$python" bench/baseline.py train --arch "$arch" --device "$device" --batch "$batch" \
+          --iterations "$iterations" --precision "$1" "${cl[@]}" --tf32 0 |
+          sed "s/}\$/, \"round\": $round}/" | tee -a "$results" || fail "bench/baseline.py failed"
+        local executions=grouped
+        [ "$arch" = paper ] && executions="grouped towers"
+        for execution in $executions; do
+          "$build/bin/alexnet_bench" train --arch "$arch" --execution "$execution" --device "$device" \
+            --batch "$batch" --iterations "$iterations" --precision "$1" --channels-last "$2" --tf32 0 |
+            sed "s/}\$/, \"round\": $round}/" | tee -a "$results" || fail "alexnet_bench failed"
+        done
+      done
     done
   done
-done
-# The ratios the issue sets targets for: ours / PyTorch's (>= 1.0 for torchvision),
-# towers on two streams / grouped (>= 1.0).
-"$python" - "$results" <<'PY'
-import json, sys
-rows = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
-for precision, cl in (("fp32", False), ("bf16", True)):
-    same = [r for r in rows if r["precision"] == precision and r["channels_last"] == cl]
-    def pick(arch, key, execution=None):
-        for r in same:
-            if r["arch"] == arch and key in r and (execution is None or r.get("execution") == execution):
-                return r[key]
-    for arch in ("paper", "torchvision"):
-        ours, theirs = pick(arch, "ours", "grouped"), pick(arch, "baseline")
-        if ours and theirs:
-            print(json.dumps({"figure": "ours_over_pytorch", "arch": arch, "precision": precision,
-                              "channels_last": cl, "ratio": round(ours / theirs, 3)}))
-    towers, grouped = pick("paper", "ours", "towers"), pick("paper", "ours", "grouped")
-    if towers and grouped:
-        print(json.dumps({"figure": "towers_over_grouped", "precision": precision, "channels_last": cl,
-                          "ratio": round(towers / grouped, 3)}))
-PY
+}
 
-# Data parallel across the GPUs: one process per GPU (NCCL when built in), against one.
-gpus=$("$python" -c 'import torch; print(torch.cuda.device_count())')
-if [ "$gpus" -ge 2 ]; then
-  args=(train --arch paper --device cuda --batch 256 --iterations 10 --overlap 1)
-  one=$(build-device/bin/alexnet_bench "${args[@]}")
-  pids=()
-  for ((rank = 0; rank < gpus; rank++)); do
-    WORLD_SIZE=$gpus RANK=$rank LOCAL_RANK=$rank MASTER_ADDR=127.0.0.1 MASTER_PORT=29533 \
-      build-device/bin/alexnet_bench "${args[@]}" > "build-device/scaling-$rank.json" &
+# The ratios the targets are set on, each the median over the rounds with its range:
+# ours / PyTorch's, and the towers on two streams / grouped.
+stage_ratios() {
+  [ -s "$logs/benchmark.jsonl" ] || fail "no benchmark results"
+  "$python" - "$logs/benchmark.jsonl" > "$logs/ratios.figures" <<'PY' || fail "could not compute the ratios"
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
+def value(r): return r.get("ours", r.get("baseline"))
+def pick(precision, arch, key, execution=None):
+    return {r["round"]: value(r) for r in rows
+            if r["precision"] == precision and r["arch"] == arch and key in r
+            and (execution is None or r.get("execution") == execution)}
+def ratio(a, b):
+    pairs = [a[k] / b[k] for k in a if k in b and b[k]]
+    if not pairs: return None
+    return {"median": round(statistics.median(pairs), 3), "min": round(min(pairs), 3),
+            "max": round(max(pairs), 3), "rounds": len(pairs)}
+figures = {}
+for precision in ("fp32", "bf16"):
+    for arch in ("paper", "torchvision"):
+        figures[f"ours_over_pytorch_{arch}_{precision}"] = ratio(pick(precision, arch, "ours", "grouped"),
+                                                               pick(precision, arch, "baseline"))
+    figures[f"towers_over_grouped_{precision}"] = ratio(pick(precision, "paper", "ours", "towers"),
+                                                        pick(precision, "paper", "ours", "grouped"))
+print(json.dumps(figures))
+PY
+  cat "$logs/ratios.figures"
+}
+
+# Data parallel across the GPUs: one process per GPU (NCCL when built in) against one.
+# Rehearsed on the CPU with two processes over Gloo.
+stage_scaling() {
+  local gpus device=cuda batch=256 iterations=10
+  gpus=$("$python" -c 'import torch; print(torch.cuda.device_count())') || fail "python3 cannot import torch"
+  local processes=$gpus
+  if [ "$mode" = rehearsal ]; then device=cpu batch=2 iterations=1 processes=2; fi
+  [ "$processes" -ge 2 ] || skip "needs two GPUs or more ($gpus here)"
+  local args=(train --arch paper --device "$device" --batch "$batch" --iterations "$iterations" --overlap 1 --tf32 0)
+  local one many port=$((29500 + RANDOM % 1000)) pids=() rank
+  one=$("$build/bin/alexnet_bench" "${args[@]}") || fail "one process failed"
+  for ((rank = 0; rank < processes; rank++)); do
+    WORLD_SIZE=$processes RANK=$rank LOCAL_RANK=$rank MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+      "$build/bin/alexnet_bench" "${args[@]}" > "$logs/scaling-$rank.json" &
     pids+=($!)
   done
-  for pid in "${pids[@]}"; do wait "$pid"; done
-  many=$(cat build-device/scaling-0.json)
-  echo "$one"; echo "$many"
-  "$python" -c 'import json, sys; a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2]); print(json.dumps({"figure": "gpu_data_parallel_scaling", "gpus": b["processes"], "backend": b["backend"], "ratio": round(b["ours"] / a["ours"], 2), "ideal": b["processes"]}))' "$one" "$many"
-else
-  echo "data-parallel scaling across GPUs: skipped, $gpus GPU here"
+  for pid in "${pids[@]}"; do wait "$pid" || fail "a rank of the data-parallel run failed"; done
+  many=$(cat "$logs/scaling-0.json")
+  echo "$one"
+  echo "$many"
+  "$python" -c 'import json, sys; a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2]); print(json.dumps({"data_parallel_scaling": {"processes": b["processes"], "backend": b["backend"], "device": b["device"], "ratio": round(b["ours"] / a["ours"], 2), "ideal": b["processes"]}}))' \
+    "$one" "$many" | tee "$logs/scaling.figures"
+}
+
+if [ "${1:-}" = --stage ]; then
+  stage=$2
+  "stage_$stage"
+  exit $?
 fi
-echo "device_check: done in $((SECONDS - start)) s"
+
+# ---- The driver.
+mode=device
+deadline=480  # the whole run, build included, on 16 cores
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rehearse) mode=rehearsal; deadline=600; shift ;;
+    --deadline) deadline=$2; shift 2 ;;
+    *) echo "device_check: unknown argument $1 (--prepare, --rehearse, --deadline S, --selection)" >&2; exit 2 ;;
+  esac
+done
+python=${PYTHON:-python3}
+build=build-device
+rounds=2
+if [ "$mode" = rehearsal ]; then
+  python=${PYTHON:-/usr/bin/python3}  # Debian's, with python3-torch
+  build=build-rehearse
+fi
+logs=${OUT:+$OUT/device-check}
+logs=${logs:-$build/device-check}
+rm -rf "$logs"
+mkdir -p "$logs"
+export mode python build logs rounds
+# NCCL says what goes wrong, not what goes right.
+export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
+exec 3>&1 4>&2
+exec > >(tee "$logs/device_check.log") 2>&1
+tee_pid=$!
+
+# Per stage: its time limit (seconds) and the stages it needs.
+declare -A limit=([environment]=60 [configure]=180 [build]=420 [cuda_tests]=180 [distributed_tests]=150
+                  [benchmark]=240 [ratios]=30 [scaling]=120)
+declare -A needs=([environment]="" [configure]="environment" [build]="configure" [cuda_tests]="build"
+                  [distributed_tests]="build" [benchmark]="build" [ratios]="benchmark" [scaling]="build")
+declare -A status reason took
+reserve=5  # seconds kept for the summary
+started=$SECONDS
+
+if [ "$mode" = rehearsal ] && [ ! -f .device/include/catch2/catch.hpp ]; then
+  bash "$self" --prepare
+fi
+
+echo "device_check: $mode, logs in $logs, deadline ${deadline} s"
+for stage in "${stage_names[@]}"; do
+  missing=""
+  for need in ${needs[$stage]}; do
+    [ "${status[$need]}" = pass ] || missing="$need ${status[$need]}"
+  done
+  left=$((deadline - (SECONDS - started) - reserve))
+  if [ -n "$missing" ]; then
+    status[$stage]=skipped reason[$stage]="needs $missing" took[$stage]=0
+  elif [ "$left" -le 0 ]; then
+    status[$stage]=skipped reason[$stage]="no time left before the ${deadline} s deadline" took[$stage]=0
+  elif [ "$stage" = configure ] && [ ! -f .device/include/catch2/catch.hpp ]; then
+    status[$stage]=failed reason[$stage]="no .device/include/catch2 (run --prepare here and carry .device)" took[$stage]=0
+  else
+    cap=${limit[$stage]}
+    [ "$cap" -le "$left" ] || cap=$left
+    echo "== $stage (limit ${cap} s)"
+    rm -f "$logs/$stage.reason"
+    t0=$SECONDS
+    timeout --kill-after=10 "$cap" bash "$self" --stage "$stage" > "$logs/$stage.log" 2>&1
+    code=$?
+    took[$stage]=$((SECONDS - t0))
+    tail -n 15 "$logs/$stage.log" | sed 's/^/   /'
+    case $code in
+      0) status[$stage]=pass reason[$stage]="" ;;
+      77) status[$stage]=skipped reason[$stage]=$(cat "$logs/$stage.reason") ;;
+      124 | 137) status[$stage]=failed reason[$stage]="timed out after ${cap} s" ;;
+      *) status[$stage]=failed
+         reason[$stage]=$(cat "$logs/$stage.reason" 2>/dev/null || tail -n 1 "$logs/$stage.log") ;;
+    esac
+  fi
+  echo "== $stage: ${status[$stage]} in ${took[$stage]} s${reason[$stage]:+ (${reason[$stage]})}"
+done
+
+# The summary: one JSON line, the last thing printed.
+summary_args=()
+for stage in "${stage_names[@]}"; do
+  summary_args+=("$stage" "${status[$stage]}" "${took[$stage]}" "${reason[$stage]}")
+done
+"$python" - "$mode" "$((SECONDS - started))" "$logs" "${summary_args[@]}" <<'PY'
+import json, os, sys
+mode, seconds, logs, rest = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+stages, figures = {}, {}
+for i in range(0, len(rest), 4):
+    name, status, took, reason = rest[i:i + 4]
+    stages[name] = {"status": status, "seconds": int(took)}
+    if reason:
+        stages[name]["reason"] = reason
+    path = os.path.join(logs, name + ".figures")
+    if os.path.exists(path):
+        try:
+            figures.update(json.loads(open(path).read()) if name in ("ratios", "scaling") else {name: json.loads(open(path).read())})
+        except ValueError:
+            pass
+path = os.path.join(logs, "configure.alexnet")
+if os.path.exists(path):
+    figures["configure"] = [line.strip() for line in open(path) if line.strip()]
+ok = all(s["status"] != "failed" for s in stages.values())
+print(json.dumps({"device_check": "pass" if ok else "fail", "mode": mode, "seconds": seconds,
+                  "stages": stages, "figures": figures}))
+sys.exit(0 if ok else 1)
+PY
+code=$?
+# Let tee write the last line before the script ends.
+exec 1>&3 2>&4
+wait "$tee_pid"
+exit "$code"
