@@ -2,7 +2,7 @@
 
 #include <alexnet/checkpoint.h>
 #include <alexnet/pytorch.h>
-#include <alexnet/train.h>
+#include <alexnet/preprocessing.h>
 
 #include <spdlog/spdlog.h>
 

@@ -10,6 +10,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <exception>
 #include <iostream>
 #include <thread>
@@ -44,6 +45,12 @@ int main(int argc, char** argv) {
     if (e.get_exit_code() == 0) return app.exit(e);
     spdlog::error("{} (see alexnet --help)", e.what());
     return 2;
+  } catch (const alexnet::OptionError& e) {
+    // The library names its options ("batch_size"); here they are flags ("--batch-size").
+    std::string flag = e.option();
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    spdlog::error("--{} {}", flag, e.rest());
+    return 1;
   } catch (const std::exception& e) {
     spdlog::error("{}", alexnet::error_message(e));
     return 1;

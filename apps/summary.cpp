@@ -17,7 +17,7 @@ void add_summary(CLI::App& app) {
   auto flags = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand("summary", "Print the layers, parameters and multiply-adds of a network");
   cmd->add_option("--arch", flags->arch, "Preset: paper, caffe or torchvision")
-      ->check(CLI::IsMember({"paper", "caffe", "torchvision"}))
+      ->check(CLI::IsMember(preset_names()))
       ->capture_default_str();
   cmd->add_option("--input-size", flags->input_size,
                   "Input side in pixels (default: the preset's, 227 or 224; 224 pads conv1 by 2)")

@@ -1,25 +1,23 @@
+// alexnet train, evaluate and classify: flags onto the library's configuration
+// (alexnet::RunConfig, InferenceOptions), the run and inference are the library's.
+
 #include "commands.h"
 #include "launcher.h"
 #include "progress.h"
 
-#include <alexnet/checkpoint.h>
 #include <alexnet/distributed.h>
-#include <alexnet/runtime.h>
-#include <alexnet/train.h>
+#include <alexnet/inference.h>
+#include <alexnet/run.h>
 
 #include <torch/cuda.h>
 
 #include <spdlog/sinks/basic_file_sink.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <filesystem>
-#include <fstream>
-#include <iomanip>
 #include <iostream>
-#include <map>
-#include <memory>
-#include <sstream>
 #include <unistd.h>
 
 namespace alexnet::app {
@@ -39,65 +37,9 @@ extern "C" void on_signal(int) {
   }
 }
 
-std::vector<c10::Device> parse_devices(const std::string& text) {
-  std::vector<c10::Device> devices;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) devices.emplace_back(item);
-  if (devices.empty() || devices.size() > 2) {
-    throw std::invalid_argument("--devices takes one device or two separated by a comma, got '" + text + "'");
-  }
-  return devices;
-}
-
-// The flags of `alexnet train`, written to RUN/options.txt so that --resume RUN needs no others.
-struct TrainFlags {
-  std::string data, val, stats, out, resume, arch = "paper", init, devices = "cpu", execution = "grouped";
-  std::string lr_policy = "plateau", precision = "fp32";
-  int64_t input_size = 0, resize = 256, epochs = 90, batch_size = 128, patience = 1, step_epochs = 30, workers = 2;
-  double lr = 0.01, dropout = 0.5, pca_std = 0.1, momentum = 0.9, weight_decay = 5e-4;
-  uint64_t seed = 1;
-  bool ten_crop = false, overwrite = false, skip_bad = false, channels_last = false, tf32 = false;
-  int nproc_per_node = 1;  // not saved: a run may resume on another number of processes
-  double dist_timeout = 300;
-  std::string dist_backend = "auto";
-
-  // Every flag that shapes the run, by flag name, as text and back.
-  std::map<std::string, std::string> to_map() const {
-    return {{"data", data}, {"val", val}, {"stats", stats}, {"arch", arch}, {"init", init}, {"devices", devices},
-            {"execution", execution}, {"lr-policy", lr_policy}, {"input-size", std::to_string(input_size)},
-            {"resize", std::to_string(resize)}, {"epochs", std::to_string(epochs)},
-            {"batch-size", std::to_string(batch_size)}, {"patience", std::to_string(patience)},
-            {"step-epochs", std::to_string(step_epochs)}, {"workers", std::to_string(workers)},
-            {"lr", std::to_string(lr)}, {"dropout", std::to_string(dropout)}, {"pca-std", std::to_string(pca_std)},
-            {"momentum", std::to_string(momentum)}, {"weight-decay", std::to_string(weight_decay)},
-            {"seed", std::to_string(seed)}, {"ten-crop", ten_crop ? "1" : "0"}, {"skip-bad", skip_bad ? "1" : "0"},
-            {"precision", precision}, {"channels-last", channels_last ? "1" : "0"}, {"tf32", tf32 ? "1" : "0"}};
-  }
-  void from_map(const std::map<std::string, std::string>& m) {
-    auto get = [&](const char* key) { return m.count(key) ? m.at(key) : std::string(); };
-    data = get("data"), val = get("val"), stats = get("stats"), arch = get("arch"), init = get("init");
-    devices = get("devices"), execution = get("execution"), lr_policy = get("lr-policy");
-    input_size = std::stoll(get("input-size")), resize = std::stoll(get("resize")), epochs = std::stoll(get("epochs"));
-    batch_size = std::stoll(get("batch-size")), patience = std::stoll(get("patience"));
-    step_epochs = std::stoll(get("step-epochs")), workers = std::stoll(get("workers"));
-    lr = std::stod(get("lr")), dropout = std::stod(get("dropout")), pca_std = std::stod(get("pca-std"));
-    momentum = std::stod(get("momentum")), weight_decay = std::stod(get("weight-decay"));
-    seed = std::stoull(get("seed")), ten_crop = get("ten-crop") == "1", skip_bad = get("skip-bad") == "1";
-    precision = get("precision").empty() ? "fp32" : get("precision");  // runs from before these flags
-    channels_last = get("channels-last") == "1", tf32 = get("tf32") == "1";
-  }
-};
-
-void add_file_log(const std::string& path) {
-  auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path);
-  sink->set_pattern("[%Y-%m-%d %H:%M:%S] %l: %v");
-  spdlog::default_logger()->sinks().push_back(sink);
-}
-
 // This process's place in a data-parallel world (torchrun's, Slurm's or
-// --nproc-per-node's environment); a world of one without them. Ranks other than 0
-// report warnings and errors only, marked with their rank: one voice.
+// --nproc-per-node's environment). Ranks other than 0 report warnings and errors
+// only, marked with their rank: one voice.
 DistributedOptions world_from_environment() {
   auto options = DistributedOptions::from_environment();
   if (options.rank != 0) {
@@ -128,159 +70,126 @@ std::unique_ptr<ProcessGroup> join_world(DistributedOptions options, double time
   return group;
 }
 
-// Every rank's parameters, summed bit patterns per tensor: equal on all ranks exactly
-// when the replicas hold the same weights.
-void check_replicas(AlexNetImpl& model, ProcessGroup& group, int64_t epoch) {
-  std::vector<int64_t> local;
-  for (const auto& p : model.parameters()) {
-    local.push_back(p.detach().to(torch::kCPU).contiguous().view(torch::kInt).to(torch::kLong).sum().item<int64_t>());
-  }
-  const auto all = torch::tensor(local, torch::kLong);
-  group.sum(all);
-  if (!torch::equal(all, torch::tensor(local, torch::kLong) * group.size())) {
-    throw std::runtime_error("data parallel: the replicas' weights differ after epoch " + std::to_string(epoch));
-  }
-  spdlog::info("data parallel: the {} replicas' weights are identical after epoch {}", group.size(), epoch);
+// The flags of `alexnet train` that are settings of a run, by setting name (the flag is
+// the name with dashes), with their choices where the setting is one of a few. Defaults
+// show in --help from RunConfig itself.
+struct SettingFlag {
+  const char* setting;
+  const char* help;
+  std::vector<std::string> choices;
+};
+const std::vector<SettingFlag>& setting_flags() {
+  static const std::vector<SettingFlag> flags{
+      {"data", "Training data: image folder, list file or packed set", {}},
+      {"val", "Validation data, evaluated after every epoch", {}},
+      {"stats", "Statistics file (alexnet stats); default: computed into RUN/stats.pt", {}},
+      {"arch", "The network's preset", preset_names()},
+      {"init", "Initialisation (default: the preset's)", name_list<Init>()},
+      {"input_size", "Crop side the network sees (0: the preset's)", {}},
+      {"resize", "Side images are brought to before cropping (Section 2)", {}},
+      {"mean", "Subtract the mean image or the channel means (default: image for paper and caffe, channels for "
+               "torchvision)",
+       name_list<Mean>()},
+      {"devices", "cpu, cuda:0, or cuda:0,cuda:1 (one tower each)", {}},
+      {"execution", "How the towers run", name_list<Execution>()},
+      {"epochs", "Epochs", {}},
+      {"batch_size", "Examples per step", {}},
+      {"lr", "Learning rate", {}},
+      {"momentum", "Momentum", {}},
+      {"weight_decay", "Weight decay", {}},
+      {"lr_policy", "plateau (divide by 10 when validation stalls), step or fixed", name_list<LrPolicy>()},
+      {"patience", "Epochs without improvement before the plateau policy divides", {}},
+      {"step_epochs", "Epochs between divisions under the step policy", {}},
+      {"dropout", "Dropout probability on fc6 and fc7", {}},
+      {"pca_std", "PCA colour noise: standard deviation of alpha (0: off)", {}},
+      {"workers", "Data loading threads (0: in the training thread)", {}},
+      {"seed", "Seeds initialisation, data order, augmentation and dropout", {}},
+      {"precision", "fp32; bf16 (autocast, CPU or CUDA); fp16 (autocast and loss scaling, CUDA)",
+       name_list<Precision>()},
+  };
+  return flags;
 }
 
-void run_train(TrainFlags f, CLI::App* cmd) {
+std::string flag_of(std::string setting) {
+  std::replace(setting.begin(), setting.end(), '_', '-');
+  return "--" + setting;
+}
+
+struct TrainFlags {
+  RunConfig config;
+  std::vector<std::string> given;  // settings named on the command line
+  std::string out, resume, dist_backend = "auto";
+  bool overwrite = false, allow_changes = false;
+  int nproc_per_node = 1;
+  double dist_timeout = 300;
+
+  void set(const std::string& setting, const std::string& value) {
+    config.set(setting, value);
+    given.push_back(setting);
+  }
+};
+
+void run_train(TrainFlags& f) {
   if (launched_ranks(f.nproc_per_node)) return;
   const auto world = world_from_environment();
   const bool writer = world.rank == 0;
   const bool resuming = !f.resume.empty();
-  std::string run = resuming ? f.resume : f.out;
-  if (run.empty()) throw std::invalid_argument("give --out RUN for a new run, or --resume RUN");
-  const auto options_file = (fs::path(run) / "options.txt").string();
+  const auto dir = resuming ? f.resume : f.out;
+  if (dir.empty()) throw std::invalid_argument("give --out RUN for a new run, or --resume RUN");
+  std::vector<std::string> changes;
+  RunConfig config = f.config;
   if (resuming) {
-    std::ifstream in(options_file);
-    if (!in) throw std::runtime_error("run '" + run + "': no options.txt, so nothing to resume");
-    std::map<std::string, std::string> saved;
-    std::string line;
-    while (std::getline(in, line)) {
-      const auto eq = line.find('=');
-      if (eq != std::string::npos) saved[line.substr(0, eq)] = line.substr(eq + 1);
+    try {
+      config = Run::resume_config(dir, f.config, f.given, f.allow_changes, &changes);
+    } catch (const ChangeRefused& e) {
+      throw std::invalid_argument(flag_of(e.option()) + " " + e.rest() + " (--allow-changes resumes anyway)");
     }
-    // Flags given now win (more --epochs, say); the rest come from the run.
-    auto given = f.to_map();
-    for (const auto& [key, value] : saved) {
-      if (cmd->count("--" + key) == 0) {
-        given[key] = value;
-      }
+  } else if (writer) {
+    try {
+      Run::prepare(dir, config, f.overwrite);
+    } catch (const RunExists&) {
+      throw std::runtime_error("run '" + dir + "' exists: --resume " + dir + " to continue it, or --overwrite to replace it");
     }
-    f.from_map(given);
-  } else if (writer && fs::exists(run) && !fs::is_empty(run)) {
-    if (!f.overwrite) {
-      throw std::runtime_error("run '" + run + "' exists: --resume " + run + " to continue it, or --overwrite to replace it");
-    }
-    fs::remove_all(run);
   }
   if (writer) {
-    fs::create_directories(run);
-    add_file_log((fs::path(run) / "train.log").string());
+    auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>((fs::path(dir) / "train.log").string());
+    sink->set_pattern("[%Y-%m-%d %H:%M:%S] %l: %v");
+    spdlog::default_logger()->sinks().push_back(sink);
+    spdlog::default_logger()->flush_on(spdlog::level::info);  // `tail -f train.log` sees each line
   }
+  for (const auto& change : changes) spdlog::info("resume: {} (kept for the next resume)", change);
   // Joined after rank 0 has set up the run directory (the rendezvous waits for every
   // rank), so that no rank reads a stats.pt that --overwrite is about to remove.
-  auto devices = parse_devices(f.devices);
+  auto devices = config.devices();
   const auto group = join_world(world, f.dist_timeout, f.dist_backend, &devices);
+  config.devices(devices);
 
-  const data::ReadOptions read;
-  auto train = data::open_source(f.data, read);
-  auto val = f.val.empty() ? nullptr : data::open_source(f.val, read);
-  const auto stats_path = f.stats.empty() ? (fs::path(run) / "stats.pt").string() : f.stats;
-  data::Statistics stats;
-  if (fs::exists(stats_path)) {
-    stats = data::Statistics::load(stats_path);
-  } else if (f.stats.empty()) {
-    spdlog::info("computing the training set's statistics (alexnet stats) into {}", stats_path);
-    stats = data::compute_statistics(*train, f.resize, f.workers,
-                                      f.skip_bad ? data::OnError::kSkip : data::OnError::kFail);
-    if (writer) stats.save(stats_path);
-  } else {
-    throw std::runtime_error("statistics '" + f.stats + "': does not exist (alexnet stats writes it)");
-  }
-
-  auto options = preset(f.arch, f.input_size)
-                     .num_classes(static_cast<int64_t>(train->classes().size()))
-                     .dropout(f.dropout)
-                     .devices(devices)
-                     .execution(execution_from_string(f.execution));
-  if (!f.init.empty()) options.init(init_from_string(f.init));
-  manual_seed(f.seed);  // distinct on each GPU, so towers on two GPUs drop different units
-  AlexNet model(options);
-  const auto train_options = TrainOptions()
-                                 .epochs(f.epochs)
-                                 .batch_size(f.batch_size)
-                                 .lr(f.lr)
-                                 .momentum(f.momentum)
-                                 .weight_decay(f.weight_decay)
-                                 .lr_policy(lr_policy_from_string(f.lr_policy))
-                                 .patience(f.patience)
-                                 .step_epochs(f.step_epochs)
-                                 .workers(f.workers)
-                                 .seed(f.seed)
-                                 .resize(f.resize)
-                                 .pca_std(f.pca_std)
-                                 .ten_crop(f.ten_crop)
-                                 .on_error(f.skip_bad ? data::OnError::kSkip : data::OnError::kFail)
-                                 .precision(precision_from_string(f.precision))
-                                 .channels_last(f.channels_last);
-  set_tf32(f.tf32);
-  Trainer trainer(model, train, val, stats, train_options);
-  const auto last = (fs::path(run) / "last.pt").string();
-  if (resuming) {
-    trainer.restore(last);
-    spdlog::info("resuming {} after {} epochs", run, trainer.epochs_done());
-  } else if (writer) {
-    std::string text;
-    for (const auto& [key, value] : f.to_map()) text += key + "=" + value + "\n";
-    std::ofstream(options_file) << text;
-  }
-  if (group) group->broadcast(model->parameters());  // every replica starts from rank 0's weights
-  spdlog::info("training {} ({} images, {} classes, input {}x{}) for {} epochs into {}", to_string(options.architecture()),
-               train->size(), train->classes().size(), options.input_size(), options.input_size(), f.epochs, run);
-
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
   ProgressLine progress("epoch");
   TrainHooks hooks;
   hooks.stop = &stop_requested;
-  if (group) {
-    hooks.rank = static_cast<size_t>(group->rank());
-    hooks.world = static_cast<size_t>(group->size());
-    hooks.writer = writer;
-    hooks.sum = [&](const torch::Tensor& t) { group->sum(t); };
-    // Each bucket's all-reduce starts during the backward pass as its gradients arrive
-    // (scripts/bench_scaling.sh: 1.57-1.63x instead of 1.39-1.54x for two processes here).
-    group->overlap(model->parameters());
-    hooks.reduce_gradients = [&](std::vector<torch::Tensor>&) { group->finish_overlap(); };
-    spdlog::info("global batch {} ({} per rank x {} ranks)", f.batch_size * group->size(), f.batch_size, group->size());
-  }
-  int64_t current_epoch = 0;
-  hooks.on_step = [&](int64_t epoch, int64_t step, int64_t steps, double loss, double) {
+  hooks.on_info = [](const std::string& text) { spdlog::info("{}", text); };
+  hooks.on_warning = [](const std::string& text) { spdlog::warn("{}", text); };
+  const auto batch = config.train().batch_size();
+  hooks.on_step = [&, epoch = int64_t(0)](int64_t e, int64_t step, int64_t steps, double loss, double) mutable {
     if (!writer) return;
-    if (epoch != current_epoch) {
-      current_epoch = epoch;
-      progress.restart("epoch " + std::to_string(epoch));
-    }
-    char extra[64];
-    std::snprintf(extra, sizeof(extra), "loss %.4f ", loss);
-    progress.update(static_cast<size_t>(step), static_cast<size_t>(steps), extra);
+    if (e != epoch) progress.restart("epoch " + std::to_string(epoch = e));
+    progress.update(static_cast<size_t>(step * batch), static_cast<size_t>(steps * batch), fmt::format("loss {:.4f}", loss));
   };
-  hooks.on_epoch = [&](const EpochMetrics& m) {
-    if (group) check_replicas(*model, *group, m.epoch);
+  hooks.on_epoch = [](const EpochMetrics& m) {
     spdlog::info("epoch {}: train loss {:.4f} top-1 {:.2f}% | val loss {:.4f} top-1 {:.2f}% top-5 {:.2f}% | lr {:g} | "
                  "{:.0f} images/s, {:.0f} s",
                  m.epoch, m.train_loss, 100 * m.train_top1, m.val_loss, 100 * m.val_top1, 100 * m.val_top5, m.lr,
                  m.images_per_second, m.seconds);
   };
-  hooks.on_warning = [](const std::string& text) { spdlog::warn("{}", text); };
+  Run run(dir, config, resuming, group.get(), hooks);
   if (!writer) announce_stop = 0;
-  if (trainer.fit(run, hooks) == Trainer::Outcome::kStopped) {
-    if (!writer) std::exit(130);
-    spdlog::warn("stopped: checkpoint in {}; continue with: alexnet train --resume {}", last, run);
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  if (run.fit() == Trainer::Outcome::kStopped) {
+    if (writer) spdlog::warn("stopped: checkpoint in {}; continue with: alexnet train --resume {}", run.last(), dir);
     std::exit(130);
   }
-  spdlog::info("done: {} (last), {} (best)", last, (fs::path(run) / "best.pt").string());
+  spdlog::info("done: {} (last), {} (best)", run.last(), run.best());
 }
 
 }  // namespace
@@ -289,89 +198,69 @@ void add_train_commands(CLI::App& app) {
   {
     auto f = std::make_shared<TrainFlags>();
     auto* cmd = app.add_subcommand("train", "Train a network (Section 5 of the paper) into a run directory");
-    cmd->add_option("--data", f->data, "Training data: image folder, list file or packed set");
-    cmd->add_option("--val", f->val, "Validation data, evaluated after every epoch");
-    cmd->add_option("--stats", f->stats, "Statistics file (alexnet stats); default: computed into RUN/stats.pt");
-    cmd->add_option("--out", f->out, "Run directory: log, metrics.jsonl, last.pt, best.pt, options.txt");
-    cmd->add_option("--resume", f->resume, "Continue the run in this directory exactly where it stopped");
+    cmd->add_option("--out", f->out, "Run directory: train.log, metrics.jsonl, last.pt, best.pt, options.txt");
+    cmd->add_option("--resume", f->resume,
+                    "Continue the run in this directory exactly where it stopped; flags given change its settings");
     cmd->add_flag("--overwrite", f->overwrite, "Replace an existing run directory");
-    cmd->add_option("--arch", f->arch, "paper, caffe or torchvision")
-        ->check(CLI::IsMember({"paper", "caffe", "torchvision"}))->capture_default_str();
-    cmd->add_option("--init", f->init, "Initialisation: paper, caffe or pytorch (default: the preset's)")
-        ->check(CLI::IsMember({"paper", "caffe", "pytorch"}));
-    cmd->add_option("--input-size", f->input_size, "Crop side the network sees (default: the preset's)")
-        ->check(CLI::PositiveNumber);
-    cmd->add_option("--resize", f->resize, "Side images are brought to before cropping")->capture_default_str();
-    cmd->add_option("--devices", f->devices, "cpu, cuda:0, or cuda:0,cuda:1 (one tower each)")->capture_default_str();
-    cmd->add_option("--execution", f->execution, "grouped or towers")
-        ->check(CLI::IsMember({"grouped", "towers"}))->capture_default_str();
-    cmd->add_option("--epochs", f->epochs, "Epochs")->check(CLI::PositiveNumber)->capture_default_str();
-    cmd->add_option("--batch-size", f->batch_size, "Examples per step")->check(CLI::PositiveNumber)->capture_default_str();
-    cmd->add_option("--lr", f->lr, "Learning rate")->check(CLI::PositiveNumber)->capture_default_str();
-    cmd->add_option("--momentum", f->momentum, "Momentum")->capture_default_str();
-    cmd->add_option("--weight-decay", f->weight_decay, "Weight decay")->capture_default_str();
-    cmd->add_option("--lr-policy", f->lr_policy, "plateau (divide by 10 when validation stalls), step or fixed")
-        ->check(CLI::IsMember({"plateau", "step", "fixed"}))->capture_default_str();
-    cmd->add_option("--patience", f->patience, "Epochs without improvement before the plateau policy divides")
-        ->capture_default_str();
-    cmd->add_option("--step-epochs", f->step_epochs, "Epochs between divisions under the step policy")
-        ->capture_default_str();
-    cmd->add_option("--dropout", f->dropout, "Dropout probability on fc6 and fc7")->capture_default_str();
-    cmd->add_option("--pca-std", f->pca_std, "PCA colour noise: standard deviation of alpha (0: off)")->capture_default_str();
-    cmd->add_option("--workers", f->workers, "Data loading threads")->check(CLI::PositiveNumber)->capture_default_str();
-    cmd->add_option("--seed", f->seed, "Seeds initialisation, data order, augmentation and dropout")->capture_default_str();
-    cmd->add_flag("--ten-crop", f->ten_crop, "Validate on ten crops instead of the centre crop");
-    cmd->add_flag("--skip-bad", f->skip_bad, "Leave out unreadable images instead of stopping");
-    cmd->add_option("--precision", f->precision, "fp32; bf16 (autocast, CPU or CUDA); fp16 (autocast and loss scaling, CUDA)")
-        ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))->capture_default_str();
-    cmd->add_flag("--channels-last", f->channels_last, "Channels-last (NHWC) convolutions, faster on GPUs");
-    cmd->add_flag("--tf32", f->tf32, "Allow TensorFloat-32 on CUDA (Ampere and later): faster, ~10-bit mantissa products");
+    cmd->add_flag("--allow-changes", f->allow_changes,
+                  "At --resume, accept changes that make the run differ from an uninterrupted one");
+    const RunConfig defaults;
+    for (const auto& flag : setting_flags()) {
+      const std::string name = flag.setting;
+      auto* option = cmd->add_option_function<std::string>(
+          flag_of(name), [f, name](const std::string& v) { f->set(name, v); }, flag.help);
+      option->default_str(defaults.get(name));
+      if (!flag.choices.empty()) option->check(CLI::IsMember(flag.choices));
+    }
+    for (const auto& [flag, setting, value, help] :
+         std::vector<std::tuple<const char*, const char*, const char*, const char*>>{
+             {"--ten-crop", "ten_crop", "true", "Validate on ten crops instead of the centre crop"},
+             {"--skip-bad", "on_error", "skip", "Leave out unreadable images instead of stopping"},
+             {"--channels-last", "channels_last", "true", "Channels-last (NHWC) convolutions, faster on GPUs"},
+             {"--tf32", "tf32", "true",
+              "Allow TensorFloat-32 on CUDA (Ampere and later): faster, ~10-bit mantissa products"}}) {
+      cmd->add_flag_function(flag, [f, setting = std::string(setting), value = std::string(value)](int64_t) {
+        f->set(setting, value);
+      }, help);
+    }
     cmd->add_option("--nproc-per-node", f->nproc_per_node,
                     "Data parallel: start this many processes here (under torchrun or srun, leave it out)")
         ->check(CLI::PositiveNumber)->capture_default_str();
-    cmd->add_option("--dist-timeout", f->dist_timeout,
-                    "Data parallel: seconds to wait for the other ranks before failing")
+    cmd->add_option("--dist-timeout", f->dist_timeout, "Data parallel: seconds to wait for the other ranks before failing")
         ->check(CLI::PositiveNumber)->capture_default_str();
     cmd->add_option("--dist-backend", f->dist_backend,
                     "Data parallel: auto (nccl when the devices are GPUs and this build has it, else gloo), gloo or nccl")
         ->check(CLI::IsMember({"auto", "gloo", "nccl"}))->capture_default_str();
-    cmd->callback([f, cmd] {
-      if (f->resume.empty() && f->data.empty()) throw std::invalid_argument("--data is required for a new run");
-      run_train(*f, cmd);
-    });
+    cmd->callback([f] { run_train(*f); });
   }
   {
     struct Flags {
       std::string weights, data;
-      bool ten_crop = false, json = false, skip_bad = false;
-      int64_t batch_size = 128, workers = 2;
+      InferenceOptions options;
+      bool json = false;
       int nproc_per_node = 1;
       double dist_timeout = 300;
     };
     auto f = std::make_shared<Flags>();
     auto* cmd = app.add_subcommand("evaluate", "Top-1, top-5, loss and per-class accuracy of a checkpoint on a data set");
-    cmd->add_option("--weights", f->weights, "Checkpoint written by alexnet train")->required();
+    cmd->add_option("--weights", f->weights, "Checkpoint written by alexnet train (best.pt)")->required();
     cmd->add_option("--data", f->data, "Image folder, list file or packed set")->required();
-    cmd->add_flag("--ten-crop", f->ten_crop, "Average the softmax of ten crops (Section 4.1)");
+    cmd->add_flag("--ten-crop", f->options.ten_crop(), "Average the softmax of ten crops (Section 4.1)");
     cmd->add_flag("--json", f->json, "Print one JSON object");
-    cmd->add_flag("--skip-bad", f->skip_bad, "Leave out unreadable images instead of stopping");
-    cmd->add_option("--batch-size", f->batch_size, "Images per forward pass")->capture_default_str();
-    cmd->add_option("--workers", f->workers, "Data loading threads")->capture_default_str();
+    cmd->add_flag_function("--skip-bad", [f](int64_t) { f->options.on_error(data::OnError::kSkip); },
+                           "Leave out unreadable images instead of stopping");
+    cmd->add_option("--batch-size", f->options.batch_size(), "Images per forward pass")->capture_default_str();
+    cmd->add_option("--workers", f->options.workers(), "Data loading threads")->capture_default_str();
     cmd->add_option("--nproc-per-node", f->nproc_per_node, "Split the images over this many processes here")
         ->check(CLI::PositiveNumber)->capture_default_str();
     cmd->add_option("--dist-timeout", f->dist_timeout, "Seconds to wait for the other ranks before failing")
         ->check(CLI::PositiveNumber)->capture_default_str();
     cmd->callback([f] {
       if (launched_ranks(f->nproc_per_node)) return;
+      validate(f->options);
       const auto group = join_world(world_from_environment(), f->dist_timeout, "gloo");
       auto [model, pre] = load_for_inference(f->weights);
-      const auto source = data::open_source(f->data);
-      const auto on_error = f->skip_bad ? data::OnError::kSkip : data::OnError::kFail;
-      const auto e = group ? evaluate_shard(model, source, pre, static_cast<size_t>(group->rank()),
-                                            static_cast<size_t>(group->size()),
-                                            [&](const torch::Tensor& t) { group->sum(t); }, f->ten_crop,
-                                            f->batch_size, f->workers, on_error)
-                           : evaluate(model, source, pre, f->ten_crop, f->batch_size, f->workers, on_error);
+      const auto e = evaluate(model, data::open_source(f->data), pre, f->options, group.get());
       if (group && group->rank() != 0) return;  // rank 0 reports the whole set
       if (f->json) {
         std::cout << e.to_json(pre.classes) << "\n";
@@ -395,7 +284,7 @@ void add_train_commands(CLI::App& app) {
     };
     auto f = std::make_shared<Flags>();
     auto* cmd = app.add_subcommand("classify", "The most probable classes of images");
-    cmd->add_option("--weights", f->weights, "Checkpoint written by alexnet train")->required();
+    cmd->add_option("--weights", f->weights, "Checkpoint written by alexnet train (best.pt)")->required();
     cmd->add_option("images", f->images, "Image files")->required();
     cmd->add_option("--top", f->top, "How many classes to show")->check(CLI::PositiveNumber)->capture_default_str();
     cmd->add_flag("--ten-crop", f->ten_crop, "Average the softmax of ten crops (Section 4.1)");
@@ -403,31 +292,14 @@ void add_train_commands(CLI::App& app) {
     cmd->callback([f] {
       auto [model, pre] = load_for_inference(f->weights);
       const auto probabilities = classify(model, f->images, pre, f->ten_crop);
-      const auto k = std::min<int64_t>(f->top, probabilities.size(1));
-      const auto [values, indices] = probabilities.topk(k, 1);
-      for (size_t i = 0; i < f->images.size(); ++i) {
-        std::ostringstream line;
-        line << std::setprecision(9);
+      for (const auto& c : top_classes(probabilities, f->images, pre.classes, f->top)) {
         if (f->json) {
-          line << "{\"image\":\"" << json_escape(f->images[i]) << "\",\"top\":[";
-        } else {
-          line << f->images[i] << "\n";
+          std::cout << c.to_json() << "\n";
+          continue;
         }
-        for (int64_t j = 0; j < k; ++j) {
-          const auto index = indices[i][j].item<int64_t>();
-          const auto& label = pre.classes.at(static_cast<size_t>(index));
-          const double p = values[i][j].item<double>();
-          if (f->json) {
-            line << (j ? "," : "") << "{\"label\":\"" << json_escape(label) << "\",\"index\":" << index
-                 << ",\"probability\":" << p << "}";
-          } else {
-            char text[160];
-            std::snprintf(text, sizeof(text), "  %6.2f%%  %s (%lld)\n", 100 * p, label.c_str(), static_cast<long long>(index));
-            line << text;
-          }
-        }
-        if (f->json) line << "]}\n";
-        std::cout << line.str();
+        std::cout << c.image << "\n";
+        for (const auto& t : c.top) std::printf("  %6.2f%%  %s (%lld)\n", 100 * t.probability, t.label.c_str(), static_cast<long long>(t.index));
+        std::fflush(stdout);
       }
     });
   }

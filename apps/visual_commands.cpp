@@ -1,6 +1,8 @@
 #include "commands.h"
 
 #include <alexnet/checkpoint.h>
+#include <alexnet/data.h>
+#include <alexnet/inference.h>
 #include <alexnet/visualize.h>
 
 #include <spdlog/spdlog.h>
@@ -38,7 +40,7 @@ void add_visual_commands(CLI::App& app) {
     struct Flags {
       std::string weights, layer = "fc7", out;
       std::vector<std::string> data;
-      int64_t batch_size = 128, workers = 2;
+      InferenceOptions options;
     };
     auto f = std::make_shared<Flags>();
     auto* cmd = app.add_subcommand("features", "Activations of a layer for a data set or images, as a NumPy .npy file");
@@ -48,15 +50,15 @@ void add_visual_commands(CLI::App& app) {
         ->check(CLI::IsMember({"pool5", "fc6", "fc7"}))->capture_default_str();
     cmd->add_option("--out", f->out, "The .npy file; the images, in row order, go to the same name with .txt")
         ->required();
-    cmd->add_option("--batch-size", f->batch_size, "Images per forward pass")->capture_default_str();
-    cmd->add_option("--workers", f->workers, "Data loading threads")->capture_default_str();
+    cmd->add_option("--batch-size", f->options.batch_size(), "Images per forward pass")->capture_default_str();
+    cmd->add_option("--workers", f->options.workers(), "Data loading threads")->capture_default_str();
     cmd->callback([f] {
       auto [model, pre] = load_for_inference(f->weights);
       std::error_code error;
       const bool collection = f->data.size() == 1 && (fs::is_directory(f->data[0], error) ||
                                                       fs::path(f->data[0]).extension() == ".txt");
       const auto source = collection ? data::open_source(f->data[0]) : data::open_image_files(f->data);
-      const auto features = extract_features(model, source, pre, layer_from_string(f->layer), f->batch_size, f->workers);
+      const auto features = extract_features(model, source, pre, layer_from_string(f->layer), f->options);
       std::string names;
       for (size_t i = 0; i < source->size(); ++i) names += source->describe(i) + "\n";
       write_npy(features, f->out);
@@ -100,7 +102,8 @@ void add_visual_commands(CLI::App& app) {
         if (f->weights.empty()) throw std::invalid_argument("an image --query needs --weights to compute its features");
         auto [model, pre] = load_for_inference(f->weights);
         const auto layer = features.size(1) == 4096 ? Layer::kFc7 : Layer::kPool5;
-        query = extract_features(model, data::open_image_files({f->query}), pre, layer, 1, 1)[0];
+        query = extract_features(model, data::open_image_files({f->query}), pre, layer,
+                                 InferenceOptions().batch_size(1).workers(0))[0];
         if (query.size(0) != features.size(1)) {
           throw std::invalid_argument("the query's features have " + std::to_string(query.size(0)) +
                                       " values, the file's " + std::to_string(features.size(1)));

@@ -9,12 +9,12 @@
 #include <alexnet/model.h>
 #include <alexnet/precision.h>
 #include <alexnet/runtime.h>
+#include <alexnet/train.h>
 
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/modules/normalization.h>
-#include <torch/optim/sgd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -37,7 +37,6 @@ struct Args {
   std::string device = "cpu";
   std::string precision = "fp32";
   bool channels_last = false;
-  bool overlap = false;  // data parallel: all-reduce during the backward pass
   bool tf32 = false;     // CUDA: TensorFloat-32 convolutions and matrix products
 };
 
@@ -58,7 +57,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: alexnet_bench train|infer|lrn [--arch A] [--execution E] [--batch N] "
                "[--iterations N] [--threads N] [--keep-memory 0|1] [--device cpu|cuda] [--precision fp32|bf16|fp16] "
-               "[--channels-last 0|1] [--overlap 0|1] [--tf32 0|1]\n");
+               "[--channels-last 0|1] [--tf32 0|1]\n");
   return 2;
 }
 
@@ -80,7 +79,6 @@ int main(int argc, char** argv) {
     else if (flag == "--device") a.device = value;
     else if (flag == "--precision") a.precision = value;
     else if (flag == "--channels-last") a.channels_last = value == "1";
-    else if (flag == "--overlap") a.overlap = value == "1";
     else if (flag == "--tf32") a.tf32 = value == "1";
     else return usage();
   }
@@ -113,8 +111,8 @@ int main(int argc, char** argv) {
   }
 
   // Under torchrun's environment (scripts/bench_scaling.sh): data parallel, gradients
-  // averaged every step (Gloo; NCCL on GPUs when built in), each rank on its own GPU;
-  // rank 0 reports the world's images/s.
+  // averaged every step during the backward pass (Gloo; NCCL on GPUs when built in),
+  // each rank on its own GPU; rank 0 reports the world's images/s.
   auto dist = alexnet::DistributedOptions::from_environment();
   const bool parallel = dist.world_size > 1;
   const auto device = parallel ? alexnet::rank_devices({c10::Device(a.device)}, dist.local_rank,
@@ -127,16 +125,8 @@ int main(int argc, char** argv) {
   const auto size = options.input_size();
   auto images = torch::randn({a.batch, 3, size, size}).to(device);
   const auto precision = alexnet::precision_from_string(a.precision);
-  alexnet::LossScaler scaler(precision == alexnet::Precision::kFp16);
-  if (a.channels_last) {
-    images = images.contiguous(at::MemoryFormat::ChannelsLast);
-    torch::NoGradGuard no_grad;
-    for (auto& p : model->parameters()) {
-      if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
-    }
-  }
   const auto labels = torch::randint(0, 1000, {a.batch}).to(device);
-  double seconds = 0, reduce_seconds = 0;
+  double seconds = 0;
   std::unique_ptr<alexnet::ProcessGroup> group;
   if (parallel) {
     if (device.is_cuda()) dist.cuda_device = device.index();
@@ -144,36 +134,23 @@ int main(int argc, char** argv) {
     group = std::make_unique<alexnet::ProcessGroup>(dist);
   }
   const int world = group ? group->size() : 1;
-  if (group && a.overlap) group->overlap(model->parameters());
   if (a.mode == "train") {
-    model->train();
-    torch::optim::SGD sgd(model->parameters(),
-                          torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(5e-4));
-    seconds = seconds_per(
-        [&] {
-          sgd.zero_grad();
-          torch::Tensor logits;
-          {
-            const alexnet::AutocastGuard autocast(device.type(), precision);
-            logits = model->forward(images);
-          }
-          scaler.scale(torch::nn::functional::cross_entropy(logits.to(torch::kFloat), labels)).backward();
-          std::vector<torch::Tensor> grads;
-          for (const auto& p : model->parameters()) grads.push_back(p.grad());
-          if (group) {
-            const auto start = std::chrono::steady_clock::now();
-            if (a.overlap) {
-              group->finish_overlap();
-            } else {
-              group->average(grads);
-            }
-            reduce_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-          }
-          if (scaler.unscale_and_update(grads)) sgd.step();
-        },
-        a.iterations);
-    reduce_seconds /= a.iterations + 1;  // the warm-up step too
+    // The loop users run: Trainer::step (autocast, loss scaling, the overlapped
+    // all-reduce under data parallelism, the paper's update).
+    alexnet::Trainer trainer(model, alexnet::TrainOptions()
+                                        .precision(precision)
+                                        .channels_last(a.channels_last)
+                                        .tf32(a.tf32));
+    if (group) trainer.distribute(*group);
+    seconds = seconds_per([&] { trainer.step(images, labels); }, a.iterations);
   } else if (a.mode == "infer") {
+    if (a.channels_last) {
+      images = images.contiguous(at::MemoryFormat::ChannelsLast);
+      torch::NoGradGuard no_grad;
+      for (auto& p : model->parameters()) {
+        if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+      }
+    }
     model->eval();
     torch::NoGradGuard no_grad;
     seconds = seconds_per(
@@ -188,12 +165,11 @@ int main(int argc, char** argv) {
   if (group && group->rank() != 0) return 0;
   std::printf("{\"figure\":\"%s_images_per_s\",\"arch\":\"%s\",\"execution\":\"%s\",\"batch\":%lld,"
               "\"input\":%lld,\"ours\":%.2f,\"threads\":%d,\"keep_memory\":%s,\"device\":\"%s\","
-              "\"processes\":%d,\"allreduce_ms_per_step\":%.1f,\"step_ms\":%.1f,\"precision\":\"%s\","
-              "\"channels_last\":%s,\"overlap\":%s,\"backend\":\"%s\",\"tf32\":%s}\n",
+              "\"processes\":%d,\"step_ms\":%.1f,\"precision\":\"%s\",\"channels_last\":%s,"
+              "\"backend\":\"%s\",\"tf32\":%s}\n",
               a.mode.c_str(), a.arch.c_str(), a.execution.c_str(), static_cast<long long>(a.batch),
               static_cast<long long>(size), world * a.batch / seconds, a.threads, a.keep_memory ? "true" : "false",
-              a.device.c_str(), world, 1e3 * reduce_seconds, 1e3 * seconds, a.precision.c_str(),
-              a.channels_last ? "true" : "false", a.overlap ? "true" : "false",
+              a.device.c_str(), world, 1e3 * seconds, a.precision.c_str(), a.channels_last ? "true" : "false",
               group ? group->options().backend.c_str() : "none", a.tf32 ? "true" : "false");
   return 0;
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Data-parallel scaling (a benchmark, not a test): training images/s of one process
 # against N processes on this machine (default 2), one thread each, synthetic data,
-# gradients averaged over Gloo every step, after the backward pass and overlapped with
-# it. Prints one JSON line per run and the ratios (N processes / 1; ideal N).
+# Trainer::step with the gradients averaged over Gloo during the backward pass. Prints
+# one JSON line per run and the ratio (N processes / 1; ideal N).
 #
 #   scripts/bench_scaling.sh [--processes N] [--batch N] [--iterations N] [--arch A]
 set -euo pipefail
@@ -30,25 +30,20 @@ args=(train --arch "$arch" --batch "$batch" --iterations "$iterations" --threads
 
 one=$("$bench" "${args[@]}")
 echo "$one"
-# The world, with the all-reduce after the backward pass (0) and overlapped with it (1).
-for overlap in 0 1; do
-  port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  pids=()
-  for ((rank = 0; rank < processes; rank++)); do
-    WORLD_SIZE=$processes RANK=$rank MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-      "$bench" "${args[@]}" --overlap "$overlap" > "build/scaling-$rank.json" &
-    pids+=($!)
-  done
-  for pid in "${pids[@]}"; do wait "$pid"; done
-  many=$(cat build/scaling-0.json)
-  echo "$many"
-  /usr/bin/python3 - "$one" "$many" <<'PY'
+port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+pids=()
+for ((rank = 0; rank < processes; rank++)); do
+  WORLD_SIZE=$processes RANK=$rank MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+    "$bench" "${args[@]}" > "build/scaling-$rank.json" &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+many=$(cat build/scaling-0.json)
+echo "$many"
+/usr/bin/python3 - "$one" "$many" <<'PY'
 import json, sys
 one, many = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 print(json.dumps({"figure": "data_parallel_scaling", "arch": one["arch"], "batch_per_process": one["batch"],
-                  "processes": many["processes"], "overlap": many["overlap"],
-                  "one_images_per_s": one["ours"], "many_images_per_s": many["ours"],
-                  "ratio": round(many["ours"] / one["ours"], 2),
-                  "exposed_allreduce_share": round(many["allreduce_ms_per_step"] / many["step_ms"], 3)}))
+                  "processes": many["processes"], "one_images_per_s": one["ours"],
+                  "many_images_per_s": many["ours"], "ratio": round(many["ours"] / one["ours"], 2)}))
 PY
-done

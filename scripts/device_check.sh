@@ -37,9 +37,10 @@ case "${1:-}" in
     printf '%s\n' "$selection_cuda" "$selection_distributed"
     exit 0 ;;
   --prepare)
+    # The header-only libraries the GPU machine lacks: Catch2 v2 and nlohmann/json.
     mkdir -p .device/include
-    cp -r /usr/include/catch2 .device/include/
-    echo "prepared .device/include/catch2; carry .device to the GPU machine"
+    cp -r /usr/include/catch2 /usr/include/nlohmann .device/include/
+    echo "prepared .device/include (catch2, nlohmann); carry .device to the GPU machine"
     exit 0 ;;
 esac
 
@@ -72,7 +73,8 @@ print(".".join(str(x) for x in v) if v else "")' 2>/dev/null)
   echo "PyTorch's NCCL: ${nccl:-none}"
   local args=(-S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "-DCMAKE_PREFIX_PATH=$prefix"
               -DALEXNET_BUILD_APPS=OFF -DALEXNET_BUILD_DATA=OFF -DALEXNET_INSTALL=OFF
-              "-DALEXNET_CATCH2_INCLUDE_DIR=$PWD/.device/include" "-DALEXNET_TORCH_NCCL_VERSION=$nccl")
+              "-DALEXNET_CATCH2_INCLUDE_DIR=$PWD/.device/include" "-DALEXNET_TORCH_NCCL_VERSION=$nccl"
+              -DCMAKE_DISABLE_FIND_PACKAGE_nlohmann_json=ON "-DALEXNET_JSON_INCLUDE_DIR=$PWD/.device/include")
   echo "cmake ${args[*]}"
   cmake "${args[@]}" || fail "cmake failed: $(grep -m1 -A2 'CMake Error' "$logs/configure.log" | tr '\n' ' ' | cut -c1-300)"
   grep -h "alexnet: " "$logs/configure.log" | sed 's/^-- //' > "$logs/configure.alexnet"
@@ -168,7 +170,7 @@ stage_scaling() {
   local processes=$gpus
   if [ "$mode" = rehearsal ]; then device=cpu batch=2 iterations=1 processes=2; fi
   [ "$processes" -ge 2 ] || skip "needs two GPUs or more ($gpus here)"
-  local args=(train --arch paper --device "$device" --batch "$batch" --iterations "$iterations" --overlap 1 --tf32 0)
+  local args=(train --arch paper --device "$device" --batch "$batch" --iterations "$iterations" --tf32 0)
   local one many port=$((29500 + RANDOM % 1000)) pids=() rank
   one=$("$build/bin/alexnet_bench" "${args[@]}") || fail "one process failed"
   for ((rank = 0; rank < processes; rank++)); do
@@ -227,7 +229,7 @@ declare -A status reason took
 reserve=5  # seconds kept for the summary
 started=$SECONDS
 
-if [ "$mode" = rehearsal ] && [ ! -f .device/include/catch2/catch.hpp ]; then
+if [ "$mode" = rehearsal ] && { [ ! -f .device/include/catch2/catch.hpp ] || [ ! -f .device/include/nlohmann/json.hpp ]; }; then
   bash "$self" --prepare
 fi
 
@@ -242,8 +244,8 @@ for stage in "${stage_names[@]}"; do
     status[$stage]=skipped reason[$stage]="needs $missing" took[$stage]=0
   elif [ "$left" -le 0 ]; then
     status[$stage]=skipped reason[$stage]="no time left before the ${deadline} s deadline" took[$stage]=0
-  elif [ "$stage" = configure ] && [ ! -f .device/include/catch2/catch.hpp ]; then
-    status[$stage]=failed reason[$stage]="no .device/include/catch2 (run --prepare here and carry .device)" took[$stage]=0
+  elif [ "$stage" = configure ] && { [ ! -f .device/include/catch2/catch.hpp ] || [ ! -f .device/include/nlohmann/json.hpp ]; }; then
+    status[$stage]=failed reason[$stage]="no .device/include/catch2 or nlohmann (run --prepare here and carry .device)" took[$stage]=0
   else
     cap=${limit[$stage]}
     [ "$cap" -le "$left" ] || cap=$left

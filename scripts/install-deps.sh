@@ -9,6 +9,8 @@ packages=(
   # The library and apps (see README.md, "Dependencies")
   libtorch-dev libgloo-dev libopenblas0-openmp
   libopencv-dev libcli11-dev libspdlog-dev catch2
+  # JSON (metrics, evaluations, statistics, run configurations): header-only, private
+  nlohmann-json3-dev
   # zlib reads Fashion-MNIST's gzip'd IDX files; the data set is the main job's default
   zlib1g-dev dataset-fashion-mnist
   # References for parity tests and baselines in benchmarks: the same LibTorch 1.13

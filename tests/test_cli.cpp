@@ -137,3 +137,47 @@ TEST_CASE("alexnet train, evaluate and classify work from the command line; Ctrl
   CHECK_THAT(out, Catch::Contains("resuming " + interrupted));
   REQUIRE(run("rm -rf " + dir, out) == 0);
 }
+
+// The scenario of a user who extends a run, stops it, and continues it with a plain
+// --resume: the extension holds. Changes that alter the run are refused by flag.
+TEST_CASE("alexnet train --resume keeps what the last resume changed; changes that alter a run are refused",
+          "[cli][train]") {
+  const auto dir = alexnet::test::temp_dir("cli-resume");
+  std::string out;
+  const std::string photos = "/usr/lib/python3/dist-packages/skimage/data";
+  // Enough images that an epoch takes a few seconds: a Ctrl-C lands inside one.
+  REQUIRE(run("mkdir -p " + dir + "/d/one " + dir + "/d/two && for i in $(seq 1 12); do cp " + photos +
+                  "/coffee.png " + dir + "/d/one/$i.png; cp " + photos + "/motorcycle_left.png " + dir +
+                  "/d/two/$i.png; done",
+              out) == 0);
+  const std::string run_dir = dir + "/run";
+  const std::string common = " train --data " + dir + "/d --arch caffe --input-size 67 --resize 72 --batch-size 2 "
+                             "--workers 1 --pca-std 0";
+  REQUIRE(run(kCli + common + " --epochs 1 --out " + run_dir, out, true) == 0);
+  // Away from a terminal, progress says images/s and the time left.
+  CHECK_THAT(out, Catch::Contains(" images/s, ") && Catch::Contains(" left"));
+
+  const int status = run("bash -c '" + kCli + " train --resume " + run_dir + " --epochs 3 & pid=$!; " +
+                             "until grep -q \"epoch 2 \" " + run_dir + "/train.log 2>/dev/null; do sleep 0.1; done; " +
+                             "kill -INT $pid; wait $pid'",
+                         out, true);
+  INFO(out);
+  CHECK(status == 130);
+  CHECK_THAT(out, Catch::Contains("resume: epochs 1 -> 3") &&
+                      Catch::Contains("continue with: alexnet train --resume " + run_dir));
+  REQUIRE(run(kCli + " train --resume " + run_dir, out, true) == 0);
+  CHECK_THAT(out, Catch::Contains("epoch 3: train loss") && Catch::Contains("done:"));
+  REQUIRE(run("wc -l < " + run_dir + "/metrics.jsonl", out) == 0);
+  CHECK(out == "3\n");
+
+  CHECK(run(kCli + " train --resume " + run_dir + " --epochs 4 --batch-size 4", out, true) == 1);
+  CHECK(out == "error: --batch-size is '2' in run '" + run_dir +
+                   "' and '4' now: the run would differ from an uninterrupted one (--allow-changes resumes anyway)\n");
+  REQUIRE(run(kCli + " train --resume " + run_dir + " --epochs 4 --batch-size 4 --allow-changes", out, true) == 0);
+  CHECK_THAT(out, Catch::Contains("resume: batch_size 2 -> 4"));
+  REQUIRE(run("grep -x batch_size=4 " + run_dir + "/options.txt", out) == 0);
+  CHECK(run(kCli + " train --out " + dir + "/bad --data " + dir + "/d --batch-size 0", out, true) == 1);
+  CHECK(out == "error: --batch-size must be positive, got 0\n");
+  CHECK_FALSE(std::filesystem::exists(dir + "/bad"));
+  REQUIRE(run("rm -rf " + dir, out) == 0);
+}

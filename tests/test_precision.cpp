@@ -74,7 +74,7 @@ TEST_CASE("bf16 autocast runs the network on the CPU and ends with its scope", "
   WARN("bf16 autocast logits vs float32: relative error " << error);
   CHECK(error < 0.05);
   CHECK(message_of([] { AutocastGuard(c10::kCPU, Precision::kFp16); }) ==
-        "--precision fp16 needs a CUDA device; on CPUs use bf16");
+        "precision fp16 needs a CUDA device; on CPUs use bf16");
 }
 
 namespace {

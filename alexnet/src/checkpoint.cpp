@@ -1,6 +1,8 @@
 #include <alexnet/checkpoint.h>
 #include <alexnet/error.h>
 
+#include "atomic_file.h"
+
 #include <ATen/core/Dict.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
@@ -30,38 +32,6 @@ std::string shape_string(c10::IntArrayRef sizes) {
 
 [[noreturn]] void fail(const std::string& path, const std::string& message) {
   throw std::runtime_error("checkpoint '" + path + "': " + message);
-}
-
-void sync_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
-std::string directory_of(const std::string& path) {
-  const auto slash = path.rfind('/');
-  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-}
-
-void write_atomically(torch::serialize::OutputArchive& archive, const std::string& path) {
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  try {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail(path, std::string("cannot write ") + tmp + ": " + std::strerror(errno));
-    archive.save_to(out);
-    out.flush();
-    if (!out) fail(path, "write failed (disk full?)");
-    out.close();
-    sync_file(tmp);
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-      fail(path, std::string("cannot rename into place: ") + std::strerror(errno));
-    }
-    sync_file(directory_of(path));
-  } catch (...) {
-    std::remove(tmp.c_str());
-    throw;
-  }
 }
 
 struct Archive {
@@ -157,7 +127,7 @@ void save(const AlexNetImpl& model, const std::string& path, const CheckpointExt
   for (const auto& [name, text] : extras.strings) extra_strings.insert(name, text);
   archive.write("extra_tensors", c10::IValue(extra_tensors));
   archive.write("extra_strings", c10::IValue(extra_strings));
-  write_atomically(archive, path);
+  detail::write_atomically(path, [&](std::ostream& out) { archive.save_to(out); }, "checkpoint");
 }
 
 AlexNetOptions read_options(const std::string& path) { return open(path).options; }
@@ -265,16 +235,13 @@ AlexNetOptions options_from_string(const std::string& text) {
     values.erase("lrn");
     o.lrn(c10::nullopt);
   } else {
-    const auto mode = take("lrn.mode");
-    if (mode != "sum" && mode != "average") {
-      throw std::invalid_argument("option 'lrn.mode' must be sum or average, got '" + mode + "'");
-    }
+    const auto mode = parse<LRNMode>("LRN mode", take("lrn.mode"));
     o.lrn(LRNOptions()
               .size(static_cast<int64_t>(number("lrn.size")))
               .alpha(number("lrn.alpha"))
               .beta(number("lrn.beta"))
               .k(number("lrn.k"))
-              .mode(mode == "sum" ? LRNMode::kSum : LRNMode::kAverage));
+              .mode(mode));
   }
   if (!values.empty()) throw std::invalid_argument("unknown option '" + values.begin()->first + "'");
   return o;

@@ -1,4 +1,5 @@
-#include <alexnet/data.h>
+#include <alexnet/data/dataset.h>
+#include <alexnet/runtime.h>
 
 #include <torch/cuda.h>
 #include <torch/serialize/input-archive.h>
@@ -9,21 +10,25 @@
 #include <numeric>
 #include <stdexcept>
 
+namespace alexnet {
+
+template <>
+const std::vector<std::pair<std::string, data::Mode>>& names<data::Mode>() {
+  static const std::vector<std::pair<std::string, data::Mode>> table{
+      {"train", data::Mode::kTrain}, {"center", data::Mode::kCenter}, {"ten_crop", data::Mode::kTenCrop}};
+  return table;
+}
+
+}  // namespace alexnet
+
 namespace alexnet::data {
 namespace {
-
-uint64_t splitmix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 // A small counter-based generator: draws depend only on its key.
 class Draws {
  public:
   explicit Draws(uint64_t key) : state_(key) {}
-  uint64_t next() { return splitmix(state_++); }
+  uint64_t next() { return splitmix64(state_++); }
   /// Uniform in [0, n).
   int64_t below(int64_t n) { return static_cast<int64_t>(next() % static_cast<uint64_t>(n)); }
   /// Uniform in (0, 1).
@@ -55,9 +60,6 @@ void put_crop(const Image& image, int64_t x0, int64_t y0, int64_t crop, bool fli
 
 }  // namespace
 
-uint64_t mix(uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
-  return splitmix(splitmix(splitmix(splitmix(seed) ^ a) ^ b) ^ c);
-}
 
 ImageDataset::ImageDataset(std::shared_ptr<Source> source, TransformOptions options,
                            std::optional<Statistics> stats)
@@ -86,7 +88,9 @@ Batch ImageDataset::get_batch(c10::ArrayRef<size_t> indices) {
                               torch::TensorOptions(torch::kUInt8).pinned_memory(torch::cuda::is_available()));
   batch.labels = torch::empty({n}, torch::kLong);
   batch.colour = torch::zeros({n * views, 3});
+  batch.windows = torch::zeros({n * views, 3}, torch::kLong);
   auto* pixels = batch.images.data_ptr<uint8_t>();
+  auto* windows = batch.windows.data_ptr<int64_t>();
   auto* labels = batch.labels.data_ptr<int64_t>();
   auto* colour = batch.colour.data_ptr<float>();
   const int64_t per_view = 3 * crop * crop;
@@ -103,14 +107,20 @@ Batch ImageDataset::get_batch(c10::ArrayRef<size_t> indices) {
     }
     uint8_t* out = pixels + kept * views * per_view;
     const int64_t margin = resize - crop;
+    // Each crop's window, for the mean image (Preprocessing::apply).
+    auto cut = [&](int64_t view, int64_t x0, int64_t y0, bool flip) {
+      put_crop(image, x0, y0, crop, flip, out + view * per_view);
+      int64_t* w = windows + (kept * views + view) * 3;
+      w[0] = y0, w[1] = x0, w[2] = flip;
+    };
     if (options_.mode() == Mode::kTrain) {
       // Section 4.1: a random crop, a random reflection and PCA colour noise, all
       // drawn from (seed, epoch, index) so workers cannot change them.
-      Draws draws(mix(options_.seed(), static_cast<uint64_t>(epoch), index));
+      Draws draws(mix_seed(options_.seed(), static_cast<uint64_t>(epoch), index));
       const int64_t x0 = draws.below(margin + 1);
       const int64_t y0 = draws.below(margin + 1);
       const bool flip = options_.flip() && (draws.next() & 1);
-      put_crop(image, x0, y0, crop, flip, out);
+      cut(0, x0, y0, flip);
       if (options_.pca_std() > 0) {
         // sum_i alpha_i lambda_i p_i. The eigenvalues are of the raw 0..255 values;
         // lambda / 255 is the eigenvalue on the [0, 1] scale times 255, so the
@@ -123,12 +133,12 @@ Batch ImageDataset::get_batch(c10::ArrayRef<size_t> indices) {
         }
       }
     } else if (options_.mode() == Mode::kCenter) {
-      put_crop(image, margin / 2, margin / 2, crop, false, out);
+      cut(0, margin / 2, margin / 2, false);
     } else {
       // Section 4.1: the four corners and the centre, then their reflections.
       const int64_t xs[5] = {0, margin, 0, margin, margin / 2};
       const int64_t ys[5] = {0, 0, margin, margin, margin / 2};
-      for (int64_t v = 0; v < 10; ++v) put_crop(image, xs[v % 5], ys[v % 5], crop, v >= 5, out + v * per_view);
+      for (int64_t v = 0; v < 10; ++v) cut(v, xs[v % 5], ys[v % 5], v >= 5);
     }
     labels[kept] = source_->label(index);
     batch.indices.push_back(index);
@@ -138,8 +148,13 @@ Batch ImageDataset::get_batch(c10::ArrayRef<size_t> indices) {
     batch.images = batch.images.narrow(0, 0, kept * views);
     batch.labels = batch.labels.narrow(0, 0, kept);
     batch.colour = batch.colour.narrow(0, 0, kept * views);
+    batch.windows = batch.windows.narrow(0, 0, kept * views);
   }
   return batch;
+}
+
+torch::Tensor normalize(const Batch& batch, const Preprocessing& pre, const c10::Device& device) {
+  return pre.apply(batch.images, batch.windows, batch.colour, device);
 }
 
 torch::Tensor normalize(const Batch& batch, const Statistics& stats, const c10::Device& device) {
@@ -175,7 +190,7 @@ void EpochSampler::reset(torch::optional<size_t> new_size) {
   std::iota(all.begin(), all.end(), size_t(0));
   if (shuffle_) {
     // Fisher-Yates with draws keyed by (seed, epoch): the same order everywhere.
-    Draws draws(mix(seed_, static_cast<uint64_t>(epoch_), 0x5A3D1E));
+    Draws draws(mix_seed(seed_, static_cast<uint64_t>(epoch_), 0x5A3D1E));
     for (size_t i = size_; i > 1; --i) std::swap(all[i - 1], all[static_cast<size_t>(draws.below(static_cast<int64_t>(i)))]);
   }
   order_.clear();

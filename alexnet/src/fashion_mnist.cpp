@@ -1,4 +1,4 @@
-#include <alexnet/data.h>
+#include <alexnet/data/fashion_mnist.h>
 
 #include <zlib.h>
 

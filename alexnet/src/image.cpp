@@ -214,7 +214,7 @@ void write_image(const Image& image, const std::string& path) {
   const std::string extension = dot == std::string::npos ? ".png" : path.substr(dot);
   std::vector<uint8_t> encoded;
   if (!cv::imencode(extension, bgr, encoded)) fail(path, "cannot encode as " + extension);
-  detail::write_file_atomically(path, std::string(encoded.begin(), encoded.end()));
+  detail::write_file_atomically(path, std::string(encoded.begin(), encoded.end()), "image");
 }
 
 }  // namespace alexnet::data

@@ -231,7 +231,13 @@ LRNOptions LRNOptions::paper() { return LRNOptions(); }
 
 LRNOptions LRNOptions::caffe() { return LRNOptions().k(1.0).mode(LRNMode::kAverage); }
 
-std::string to_string(LRNMode mode) { return mode == LRNMode::kSum ? "sum" : "average"; }
+template <>
+const std::vector<std::pair<std::string, LRNMode>>& names<LRNMode>() {
+  static const std::vector<std::pair<std::string, LRNMode>> table{{"sum", LRNMode::kSum}, {"average", LRNMode::kAverage}};
+  return table;
+}
+
+std::string to_string(LRNMode mode) { return name_of(mode); }
 
 torch::Tensor local_response_norm(const torch::Tensor& input, const LRNOptions& options,
                                   int64_t groups) {

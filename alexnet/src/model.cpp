@@ -11,6 +11,7 @@
 #include <torch/nn/modules/pooling.h>
 #include <torch/utils.h>
 
+#include <algorithm>
 #include <array>
 #include <ostream>
 #include <sstream>
@@ -136,17 +137,6 @@ class TowerStreams {
   std::array<c10::optional<c10::Stream>, 2> callers_;
 };
 
-template <typename E>
-E parse_choice(const std::string& what, const std::string& name,
-               std::initializer_list<std::pair<const char*, E>> choices) {
-  std::string names;
-  for (const auto& [text, value] : choices) {
-    if (name == text) return value;
-    names += names.empty() ? text : std::string(", ") + text;
-  }
-  TORCH_CHECK(false, "unknown ", what, " '", name, "' (expected one of: ", names, ")");
-}
-
 }  // namespace
 
 AlexNetOptions AlexNetOptions::paper() { return AlexNetOptions(); }
@@ -164,12 +154,18 @@ AlexNetOptions AlexNetOptions::torchvision() {
       .init(Init::kPyTorch);
 }
 
+const std::vector<std::string>& preset_names() {
+  static const std::vector<std::string> names{"paper", "caffe", "torchvision"};
+  return names;
+}
+
 AlexNetOptions preset(const std::string& name, int64_t input_size) {
-  auto options = parse_choice<AlexNetOptions>(
-      "architecture preset", name,
-      {{"paper", AlexNetOptions::paper()},
-       {"caffe", AlexNetOptions::caffe()},
-       {"torchvision", AlexNetOptions::torchvision()}});
+  const auto& known = preset_names();
+  if (std::find(known.begin(), known.end(), name) == known.end()) {
+    throw std::invalid_argument("unknown architecture preset '" + name + "' (expected one of: paper, caffe, torchvision)");
+  }
+  auto options = name == "paper" ? AlexNetOptions::paper() : name == "caffe" ? AlexNetOptions::caffe()
+                                                                             : AlexNetOptions::torchvision();
   if (input_size > 0) {
     options.input_size(input_size);
     if (options.architecture() == Architecture::kTwoTower) {
@@ -193,30 +189,41 @@ TowerImpl::TowerImpl(const AlexNetOptions& o, int64_t classes) {
 
 AlexNetImpl::AlexNetImpl(AlexNetOptions options_) : options(std::move(options_)) { reset(); }
 
+void validate(const AlexNetOptions& o) {
+  auto check = [](bool ok, const std::string& message) {
+    if (!ok) throw std::invalid_argument("AlexNet: " + message);
+  };
+  check(o.num_classes() >= 2, "num_classes must be at least 2, got " + std::to_string(o.num_classes()));
+  check(o.dropout() >= 0.0 && o.dropout() < 1.0,
+        "dropout probability must be in [0, 1), got " + c10::str(o.dropout()));
+  check(o.conv1_padding() >= 0, "conv1 padding must be non-negative, got " + std::to_string(o.conv1_padding()));
+  check(o.input_size() + 2 * o.conv1_padding() >= kMinInput,
+        "input size " + std::to_string(o.input_size()) + " with conv1 padding " + std::to_string(o.conv1_padding()) +
+            " is too small: pool5 needs at least " + std::to_string(kMinInput) + " padded pixels");
+  check(!o.devices().empty() && o.devices().size() <= 2,
+        "devices must name one device or one per tower, got " + std::to_string(o.devices().size()));
+  const auto device0 = o.devices().front();
+  const auto device1 = o.devices().back();
+  check(device0.type() == device1.type(),
+        "both towers must be on devices of one type, got " + device0.str() + " and " + device1.str());
+  if (o.architecture() == Architecture::kTorchvision) {
+    check(o.devices().size() == 1 || device0 == device1,
+          "the torchvision architecture has one tower; give one device, got " + std::to_string(o.devices().size()));
+    check(!o.lrn().has_value(), "the torchvision architecture has no LRN");
+  } else {
+    check(o.execution() == Execution::kTowers || device0 == device1,
+          "grouped execution needs both towers on one device, got " + device0.str() + " and " + device1.str());
+  }
+}
+
 void AlexNetImpl::reset() {
   streams_.clear();
   const auto& o = options;
-  TORCH_CHECK(o.num_classes() >= 2, "AlexNet: num_classes must be at least 2, got ",
-              o.num_classes());
-  TORCH_CHECK(o.dropout() >= 0.0 && o.dropout() < 1.0,
-              "AlexNet: dropout probability must be in [0, 1), got ", o.dropout());
-  TORCH_CHECK(o.conv1_padding() >= 0, "AlexNet: conv1 padding must be non-negative, got ",
-              o.conv1_padding());
-  TORCH_CHECK(o.input_size() + 2 * o.conv1_padding() >= kMinInput, "AlexNet: input size ",
-              o.input_size(), " with conv1 padding ", o.conv1_padding(),
-              " is too small: pool5 needs at least ", kMinInput, " padded pixels");
-  TORCH_CHECK(!o.devices().empty() && o.devices().size() <= 2,
-              "AlexNet: devices must name one device or one per tower, got ", o.devices().size());
+  validate(o);
   const auto device0 = o.devices().front();
   const auto device1 = o.devices().back();
-  TORCH_CHECK(device0.type() == device1.type(), "AlexNet: both towers must be on devices of one type, got ",
-              device0, " and ", device1);
 
   if (o.architecture() == Architecture::kTorchvision) {
-    TORCH_CHECK(o.devices().size() == 1 || device0 == device1,
-                "AlexNet: the torchvision architecture has one tower; give one device, got ",
-                o.devices().size());
-    TORCH_CHECK(!o.lrn().has_value(), "AlexNet: the torchvision architecture has no LRN");
     namespace nn = torch::nn;
     features = register_module(
         "features",
@@ -235,9 +242,6 @@ void AlexNetImpl::reset() {
                        nn::Linear(4096, 4096), nn::ReLU(nn::ReLUOptions(true)),
                        nn::Linear(4096, o.num_classes())));
   } else {
-    TORCH_CHECK(o.execution() == Execution::kTowers || device0 == device1,
-                "AlexNet: grouped execution needs both towers on one device, got ", device0,
-                " and ", device1);
     // Tower 0 takes the odd class when num_classes is odd.
     const int64_t classes0 = (o.num_classes() + 1) / 2;
     tower0 = register_module("tower0", Tower(o, classes0));
@@ -458,35 +462,38 @@ void AlexNetImpl::pretty_print(std::ostream& stream) const {
          << ", execution=" << to_string(options.execution()) << ")";
 }
 
-std::string to_string(Architecture a) {
-  return a == Architecture::kTwoTower ? "two_tower" : "torchvision";
+template <>
+const std::vector<std::pair<std::string, Architecture>>& names<Architecture>() {
+  static const std::vector<std::pair<std::string, Architecture>> table{{"two_tower", Architecture::kTwoTower},
+                                                                       {"torchvision", Architecture::kTorchvision}};
+  return table;
 }
-std::string to_string(Execution e) { return e == Execution::kGrouped ? "grouped" : "towers"; }
-std::string to_string(Init i) {
-  return i == Init::kPaper ? "paper" : i == Init::kCaffe ? "caffe" : "pytorch";
+template <>
+const std::vector<std::pair<std::string, Execution>>& names<Execution>() {
+  static const std::vector<std::pair<std::string, Execution>> table{{"grouped", Execution::kGrouped},
+                                                                    {"towers", Execution::kTowers}};
+  return table;
 }
-std::string to_string(Layer l) {
-  const std::array<const char*, 4> names{"pool5", "fc6", "fc7", "logits"};
-  return names[static_cast<size_t>(l)];
+template <>
+const std::vector<std::pair<std::string, Init>>& names<Init>() {
+  static const std::vector<std::pair<std::string, Init>> table{
+      {"paper", Init::kPaper}, {"caffe", Init::kCaffe}, {"pytorch", Init::kPyTorch}};
+  return table;
+}
+template <>
+const std::vector<std::pair<std::string, Layer>>& names<Layer>() {
+  static const std::vector<std::pair<std::string, Layer>> table{
+      {"pool5", Layer::kPool5}, {"fc6", Layer::kFc6}, {"fc7", Layer::kFc7}, {"logits", Layer::kLogits}};
+  return table;
 }
 
-Layer layer_from_string(const std::string& name) {
-  return parse_choice<Layer>("layer", name,
-                             {{"pool5", Layer::kPool5}, {"fc6", Layer::kFc6}, {"fc7", Layer::kFc7},
-                              {"logits", Layer::kLogits}});
-}
-Execution execution_from_string(const std::string& name) {
-  return parse_choice<Execution>("execution", name,
-                                 {{"grouped", Execution::kGrouped}, {"towers", Execution::kTowers}});
-}
-Init init_from_string(const std::string& name) {
-  return parse_choice<Init>("initialisation", name,
-                            {{"paper", Init::kPaper}, {"caffe", Init::kCaffe}, {"pytorch", Init::kPyTorch}});
-}
-Architecture architecture_from_string(const std::string& name) {
-  return parse_choice<Architecture>(
-      "architecture", name,
-      {{"two_tower", Architecture::kTwoTower}, {"torchvision", Architecture::kTorchvision}});
-}
+std::string to_string(Architecture a) { return name_of(a); }
+std::string to_string(Execution e) { return name_of(e); }
+std::string to_string(Init i) { return name_of(i); }
+std::string to_string(Layer l) { return name_of(l); }
+Layer layer_from_string(const std::string& name) { return parse<Layer>("layer", name); }
+Execution execution_from_string(const std::string& name) { return parse<Execution>("execution", name); }
+Init init_from_string(const std::string& name) { return parse<Init>("initialisation", name); }
+Architecture architecture_from_string(const std::string& name) { return parse<Architecture>("architecture", name); }
 
 }  // namespace alexnet

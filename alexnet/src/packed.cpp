@@ -1,4 +1,4 @@
-#include <alexnet/data.h>
+#include <alexnet/data/packed.h>
 
 #include "atomic_file.h"
 
@@ -288,30 +288,25 @@ PackedResult write_packed(const std::string& dir, size_t count, const PackedLayo
     for (const auto& item : items) {
       if (item) labels.push_back(static_cast<int32_t>(item->second));
     }
-    const auto tmp = path.string() + ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      if (!out) throw std::runtime_error("packed set '" + dir + "': cannot write " + tmp + ": " + std::strerror(errno));
-      uint64_t hash = fnv1a(reinterpret_cast<const uint8_t*>(&header), sizeof(header));
-      out.write(reinterpret_cast<const char*>(&header), sizeof(header));
-      hash = fnv1a(reinterpret_cast<const uint8_t*>(labels.data()), labels.size() * sizeof(int32_t), hash);
-      out.write(reinterpret_cast<const char*>(labels.data()), static_cast<std::streamsize>(labels.size() * sizeof(int32_t)));
-      for (const auto& item : items) {
-        if (!item) continue;
-        hash = fnv1a(item->first.pixels.data(), bytes, hash);
-        out.write(reinterpret_cast<const char*>(item->first.pixels.data()), static_cast<std::streamsize>(bytes));
-      }
-      ShardFooter footer{};
-      footer.checksum = hash;
-      std::memcpy(footer.end, kEnd, 8);
-      out.write(reinterpret_cast<const char*>(&footer), sizeof(footer));
-      if (!out.flush()) {
-        out.close();
-        fs::remove(tmp);
-        throw std::runtime_error("packed set '" + dir + "': write failed (disk full?)");
-      }
-    }
-    fs::rename(tmp, path);
+    detail::write_atomically(
+        path.string(),
+        [&](std::ostream& out) {
+          uint64_t hash = fnv1a(reinterpret_cast<const uint8_t*>(&header), sizeof(header));
+          out.write(reinterpret_cast<const char*>(&header), sizeof(header));
+          hash = fnv1a(reinterpret_cast<const uint8_t*>(labels.data()), labels.size() * sizeof(int32_t), hash);
+          out.write(reinterpret_cast<const char*>(labels.data()),
+                    static_cast<std::streamsize>(labels.size() * sizeof(int32_t)));
+          for (const auto& item : items) {
+            if (!item) continue;
+            hash = fnv1a(item->first.pixels.data(), bytes, hash);
+            out.write(reinterpret_cast<const char*>(item->first.pixels.data()), static_cast<std::streamsize>(bytes));
+          }
+          ShardFooter footer{};
+          footer.checksum = hash;
+          std::memcpy(footer.end, kEnd, 8);
+          out.write(reinterpret_cast<const char*>(&footer), sizeof(footer));
+        },
+        "packed shard");
     result.records += header.count;
     result.skipped += n - header.count;
     done += n;
@@ -319,12 +314,12 @@ PackedResult write_packed(const std::string& dir, size_t count, const PackedLayo
   }
   std::ostringstream names;
   for (const auto& c : classes) names << c << "\n";
-  detail::write_file_atomically((fs::path(dir) / "classes.txt").string(), names.str());
+  detail::write_file_atomically((fs::path(dir) / "classes.txt").string(), names.str(), "packed set classes");
   std::ostringstream meta;
   meta << "format=" << kFormat << "\nrecords=" << result.records << "\nshards=" << shards
        << "\nheight=" << layout.height << "\nwidth=" << layout.width << "\nchannels=" << layout.channels
        << "\nskipped=" << result.skipped << "\n";
-  detail::write_file_atomically((fs::path(dir) / "meta.txt").string(), meta.str());
+  detail::write_file_atomically((fs::path(dir) / "meta.txt").string(), meta.str(), "packed set");
   return result;
 }
 

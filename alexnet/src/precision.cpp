@@ -1,3 +1,4 @@
+#include <alexnet/error.h>
 #include <alexnet/precision.h>
 
 #include <ATen/ATen.h>
@@ -40,16 +41,16 @@ void set_autocast_dtype(c10::DeviceType d, c10::ScalarType t) {
 
 }  // namespace
 
-std::string to_string(Precision p) {
-  return p == Precision::kFp32 ? "fp32" : p == Precision::kBf16 ? "bf16" : "fp16";
+template <>
+const std::vector<std::pair<std::string, Precision>>& names<Precision>() {
+  static const std::vector<std::pair<std::string, Precision>> table{
+      {"fp32", Precision::kFp32}, {"bf16", Precision::kBf16}, {"fp16", Precision::kFp16}};
+  return table;
 }
 
-Precision precision_from_string(const std::string& name) {
-  if (name == "fp32") return Precision::kFp32;
-  if (name == "bf16") return Precision::kBf16;
-  if (name == "fp16") return Precision::kFp16;
-  throw std::invalid_argument("unknown precision '" + name + "' (expected one of: fp32, bf16, fp16)");
-}
+std::string to_string(Precision p) { return name_of(p); }
+
+Precision precision_from_string(const std::string& name) { return parse<Precision>("precision", name); }
 
 AutocastGuard::AutocastGuard(c10::DeviceType device, Precision precision) : device_(device) {
   if (precision == Precision::kFp32) return;
@@ -57,7 +58,7 @@ AutocastGuard::AutocastGuard(c10::DeviceType device, Precision precision) : devi
     throw std::invalid_argument("mixed precision needs a CPU or CUDA device");
   }
   if (precision == Precision::kFp16 && device == c10::kCPU) {
-    throw std::invalid_argument("--precision fp16 needs a CUDA device; on CPUs use bf16");
+    throw OptionError("precision", "fp16 needs a CUDA device; on CPUs use bf16");
   }
   active_ = true;
   was_enabled_ = autocast_enabled(device);

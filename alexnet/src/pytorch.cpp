@@ -240,7 +240,7 @@ StateDict read_state_dict(const std::string& path) {
 }
 
 void write_state_dict(const StateDict& state, const std::string& path) {
-  detail::write_file_atomically(path, detail::pickle_state_dict(state));
+  detail::write_file_atomically(path, detail::pickle_state_dict(state), "state dict");
 }
 
 StateDict to_state_dict(const AlexNetImpl& model) {

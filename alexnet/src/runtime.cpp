@@ -106,14 +106,15 @@ std::size_t cached_cpu_bytes() {
   return CachingCpuAllocator::instance ? CachingCpuAllocator::instance->cached() : 0;
 }
 
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
 uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
-  auto splitmix = [](uint64_t x) {
-    x += 0x9E3779B97F4A7C15ULL;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-    return x ^ (x >> 31);
-  };
-  return splitmix(splitmix(splitmix(splitmix(seed) ^ a) ^ b) ^ c) >> 1;  // manual_seed wants < 2^63
+  return splitmix64(splitmix64(splitmix64(splitmix64(seed) ^ a) ^ b) ^ c);
 }
 
 void manual_seed(uint64_t seed) {

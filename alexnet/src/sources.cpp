@@ -1,4 +1,4 @@
-#include <alexnet/data.h>
+#include <alexnet/data/source.h>
 
 #include <algorithm>
 #include <cctype>
@@ -6,6 +6,17 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+
+namespace alexnet {
+
+template <>
+const std::vector<std::pair<std::string, data::OnError>>& names<data::OnError>() {
+  static const std::vector<std::pair<std::string, data::OnError>> table{{"fail", data::OnError::kFail},
+                                                                        {"skip", data::OnError::kSkip}};
+  return table;
+}
+
+}  // namespace alexnet
 
 namespace alexnet::data {
 namespace fs = std::filesystem;

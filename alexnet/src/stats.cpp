@@ -1,9 +1,10 @@
-#include <alexnet/data.h>
+#include <alexnet/data/statistics.h>
 
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
-#include <unistd.h>
+#include "atomic_file.h"
+#include "json.h"
 
 #include <atomic>
 #include <cstdio>
@@ -49,20 +50,17 @@ void add_image(Sums& sums, const Image& image) {
   ++sums.images;
 }
 
-std::string json_array(const torch::Tensor& t) {
-  std::ostringstream out;
-  out << std::setprecision(10) << "[";
-  const auto v = t.contiguous();
-  for (int64_t i = 0; i < v.size(0); ++i) {
-    out << (i ? "," : "");
-    if (v.dim() == 1) {
-      out << v[i].item<double>();
-    } else {
-      out << json_array(v[i]);
-    }
+// A float64 tensor of 1 or 2 dimensions as nested JSON arrays.
+detail::Json json_array(const torch::Tensor& t) {
+  const auto v = t.to(torch::kDouble).contiguous();
+  if (v.dim() == 1) {
+    const auto a = v.accessor<double, 1>();
+    std::vector<double> out(a.data(), a.data() + a.size(0));
+    return out;
   }
-  out << "]";
-  return out.str();
+  detail::Json rows = detail::Json::array();
+  for (int64_t i = 0; i < v.size(0); ++i) rows.push_back(json_array(v[i]));
+  return rows;
 }
 
 }  // namespace
@@ -135,11 +133,12 @@ Statistics compute_statistics(const Source& source, int64_t side, int64_t worker
 }
 
 std::string Statistics::to_json() const {
-  std::ostringstream out;
-  out << "{\"images\":" << images << ",\"mean_rgb\":" << json_array(mean_rgb)
-      << ",\"eigenvalues\":" << json_array(eigenvalues) << ",\"eigenvectors\":" << json_array(eigenvectors)
-      << "}";
-  return out.str();
+  detail::Json out;
+  out["images"] = images;
+  out["mean_rgb"] = json_array(mean_rgb);
+  out["eigenvalues"] = json_array(eigenvalues);
+  out["eigenvectors"] = json_array(eigenvectors);
+  return detail::dump(out);
 }
 
 void Statistics::save(const std::string& path) const {
@@ -150,17 +149,7 @@ void Statistics::save(const std::string& path) const {
   archive.write("eigenvalues", eigenvalues);
   archive.write("eigenvectors", eigenvectors);
   archive.write("images", torch::tensor(images));
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  try {
-    archive.save_to(tmp);
-  } catch (const std::exception& e) {
-    std::remove(tmp.c_str());
-    throw std::runtime_error("statistics '" + path + "': cannot write");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw std::runtime_error("statistics '" + path + "': cannot rename into place");
-  }
+  detail::write_atomically(path, [&](std::ostream& out) { archive.save_to(out); }, "statistics");
 }
 
 Statistics Statistics::load(const std::string& path) {

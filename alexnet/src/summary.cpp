@@ -1,5 +1,7 @@
 #include <alexnet/summary.h>
 
+#include "json.h"
+
 #include <iomanip>
 #include <sstream>
 
@@ -105,23 +107,22 @@ std::string ModelSummary::to_table() const {
 }
 
 std::string ModelSummary::to_json() const {
-  std::ostringstream out;
-  out << "{\"architecture\":\"" << architecture << "\",\"input_size\":" << input_size
-      << ",\"layers\":[";
-  for (size_t i = 0; i < layers.size(); ++i) {
-    const auto& l = layers[i];
-    out << (i ? "," : "") << "{\"name\":\"" << l.name << "\",\"tower\":";
-    if (l.tower < 0) {
-      out << "null";
-    } else {
-      out << l.tower;
-    }
-    out << ",\"output\":[";
-    for (size_t d = 0; d < l.output.size(); ++d) out << (d ? "," : "") << l.output[d];
-    out << "],\"parameters\":" << l.parameters << ",\"macs\":" << l.macs << "}";
+  detail::Json out;
+  out["architecture"] = architecture;
+  out["input_size"] = input_size;
+  out["layers"] = detail::Json::array();
+  for (const auto& l : layers) {
+    detail::Json layer;
+    layer["name"] = l.name;
+    layer["tower"] = l.tower < 0 ? detail::Json(nullptr) : detail::Json(l.tower);
+    layer["output"] = l.output;
+    layer["parameters"] = l.parameters;
+    layer["macs"] = l.macs;
+    out["layers"].push_back(layer);
   }
-  out << "],\"parameters\":" << parameters << ",\"macs\":" << macs << "}";
-  return out.str();
+  out["parameters"] = parameters;
+  out["macs"] = macs;
+  return detail::dump(out);
 }
 
 }  // namespace alexnet

@@ -30,7 +30,7 @@ data::Image from_canvas(const cv::Mat& bgr) {
 
 std::string tick(double v) {
   std::ostringstream out;
-  out << std::setprecision(3) << v;
+  out << std::setprecision(6) << v;
   return out.str();
 }
 
@@ -60,12 +60,20 @@ void draw_panel(cv::Mat& canvas, const cv::Rect& area, const std::string& title,
   if (!std::isfinite(lo)) lo = 0, hi = 1;
   if (hi - lo < 1e-9) lo -= 0.5, hi += 0.5;
   if (!log_scale) lo = std::min(lo, 0.0);
+  // Round ticks (0, 0.2, 0.4, ...; 0.001, 0.01, 0.1 on a log scale), the axis from the
+  // first to the last.
+  std::vector<double> ticks = log_scale ? detail::log_axis_ticks(std::pow(10.0, lo), std::pow(10.0, hi))
+                                        : detail::axis_ticks(lo, hi);
+  if (log_scale) {
+    for (auto& t : ticks) t = std::log10(t);
+  }
+  lo = std::min(lo, ticks.front());
+  hi = std::max(hi, ticks.back());
   auto px = [&](double epoch) {
     return left + static_cast<int>((right - left) * (epochs > 1 ? (epoch - 1) / (epochs - 1.0) : 0.5));
   };
   auto py = [&](double y) { return bottom - static_cast<int>((bottom - top) * (y - lo) / (hi - lo)); };
-  for (int i = 0; i <= 4; ++i) {
-    const double y = lo + (hi - lo) * i / 4;
+  for (const double y : ticks) {
     cv::line(canvas, {left, py(y)}, {right, py(y)}, grid, 1);
     cv::putText(canvas, tick(log_scale ? std::pow(10.0, y) : y), {area.x + 4, py(y) + 4}, font, 0.38, ink, 1, cv::LINE_AA);
   }
@@ -96,13 +104,46 @@ void draw_panel(cv::Mat& canvas, const cv::Rect& area, const std::string& title,
 
 }  // namespace
 
-torch::Tensor extract_features(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
-                               Layer layer, int64_t batch_size, int64_t workers) {
-  std::vector<torch::Tensor> rows;
-  for_each_output(model, source, pre, layer, /*ten_crop=*/false, batch_size, workers, data::OnError::kFail,
-                  [&](const data::Batch&, const torch::Tensor& out) { rows.push_back(out.to(torch::kCPU, torch::kFloat)); });
-  return torch::cat(rows);
+namespace detail {
+
+std::vector<double> axis_ticks(double lo, double hi, int intervals) {
+  if (!(hi > lo)) hi = lo + 1;
+  // A step of 1, 2 or 5 times a power of ten giving about `intervals` intervals.
+  const double raw = (hi - lo) / std::max(1, intervals);
+  const double magnitude = std::pow(10.0, std::floor(std::log10(raw)));
+  const double norm = raw / magnitude;
+  const double step = (norm < 1.5 ? 1 : norm < 3 ? 2 : norm < 7 ? 5 : 10) * magnitude;
+  std::vector<double> out;
+  const auto first = static_cast<int64_t>(std::floor(lo / step + 1e-9));
+  const auto last = static_cast<int64_t>(std::ceil(hi / step - 1e-9));
+  for (int64_t i = first; i <= last; ++i) {
+    const double v = static_cast<double>(i) * step;
+    out.push_back(std::abs(v) < step * 1e-9 ? 0.0 : std::stod(tick(v)));  // 0.6, not 0.6000000000000001
+  }
+  return out;
 }
+
+std::vector<double> log_axis_ticks(double lo, double hi) {
+  lo = std::max(lo, 1e-300);
+  if (!(hi > lo)) hi = lo * 10;
+  const auto first = static_cast<int>(std::floor(std::log10(lo) + 1e-9));
+  const auto last = static_cast<int>(std::ceil(std::log10(hi) - 1e-9));
+  // Whole decades; within two decades, 2 and 5 times them too.
+  const std::vector<double> multiples =
+      std::log10(hi / lo) <= 2 ? std::vector<double>{1, 2, 5} : std::vector<double>{1};
+  std::vector<double> candidates;
+  for (int k = first; k <= last; ++k) {
+    for (const double m : multiples) {
+      if (k < last || m == 1) candidates.push_back(std::stod(tick(m * std::pow(10.0, k))));
+    }
+  }
+  size_t start = 0, end = candidates.size() - 1;
+  while (start + 1 < candidates.size() && candidates[start + 1] <= lo * (1 + 1e-9)) ++start;
+  while (end > start && candidates[end - 1] >= hi * (1 - 1e-9)) --end;
+  return {candidates.begin() + static_cast<std::ptrdiff_t>(start), candidates.begin() + static_cast<std::ptrdiff_t>(end) + 1};
+}
+
+}  // namespace detail
 
 void write_npy(const torch::Tensor& array, const std::string& path) {
   if (array.dim() != 2) throw std::invalid_argument("npy '" + path + "': expected a 2-D array");
@@ -117,7 +158,7 @@ void write_npy(const torch::Tensor& array, const std::string& path) {
   bytes += static_cast<char>(header.size() >> 8);
   bytes += header;
   bytes.append(reinterpret_cast<const char*>(data.data_ptr<float>()), static_cast<size_t>(data.numel()) * sizeof(float));
-  detail::write_file_atomically(path, bytes);
+  detail::write_file_atomically(path, bytes, "NumPy file");
 }
 
 torch::Tensor read_npy(const std::string& path) {
@@ -213,22 +254,6 @@ data::Image plot_curves(const std::vector<EpochMetrics>& history) {
   draw_panel(canvas, {440, 0, 440, 420}, "error", {train_err, val_err, val_err5}, false);
   draw_panel(canvas, {880, 0, 440, 420}, "learning rate (log scale)", {lr}, true);
   return from_canvas(canvas);
-}
-
-std::vector<EpochMetrics> read_metrics(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("metrics '" + path + "': cannot open");
-  std::vector<EpochMetrics> out;
-  std::string line;
-  for (int number = 1; std::getline(in, line); ++number) {
-    if (line.empty()) continue;
-    try {
-      out.push_back(EpochMetrics::from_json(line));
-    } catch (const std::exception& e) {
-      throw std::runtime_error("metrics '" + path + "' line " + std::to_string(number) + ": not an epoch's figures");
-    }
-  }
-  return out;
 }
 
 data::Image image_row(const std::vector<data::Image>& images, int64_t side) {

@@ -15,6 +15,8 @@
 // and dtypes use a composite of ATen operators with the same numbers. Half and
 // bfloat16 inputs (autocast) are normalised in float32 and returned in their own type.
 
+#include <alexnet/names.h>
+
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/pimpl.h>
@@ -75,6 +77,9 @@ class LRNImpl : public torch::nn::Cloneable<LRNImpl> {
   int64_t groups;
 };
 TORCH_MODULE(LRN);
+
+template <>
+const std::vector<std::pair<std::string, LRNMode>>& names<LRNMode>();  ///< sum, average
 
 /// "sum" or "average".
 std::string to_string(LRNMode mode);

@@ -22,6 +22,7 @@
 //   - biases of 1 (Section 5) can leave the loss flat; `Init::kCaffe` uses 0.1.
 
 #include <alexnet/lrn.h>
+#include <alexnet/names.h>
 
 #include <c10/core/Device.h>
 #include <c10/core/Stream.h>
@@ -96,9 +97,17 @@ struct AlexNetOptions {
 
 };
 
+/// Throws std::invalid_argument naming the first option the network cannot be built
+/// with (too few classes, an input too small for pool5, devices that do not fit the
+/// execution); what the module's constructor checks, without building it.
+void validate(const AlexNetOptions& options);
+
 /// The options of a preset by name: "paper", "caffe" or "torchvision". An
 /// `input_size` of 224 for a two-tower preset pads conv1 by 2, as torchvision does.
+/// Throws naming the value and the choices.
 AlexNetOptions preset(const std::string& name, int64_t input_size = 0);
+/// The presets' names, in the order above.
+const std::vector<std::string>& preset_names();
 
 /// One learned layer, in forward order: its paper name and, for two-tower
 /// networks, the tower (0 or 1) it belongs to (-1 for torchvision's).
@@ -165,11 +174,21 @@ class AlexNetImpl : public torch::nn::Cloneable<AlexNetImpl> {
 };
 TORCH_MODULE(AlexNet);
 
+template <>
+const std::vector<std::pair<std::string, Architecture>>& names<Architecture>();  ///< two_tower, torchvision
+template <>
+const std::vector<std::pair<std::string, Execution>>& names<Execution>();  ///< grouped, towers
+template <>
+const std::vector<std::pair<std::string, Init>>& names<Init>();  ///< paper, caffe, pytorch
+template <>
+const std::vector<std::pair<std::string, Layer>>& names<Layer>();  ///< pool5, fc6, fc7, logits
+
 std::string to_string(Architecture architecture);
 std::string to_string(Execution execution);
 std::string to_string(Init init);
 std::string to_string(Layer layer);
-/// Parses "fc7", "grouped", "caffe", ...; throws naming the value and the choices.
+/// Parses "fc7", "grouped", "caffe", ...; throws std::invalid_argument naming the value
+/// and the choices.
 Layer layer_from_string(const std::string& name);
 Execution execution_from_string(const std::string& name);
 Init init_from_string(const std::string& name);

@@ -7,6 +7,8 @@
 // gradients are not finite is skipped and the scale halved, and after
 // `growth_interval` good steps the scale doubles.
 
+#include <alexnet/names.h>
+
 #include <ATen/core/Tensor.h>
 #include <c10/core/DeviceType.h>
 
@@ -21,6 +23,9 @@ enum class Precision {
   kBf16,  ///< autocast to bfloat16 (CPU or CUDA); no loss scaling needed
   kFp16,  ///< autocast to float16 with dynamic loss scaling (CUDA)
 };
+
+template <>
+const std::vector<std::pair<std::string, Precision>>& names<Precision>();  ///< fp32, bf16, fp16
 
 std::string to_string(Precision precision);
 /// "fp32", "bf16" or "fp16"; throws naming the value and the choices.

@@ -21,8 +21,12 @@ void use_caching_cpu_allocator(std::size_t cache_limit = std::size_t(8) << 30);
 /// Bytes held in the cache, free for reuse (0 before use_caching_cpu_allocator).
 std::size_t cached_cpu_bytes();
 
-/// A seed in [0, 2^63) mixed from `seed` and up to three indices (rank, epoch, step,
-/// device...) with SplitMix64: nearby inputs give unrelated seeds.
+/// SplitMix64's output function (Steele, Lea, Flood 2014): nearby inputs give
+/// unrelated outputs. The data pipeline's counter-based draws are splitmix64(key + i).
+uint64_t splitmix64(uint64_t x);
+
+/// The one seed mixer: a 64-bit seed from `seed` and up to three indices (rank, epoch,
+/// step, image, device...). Every random draw of the library is keyed by one.
 uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b = 0, uint64_t c = 0);
 
 /// Seeds LibTorch's generators: the CPU's with `seed`, and GPU i's with

@@ -1,6 +1,11 @@
 #pragma once
 
-// Training and evaluation (Section 5 of the paper) over the data pipeline.
+// Training (Section 5 of the paper): one step, and epochs over the data pipeline.
+//
+//   alexnet::Trainer trainer(model, alexnet::TrainOptions().lr(0.01));
+//   auto result = trainer.step(images, labels);   // images: Preprocessing::apply's output
+//
+// A whole run (its folder, configuration, statistics and resuming) is <alexnet/run.h>.
 //
 // The update is the paper's, written out rather than LibTorch's `optim::SGD`:
 //
@@ -9,13 +14,16 @@
 // LibTorch's SGD keeps v' = momentum * v' + grad + weight_decay * w and steps
 // w <- w - lr * v'. With a constant learning rate the two are the same (v = -lr v');
 // when the rate drops they differ: the paper's momentum keeps the steps already
-// taken at the old rate, LibTorch's rescales them at once. Momentum buffers are kept
-// by parameter name, so a checkpoint restores them exactly.
+// taken at the old rate, LibTorch's rescales them at once (tests/test_train.cpp shows
+// both). Momentum buffers are kept by parameter name, so a checkpoint restores them
+// exactly.
 
 #include <alexnet/checkpoint.h>
-#include <alexnet/data.h>
+#include <alexnet/data/dataset.h>
 #include <alexnet/model.h>
+#include <alexnet/names.h>
 #include <alexnet/precision.h>
+#include <alexnet/preprocessing.h>
 
 #include <atomic>
 #include <functional>
@@ -26,6 +34,8 @@
 
 namespace alexnet {
 
+class ProcessGroup;
+
 /// How the learning rate falls.
 enum class LrPolicy {
   kPlateau,  ///< divided by 10 when the validation error has not improved for `patience` epochs (the paper)
@@ -33,35 +43,54 @@ enum class LrPolicy {
   kFixed,
 };
 
+template <>
+const std::vector<std::pair<std::string, LrPolicy>>& names<LrPolicy>();  ///< plateau, step, fixed
+
 struct TrainOptions {
   TrainOptions() = default;
+  /// Passes over the training set (Section 5: about 90).
   TORCH_ARG(int64_t, epochs) = 90;
   /// Examples per step (Section 5: 128); per process under data parallelism.
   TORCH_ARG(int64_t, batch_size) = 128;
+  /// Learning rate (Section 5: 0.01).
   TORCH_ARG(double, lr) = 0.01;
+  /// Momentum (Section 5: 0.9).
   TORCH_ARG(double, momentum) = 0.9;
+  /// Weight decay (Section 5: 0.0005), multiplied by the learning rate in the update.
   TORCH_ARG(double, weight_decay) = 5e-4;
+  /// How the learning rate falls (Section 5: by 10 when the validation error stops improving).
   TORCH_ARG(LrPolicy, lr_policy) = LrPolicy::kPlateau;
   /// Epochs without a better validation error before the plateau policy divides.
   TORCH_ARG(int64_t, patience) = 1;
+  /// Epochs between falls under the step policy (Caffe's bvlc_alexnet: 100,000 steps).
   TORCH_ARG(int64_t, step_epochs) = 30;
+  /// What the step policy multiplies the rate by.
   TORCH_ARG(double, lr_factor) = 0.1;
-  /// Data loading threads.
+  /// Data loading threads; 0 loads in the calling thread (as PyTorch's DataLoader).
   TORCH_ARG(int64_t, workers) = 2;
-  /// Seeds the data order, the augmentation and (through LibTorch's generator) dropout.
+  /// Seeds the initialisation, the data order, the augmentation and dropout.
   TORCH_ARG(uint64_t, seed) = 1;
   /// Side images are brought to before cropping (Section 2: 256); the crop is the model's input size.
   TORCH_ARG(int64_t, resize) = 256;
-  /// PCA colour noise (Section 4.1(b)); 0 turns it off.
+  /// PCA colour noise (Section 4.1(b): 0.1); 0 turns it off.
   TORCH_ARG(double, pca_std) = 0.1;
   /// Validate with ten crops instead of the centre crop (Section 4.1).
   TORCH_ARG(bool, ten_crop) = false;
+  /// Unreadable images: stop (kFail) or leave them out and count them.
   TORCH_ARG(data::OnError, on_error) = data::OnError::kFail;
   /// fp32, or autocast to bf16 (CPU or CUDA) or fp16 with dynamic loss scaling (CUDA).
   TORCH_ARG(Precision, precision) = Precision::kFp32;
   /// Convolution weights and inputs in channels-last (NHWC) layout, faster on GPUs.
   TORCH_ARG(bool, channels_last) = false;
+  /// What is subtracted from the pixels; none: the mean image for two-tower networks
+  /// (Section 2, as Caffe), channel means for torchvision's.
+  TORCH_ARG(c10::optional<Mean>, mean) = c10::nullopt;
+  /// TensorFloat-32 on CUDA (set_tf32); off: full float32, as the paper.
+  TORCH_ARG(bool, tf32) = false;
 };
+
+/// Throws OptionError naming the first option of `options` out of its range.
+void validate(const TrainOptions& options);
 
 /// One epoch's figures, as `metrics.jsonl` holds them.
 struct EpochMetrics {
@@ -77,141 +106,94 @@ struct EpochMetrics {
   static EpochMetrics from_json(const std::string& line);
 };
 
-/// Hooks for the app (progress, signals) and for data parallelism.
+/// Reads metrics.jsonl as the trainer writes it; throws naming the file and line.
+std::vector<EpochMetrics> read_metrics(const std::string& path);
+
+/// What a run reports, and how it is stopped.
 struct TrainHooks {
   /// After each step: epoch (1-based), step, steps in the epoch, the step's loss, images/s so far.
   std::function<void(int64_t, int64_t, int64_t, double, double)> on_step;
   std::function<void(const EpochMetrics&)> on_epoch;
   /// Warnings worth a user's attention (a loss stuck at ln(classes), ...).
   std::function<void(const std::string&)> on_warning;
+  /// What the run is doing (statistics computed, resumed, data parallel, ...).
+  std::function<void(const std::string&)> on_info;
   /// Set (from a signal handler, say) to stop after the current step with a checkpoint.
+  /// Under data parallelism every rank stops at the same step.
   const std::atomic<bool>* stop = nullptr;
-  /// Every gradient passes here before the update: where an all-reduce goes.
-  std::function<void(std::vector<torch::Tensor>& gradients)> reduce_gradients;
-  /// Whether this process writes the run directory (only one should).
-  bool writer = true;
-  /// Data parallelism: this process reads shard `rank` of `world` of every epoch and
-  /// validates its shard of the validation set; dropout draws from a generator seeded
-  /// by (seed, rank, epoch, step), so that ranks differ and resuming is exact.
-  size_t rank = 0, world = 1;
-  /// Sums a CPU tensor over the processes in place (an all-reduce). With world > 1 the
-  /// epoch's training and validation counts and, every step, the stop flag pass here.
-  std::function<void(const torch::Tensor&)> sum;
 };
-
-/// What inference needs from the data set, carried in every checkpoint the trainer
-/// writes, so that classifying an image does not need the data set.
-struct Preprocessing {
-  std::vector<std::string> classes;
-  torch::Tensor mean_rgb;  ///< float64 [3], 0..255
-  int64_t resize = 256;
-  int64_t crop = 227;
-  torch::Tensor std_rgb;  ///< float64 [3], 0..255; undefined: pixels are not divided (the paper)
-
-  /// torchvision's ImageNet pipeline: shorter side 256, centre 224, pixels scaled to
-  /// 0..1 and normalised by mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225).
-  static Preprocessing torchvision(std::vector<std::string> classes);
-
-  /// A batch as the network takes it, on `device`: float, mean subtracted (and
-  /// divided by the std when there is one), colour noise added.
-  torch::Tensor apply(const data::Batch& batch, const c10::Device& device) const;
-
-  void add_to(CheckpointExtras& extras) const;
-  /// From a checkpoint's extras; throws naming `path` when they are missing.
-  static Preprocessing from(const CheckpointExtras& extras, const std::string& path);
-};
-
-/// Converts torchvision's weights (a file `torch.save` wrote; see <alexnet/pytorch.h>)
-/// into a checkpoint at `checkpoint` carrying torchvision's preprocessing and `classes`
-/// (one name per output; empty: named by index). Throws naming the file, or the class
-/// count, before anything is written.
-AlexNet convert_torchvision(const std::string& weights, const std::string& checkpoint,
-                            std::vector<std::string> classes = {});
-
-/// A checkpoint's model and preprocessing, from one read of the file: what
-/// evaluate, classify and features need.
-std::pair<AlexNet, Preprocessing> load_for_inference(const std::string& path);
 
 class Trainer {
  public:
-  /// `val` may be null (no validation: the plateau policy then never divides).
+  /// Stepping alone (a benchmark, a loop of your own): no data. Throws OptionError
+  /// naming an option out of range.
+  Trainer(AlexNet model, TrainOptions options);
+  /// With data, for `fit`: `val` may be null (no validation: the plateau policy then
+  /// never divides). `stats` gives the mean (image or channels, `options.mean`) and
+  /// the PCA colour noise. Throws naming the data or the option that does not fit.
   Trainer(AlexNet model, std::shared_ptr<data::Source> train, std::shared_ptr<data::Source> val,
           data::Statistics stats, TrainOptions options);
+  ~Trainer();
+  Trainer(Trainer&&) noexcept;
+  Trainer& operator=(Trainer&&) noexcept;
+
+  /// Data parallelism: this trainer becomes one replica of `group` (which must outlive
+  /// it). Every replica takes rank 0's weights now; from then on `step` averages the
+  /// gradients over the replicas while the backward pass runs, and `fit` reads this
+  /// rank's shard of every epoch and validates on its shard, all ranks summing.
+  void distribute(ProcessGroup& group);
+
+  struct StepResult {
+    double loss = 0;        ///< this replica's mean cross-entropy (NaN or infinite when it overflowed)
+    int64_t correct = 0;    ///< top-1 hits in the batch
+    bool updated = false;   ///< false when the loss scaler skipped the step (float16 overflow)
+    bool stop = false;      ///< some replica asked to stop (see `step`'s `stop_requested`)
+    std::string warning;    ///< a warning to show once (a flat loss), else empty
+  };
+  /// One step of Section 5 on a batch: the forward pass under autocast (`precision`),
+  /// cross-entropy, backward, the gradients averaged over the replicas (after
+  /// `distribute`), loss scaling (fp16: an overflowing step is skipped on every replica
+  /// and the scale halves), and the paper's update. `images` float [B, 3, S, S] as
+  /// `Preprocessing::apply` makes them, `labels` int64 [B], on the model's first
+  /// device. `stop_requested`: this process wants to stop; every replica learns it in
+  /// the result. Throws std::runtime_error when the loss is not finite (fp32, bf16;
+  /// on every replica at once) or fp16 steps keep overflowing.
+  StepResult step(const torch::Tensor& images, const torch::Tensor& labels, bool stop_requested = false);
 
   enum class Outcome { kFinished, kStopped };
-  /// Trains until `options.epochs`. In `run_dir`: `last.pt` after every epoch (and
-  /// when stopped), `best.pt` at each best validation error, one `metrics.jsonl`
-  /// line per epoch. Throws on a NaN or infinite loss, naming the epoch and step.
+  /// Trains until `options.epochs`. In `run_dir` (made if missing; rank 0 only writes):
+  /// `last.pt` after every epoch and when stopped (everything needed to resume),
+  /// `best.pt` at each best validation error, or after every epoch without validation
+  /// data (weights and preprocessing only: what inference reads), one `metrics.jsonl`
+  /// line per epoch.
   Outcome fit(const std::string& run_dir, const TrainHooks& hooks = {});
 
   /// Continues from a checkpoint `fit` wrote: weights, momentum, schedule, epoch and
   /// step, random generators. Throws naming the file if it does not match the model.
-  void restore(const std::string& checkpoint);
+  /// `extras`, when given, receives the checkpoint's extras from the same read.
+  void restore(const std::string& checkpoint, CheckpointExtras* extras = nullptr);
+  /// Everything needed to resume (last.pt).
   void save(const std::string& path) const;
+  /// What inference needs: weights, options, preprocessing; no optimizer state (best.pt).
+  void save_for_inference(const std::string& path) const;
+  /// Entries written into every `save` besides the trainer's own (a run's configuration).
+  CheckpointExtras& checkpoint_extras();
 
-  int64_t epochs_done() const { return epoch_; }
-  double lr() const { return lr_; }
-  const std::vector<EpochMetrics>& history() const { return history_; }
-  AlexNet& model() { return model_; }
+  int64_t epochs_done() const;
+  /// The learning rate the next step uses (the schedule sets it after each epoch of `fit`).
+  double lr() const;
+  /// Sets it, for a schedule of one's own between steps. Throws OptionError unless positive.
+  void set_lr(double lr);
+  const std::vector<EpochMetrics>& history() const;
+  AlexNet& model();
+  const TrainOptions& options() const;
+  /// How the trainer turns batches into the network's input (empty classes without data).
+  const Preprocessing& preprocessing() const;
 
  private:
-  void step_update();
-  void end_epoch(EpochMetrics& metrics);
-
-  AlexNet model_;
-  std::shared_ptr<data::Source> train_, val_;
-  data::Statistics stats_;
-  TrainOptions options_;
-  std::map<std::string, torch::Tensor> momentum_;
-  LossScaler scaler_;
-  double lr_;
-  int64_t epoch_ = 0;      // completed epochs
-  int64_t step_ = 0;       // steps done in the epoch in progress
-  double best_error_ = 2;  // best validation top-1 error so far
-  int64_t bad_epochs_ = 0;
-  // Running sums of the epoch in progress, kept across a stop and resume.
-  double loss_sum_ = 0, correct_ = 0, seen_ = 0, seconds_ = 0;
-  std::vector<EpochMetrics> history_;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
-
-struct Evaluation {
-  int64_t images = 0;
-  double loss = 0, top1 = 0, top5 = 0;  ///< mean cross-entropy; accuracies in [0, 1]
-  std::vector<double> per_class;         ///< top-1 accuracy per class (NaN where a class has no images)
-  std::vector<int64_t> per_class_images;
-  int64_t skipped = 0;
-
-  std::string to_json(const std::vector<std::string>& classes) const;
-};
-
-/// Runs `model` (in eval mode, without gradients) over every image of `source` in
-/// order, centre-cropped (or ten-cropped) as `pre` says, and calls `visit` with each
-/// batch and the activations of `layer` for it (on the model's device). Returns how
-/// many images were left out as unreadable (OnError::kSkip).
-int64_t for_each_output(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
-                     Layer layer, bool ten_crop, int64_t batch_size, int64_t workers, data::OnError on_error,
-                     const std::function<void(const data::Batch&, const torch::Tensor&)>& visit);
-
-/// Top-1, top-5, loss and per-class accuracy over `source`: the centre crop, or the
-/// average of the ten crops' softmax outputs (Section 4.1).
-Evaluation evaluate(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
-                    bool ten_crop = false, int64_t batch_size = 128, int64_t workers = 2,
-                    data::OnError on_error = data::OnError::kFail);
-
-/// `evaluate` split over `world` processes: this one reads images rank, rank + world,
-/// ... and `sum` (an all-reduce) adds the counts, so every process returns the figures
-/// of the whole set, as one process would.
-Evaluation evaluate_shard(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
-                          size_t rank, size_t world, const std::function<void(const torch::Tensor&)>& sum,
-                          bool ten_crop = false, int64_t batch_size = 128, int64_t workers = 2,
-                          data::OnError on_error = data::OnError::kFail);
-
-/// Softmax probabilities [N, classes] for image files, preprocessed as `pre` says.
-torch::Tensor classify(AlexNet& model, const std::vector<std::string>& images, const Preprocessing& pre,
-                       bool ten_crop = false);
-
-/// `text` escaped for the inside of a JSON string (quotes, backslashes, control characters).
-std::string json_escape(const std::string& text);
 
 std::string to_string(LrPolicy policy);
 LrPolicy lr_policy_from_string(const std::string& name);

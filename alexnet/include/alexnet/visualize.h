@@ -1,9 +1,10 @@
 #pragma once
 
-// Features for retrieval and the paper's pictures: fc7 activations as NumPy files
-// (Section 6.1, Figure 4), conv1's kernels (Figure 3), training curves.
+// Features for retrieval and the paper's pictures: features as NumPy files and their
+// nearest neighbours (Section 6.1, Figure 4; <alexnet/inference.h> computes them),
+// conv1's kernels (Figure 3), training curves.
 
-#include <alexnet/data.h>
+#include <alexnet/image.h>
 #include <alexnet/model.h>
 #include <alexnet/train.h>
 
@@ -11,11 +12,6 @@
 #include <vector>
 
 namespace alexnet {
-
-/// Activations of `layer` for every image of `source`, centre crop: float32 [N, D].
-torch::Tensor extract_features(AlexNet& model, const std::shared_ptr<data::Source>& source,
-                               const Preprocessing& pre, Layer layer = Layer::kFc7, int64_t batch_size = 128,
-                               int64_t workers = 2);
 
 /// Writes a float32 or float64 2-D tensor as a NumPy .npy file (format 1.0), atomically.
 void write_npy(const torch::Tensor& array, const std::string& path);
@@ -36,8 +32,14 @@ data::Image kernel_grid(const AlexNetImpl& model, int64_t scale = 4);
 /// labels and legends, as one picture.
 data::Image plot_curves(const std::vector<EpochMetrics>& history);
 
-/// Reads metrics.jsonl as Trainer writes it.
-std::vector<EpochMetrics> read_metrics(const std::string& path);
+namespace detail {
+/// Round axis ticks covering [lo, hi]: multiples of 1, 2 or 5 times a power of ten,
+/// about `intervals` intervals, from the last at or below lo to the first at or above hi.
+std::vector<double> axis_ticks(double lo, double hi, int intervals = 5);
+/// Ticks for a log axis covering [lo, hi] (> 0): powers of ten, with 2 and 5 times them
+/// within two decades, from the last at or below lo to the first at or above hi.
+std::vector<double> log_axis_ticks(double lo, double hi);
+}  // namespace detail
 
 /// A row of images (the query, then its neighbours) at `side` pixels each.
 data::Image image_row(const std::vector<data::Image>& images, int64_t side = 96);

@@ -1,0 +1,69 @@
+#pragma once
+
+// Where a data set's examples come from (Section 2): ImageNet-style image folders,
+// list files (Caffe's `convert_imageset` format) and packed sets. A source lists
+// examples and decodes one on request; it never decodes in its constructor.
+
+#include <alexnet/image.h>
+#include <alexnet/names.h>
+
+#include <torch/arg.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace alexnet::data {
+
+/// What happens to an image that cannot be read.
+enum class OnError {
+  kFail,  ///< throw at once, naming the file (default)
+  kSkip,  ///< leave it out and count it
+};
+
+}  // namespace alexnet::data
+
+namespace alexnet {
+template <>
+const std::vector<std::pair<std::string, data::OnError>>& names<data::OnError>();  ///< fail, skip
+}  // namespace alexnet
+
+namespace alexnet::data {
+
+/// Where the examples of a data set come from: image files or a packed set.
+class Source {
+ public:
+  virtual ~Source() = default;
+  virtual size_t size() const = 0;
+  virtual int64_t label(size_t index) const = 0;
+  /// The image at `index`: decoded and brought to `side` x `side` (shorter side, then
+  /// centre crop), RGB. Packed sets store images at their prepared size already.
+  virtual Image image(size_t index, int64_t side) const = 0;
+  /// A name for messages: the file's path, or the packed set and record.
+  virtual std::string describe(size_t index) const = 0;
+  virtual const std::vector<std::string>& classes() const = 0;
+};
+
+/// Options for reading image files.
+struct ReadOptions {
+  /// A file with one human-readable class name per line, in label order (optional).
+  TORCH_ARG(std::string, class_names) = "";
+  /// Root that the paths in a list file are relative to (default: the list's folder).
+  TORCH_ARG(std::string, root) = "";
+};
+
+/// `root/<class>/<image>`: classes are the sorted folder names (as torchvision's
+/// ImageFolder). Lists files only; decodes nothing.
+std::shared_ptr<Source> open_image_folder(const std::string& root, const ReadOptions& options = {});
+/// Lines "relative/path label" (Caffe's convert_imageset format).
+std::shared_ptr<Source> open_image_list(const std::string& list, const ReadOptions& options = {});
+/// Image files named one by one (a command line's), all labelled 0, no class names.
+std::shared_ptr<Source> open_image_files(std::vector<std::string> paths);
+/// A packed set written by `PackedWriter` (`alexnet prepare`, the Fashion-MNIST importer).
+std::shared_ptr<Source> open_packed(const std::string& dir);
+/// Any of the three, by what `path` is: a packed set's folder, an image folder or a list file.
+std::shared_ptr<Source> open_source(const std::string& path, const ReadOptions& options = {});
+
+}  // namespace alexnet::data

@@ -1,0 +1,42 @@
+// A run created and resumed by a program that links alexnet::train and nothing of the
+// project's apps: a data set of two colours, one epoch, then the run continued to two.
+#include <alexnet/image.h>
+#include <alexnet/run.h>
+
+#include <filesystem>
+#include <iostream>
+#include <random>
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::cerr << "usage: consumer_train SCRATCH_DIR\n";
+    return 2;
+  }
+  const std::string dir = argv[1];
+  std::mt19937 random(1);
+  for (int c = 0; c < 2; ++c) {
+    std::filesystem::create_directories(dir + "/data/" + std::to_string(c));
+    for (int i = 0; i < 6; ++i) {
+      alexnet::data::Image image;
+      image.height = image.width = 40;
+      image.channels = 3;
+      for (int p = 0; p < 40 * 40 * 3; ++p) {
+        image.pixels.push_back(static_cast<uint8_t>((p % 3 == 2 * c ? 170 : 70) + random() % 40));
+      }
+      alexnet::data::write_image(image, dir + "/data/" + std::to_string(c) + "/" + std::to_string(i) + ".png");
+    }
+  }
+  alexnet::RunConfig config;
+  config.data(dir + "/data").arch("caffe").input_size(67).dropout(0.0);
+  config.train().epochs(1).batch_size(4).lr(0.001).workers(1).resize(72);
+  const auto run_dir = dir + "/run";
+  alexnet::Run::prepare(run_dir, config, /*overwrite=*/true);
+  if (alexnet::Run(run_dir, config, /*resume=*/false).fit() != alexnet::Trainer::Outcome::kFinished) return 1;
+
+  alexnet::RunConfig more;
+  more.train().epochs(2);
+  alexnet::Run again(run_dir, alexnet::Run::resume_config(run_dir, more, {"epochs"}), /*resume=*/true);
+  if (again.fit() != alexnet::Trainer::Outcome::kFinished) return 1;
+  std::cout << "resumed to epoch " << again.trainer().history().size() << "\n";
+  return again.trainer().history().size() == 2 ? 0 : 1;
+}
