@@ -4,7 +4,9 @@
 # it is found, which needs nvcc: look where CUDA installs usually put it, including
 # pip's nvidia/cuda_nvcc next to the wheel, and say which one (or that none was
 # found) before find_package(Torch) can fail on it.
-if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX})
+if(CMAKE_CUDA_COMPILER OR DEFINED ENV{CUDACXX})
+  message(STATUS "alexnet: nvcc: ${CMAKE_CUDA_COMPILER}$ENV{CUDACXX}")
+else()
   set(alexnet_nvcc_hints)
   foreach(root IN ITEMS "$ENV{CUDA_HOME}" "$ENV{CUDA_PATH}" /usr/local/cuda)
     if(root)

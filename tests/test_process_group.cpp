@@ -7,6 +7,7 @@
 #include <alexnet/distributed.h>
 #include <alexnet/model.h>
 #include <alexnet/runtime.h>
+#include <alexnet/train.h>
 
 #include <catch2/catch.hpp>
 #include <torch/cuda.h>
@@ -337,4 +338,98 @@ TEST_CASE("towers on two GPUs: overlapped bucket all-reduces give the plain grad
   WARN("towers on cuda:0 and cuda:1, overlapped all-reduce over " << group.options().backend
                                                                   << ": worst parameter relative error " << worst);
   CHECK(worst < 1e-4);
+}
+
+namespace {
+
+// Which device a rank of the non-finite test trains on, and over which backend:
+// float16 needs CUDA (each rank its own GPU where there are two, else both on cuda:0
+// over Gloo); float32 runs on the CPU.
+struct Placement {
+  c10::Device device{c10::kCPU};
+  std::string backend = "gloo";
+};
+
+c10::optional<Placement> placement(bool fp16, int rank) {
+  if (!fp16) return Placement{};
+  const int gpus = static_cast<int>(torch::cuda::device_count());
+  if (gpus >= 2 && ProcessGroup::has_backend("nccl")) return Placement{c10::Device(c10::kCUDA, rank), "nccl"};
+  if (gpus >= 1 && ProcessGroup::has_backend("gloo")) return Placement{c10::Device("cuda:0"), "gloo"};
+  return c10::nullopt;
+}
+
+}  // namespace
+
+// Run by the next tests as two processes (ranks); hidden from the list. One step that
+// every rank takes, then one where rank 1's images are NaN.
+TEST_CASE("non-finite worker", "[.][nonfinite-worker]") {
+  auto options = DistributedOptions::from_environment();
+  REQUIRE(options.world_size == 2);
+  options.timeout = std::chrono::seconds(60);
+  const bool fp16 = std::getenv("ALEXNET_TEST_FP16") != nullptr;
+  const auto where = placement(fp16, options.rank);
+  REQUIRE(where);
+  if (where->device.is_cuda()) options.cuda_device = where->device.index();
+  options.backend = where->backend;
+  ProcessGroup group(options);
+  torch::manual_seed(5);
+  AlexNet model(AlexNetOptions::caffe().input_size(67).num_classes(4).dropout(0.0).devices({where->device}));
+  Trainer trainer(model, TrainOptions().lr(0.001).precision(fp16 ? Precision::kFp16 : Precision::kFp32));
+  trainer.distribute(group);
+  const auto x = (torch::randn({2, 3, 67, 67}) * 40).to(where->device);
+  const auto y = torch::tensor({0, 1}).to(where->device);
+  REQUIRE(trainer.step(x, y).updated);
+  const auto bad = options.rank == 1 ? torch::full_like(x, std::nan("")) : x;
+  if (fp16) {
+    // As GradScaler: every rank skips the step and halves the scale; nothing throws.
+    std::vector<torch::Tensor> before;
+    for (const auto& p : model->parameters()) before.push_back(p.detach().clone());
+    const auto result = trainer.step(bad, y);
+    CHECK_FALSE(result.updated);
+    for (size_t i = 0; i < before.size(); ++i) CHECK(torch::equal(model->parameters()[i], before[i]));
+    std::printf("rank %d: skipped the step\n", options.rank);
+  } else {
+    const auto message = message_of([&] { trainer.step(bad, y); });
+    std::printf("rank %d: %s\n", options.rank, message.c_str());
+    CHECK_THAT(message, Catch::StartsWith("the loss became") && Catch::Contains(" on 1 of 2 replicas"));
+  }
+}
+
+namespace {
+
+// Runs the non-finite worker as two ranks; returns both logs, having checked that both
+// passed within `limit` seconds (a rank left waiting would take the 60 s timeout).
+std::string run_nonfinite(bool fp16, double limit) {
+  const auto self = fs::read_symlink("/proc/self/exe").string();
+  const auto dir = test::temp_dir(fp16 ? "nonfinite16" : "nonfinite32");
+  const std::string env = fp16 ? "ALEXNET_TEST_FP16=1 " : "";
+  const auto cmd = "export WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()) + "; " +
+                   env + "RANK=0 LOCAL_RANK=0 " + self + " '[nonfinite-worker]' > " + dir + "/0.log 2>&1 & p0=$!; " +
+                   env + "RANK=1 LOCAL_RANK=1 " + self + " '[nonfinite-worker]' > " + dir + "/1.log 2>&1 & p1=$!; " +
+                   "wait $p0; s0=$?; wait $p1; echo s0=$s0 s1=$?";
+  std::string out;
+  const auto start = std::chrono::steady_clock::now();
+  REQUIRE(bash(cmd, out) == 0);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto logs = read_text(dir + "/0.log") + read_text(dir + "/1.log");
+  INFO(out << logs);
+  CHECK_THAT(out, Catch::Contains("s0=0 s1=0"));
+  CHECK(seconds < limit);
+  return logs;
+}
+
+}  // namespace
+
+TEST_CASE("a non-finite loss on one rank stops every rank at once", "[distributed]") {
+  if (!ProcessGroup::has_backend("gloo")) return test::skip("this build has no Gloo (its LibTorch lacks the headers)");
+  const auto logs = run_nonfinite(/*fp16=*/false, 40);
+  CHECK_THAT(logs, Catch::Contains("rank 0: the loss became") && Catch::Contains("rank 1: the loss became NaN"));
+}
+
+TEST_CASE("float16: a non-finite loss on one rank makes every rank skip the step", "[distributed][cuda]") {
+  if (!placement(true, 1)) {
+    return test::skip("needs a GPU and a process group backend for two ranks on it (two GPUs with NCCL, or Gloo)");
+  }
+  const auto logs = run_nonfinite(/*fp16=*/true, 40);
+  CHECK_THAT(logs, Catch::Contains("rank 0: skipped the step") && Catch::Contains("rank 1: skipped the step"));
 }

@@ -87,7 +87,6 @@ Trainer::Outcome Trainer::fit(const std::string& run_dir, const TrainHooks& hook
         m.correct += static_cast<double>(result.correct);
         m.seen += n;
       }
-      ++m.step;
       if (hooks.on_step) hooks.on_step(m.epoch + 1, m.step, steps, result.loss, m.seen / (m.seconds + elapsed()));
       if (result.stop) {
         m.seconds += elapsed();

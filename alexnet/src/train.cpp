@@ -257,6 +257,7 @@ Trainer::StepResult Trainer::step(const torch::Tensor& images, const torch::Tens
                              ") at epoch " + std::to_string(m.epoch + 1) + ", step " + std::to_string(m.step + 1) +
                              ": the run has diverged; lower the learning rate (lr) or use precision bf16");
   }
+  ++m.step;
   result.correct = logits.argmax(1).eq(y).sum().item<int64_t>();
   const auto classes = m.model->options.num_classes();
   const double flat = std::log(static_cast<double>(classes));

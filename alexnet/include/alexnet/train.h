@@ -156,8 +156,9 @@ class Trainer {
   /// and the scale halves), and the paper's update. `images` float [B, 3, S, S] as
   /// `Preprocessing::apply` makes them, `labels` int64 [B], on the model's first
   /// device. `stop_requested`: this process wants to stop; every replica learns it in
-  /// the result. Throws std::runtime_error when the loss is not finite (fp32, bf16;
-  /// on every replica at once) or fp16 steps keep overflowing.
+  /// the result. Counts the step in the epoch in progress. Throws std::runtime_error
+  /// when the loss is not finite (fp32, bf16; on every replica at once) or fp16 steps
+  /// keep overflowing.
   StepResult step(const torch::Tensor& images, const torch::Tensor& labels, bool stop_requested = false);
 
   enum class Outcome { kFinished, kStopped };
