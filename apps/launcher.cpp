@@ -3,6 +3,7 @@
 #include <alexnet/distributed.h>
 
 #include <spdlog/spdlog.h>
+#include <torch/cuda.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
 #include <chrono>
 #include <cstdlib>
 #include <stdexcept>
@@ -22,6 +24,16 @@ namespace {
 
 std::vector<std::string> command_line;
 std::atomic<int> signals{0};
+std::atomic<bool> stop_requested{false};
+volatile std::sig_atomic_t announce_stop = 1;
+
+extern "C" void on_stop_signal(int) {
+  if (stop_requested.exchange(true)) ::_exit(130);  // the second one stops at once
+  const char note[] = "\nstopping after this step (again to stop at once)\n";
+  if (announce_stop) {
+    [[maybe_unused]] auto written = ::write(2, note, sizeof(note) - 1);
+  }
+}
 
 extern "C" void count_signal(int) { signals.fetch_add(1); }
 
@@ -44,6 +56,14 @@ int free_port() {
 }  // namespace
 
 void set_command_line(int argc, char** argv) { command_line.assign(argv, argv + argc); }
+
+const std::atomic<bool>& stop_flag() { return stop_requested; }
+
+void stop_on_signals(bool announce) {
+  announce_stop = announce ? 1 : 0;
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+}
 
 bool launched_ranks(int nproc) {
   if (nproc <= 1 || DistributedOptions::in_environment()) return false;
@@ -135,6 +155,33 @@ int launch_local(int nproc) {
     }
   }
   return status_out;
+}
+
+DistributedOptions world_from_environment() {
+  auto options = DistributedOptions::from_environment();
+  if (options.rank != 0) {
+    spdlog::set_level(spdlog::level::warn);
+    spdlog::set_pattern("%^%l%$ [rank " + std::to_string(options.rank) + "]: %v");
+  }
+  return options;
+}
+
+std::unique_ptr<ProcessGroup> join_world(DistributedOptions options, double timeout_seconds,
+                                         const std::string& backend, std::vector<c10::Device>* devices) {
+  if (options.world_size == 1) return nullptr;
+  options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000));
+  if (devices) {
+    *devices = rank_devices(*devices, options.local_rank, static_cast<int>(torch::cuda::device_count()));
+    for (const auto& d : *devices) {
+      if (d.is_cuda() && options.cuda_device < 0) options.cuda_device = d.index();
+    }
+  }
+  if (backend == "nccl" && options.cuda_device < 0) throw std::invalid_argument("--dist-backend nccl needs CUDA --devices");
+  options.backend = backend;
+  auto group = std::make_unique<ProcessGroup>(options);
+  spdlog::info("data parallel: rank {} of {} ({}, rendezvous {}:{})", options.rank, options.world_size,
+               group->options().backend, options.master_addr, options.master_port);
+  return group;
 }
 
 }  // namespace alexnet::app

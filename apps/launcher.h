@@ -3,6 +3,10 @@
 // `--nproc-per-node N`: this executable started N times on this machine as the ranks
 // of one data-parallel world, with the environment torchrun would give them.
 
+#include <alexnet/distributed.h>
+
+#include <atomic>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -21,5 +25,23 @@ bool launched_ranks(int nproc);
 /// together and rank 0 checkpoints); a second one kills them. When one rank fails the
 /// others are stopped. Returns the first non-zero exit status, or 0.
 int launch_local(int nproc);
+
+/// Set by the first Ctrl-C or SIGTERM once stop_on_signals was called: a trainer
+/// finishes its step and checkpoints.
+const std::atomic<bool>& stop_flag();
+/// From now on the first SIGINT or SIGTERM sets stop_flag() (saying so on stderr when
+/// `announce`: under data parallelism rank 0 speaks for all); a second exits at once (130).
+void stop_on_signals(bool announce);
+
+/// This process's place in a data-parallel world (torchrun's, Slurm's or
+/// --nproc-per-node's environment). Ranks other than 0 report warnings and errors
+/// only, marked with their rank: one voice.
+DistributedOptions world_from_environment();
+
+/// Joins the world, or nullptr for a world of one. `devices`, when given, become this
+/// replica's (rank_devices: shifted by LOCAL_RANK), and its first GPU is the rank's GPU
+/// (so that the "auto" backend is NCCL when this build has it).
+std::unique_ptr<ProcessGroup> join_world(DistributedOptions options, double timeout_seconds,
+                                         const std::string& backend, std::vector<c10::Device>* devices = nullptr);
 
 }  // namespace alexnet::app

@@ -10,7 +10,6 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
 #include <exception>
 #include <iostream>
 #include <thread>
@@ -47,9 +46,7 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const alexnet::OptionError& e) {
     // The library names its options ("batch_size"); here they are flags ("--batch-size").
-    std::string flag = e.option();
-    std::replace(flag.begin(), flag.end(), '_', '-');
-    spdlog::error("--{} {}", flag, e.rest());
+    spdlog::error("{} {}", alexnet::app::flag_of(e.option()), e.rest());
     return 1;
   } catch (const std::exception& e) {
     spdlog::error("{}", alexnet::error_message(e));

@@ -8,6 +8,15 @@
 
 namespace alexnet::app {
 
+void add_inference_flags(CLI::App* cmd, InferenceOptions& options, bool ten_crop) {
+  if (ten_crop) cmd->add_flag("--ten-crop", options.ten_crop(), "Average the softmax of ten crops (Section 4.1)");
+  cmd->add_flag_function("--skip-bad", [&options](int64_t) { options.on_error(data::OnError::kSkip); },
+                         "Leave out unreadable images instead of stopping");
+  cmd->add_option("--batch-size", options.batch_size(), "Images per forward pass")->capture_default_str();
+  cmd->add_option("--workers", options.workers(), "Data loading threads (0: in the calling thread)")
+      ->capture_default_str();
+}
+
 void add_summary(CLI::App& app) {
   struct Flags {
     std::string arch = "paper";

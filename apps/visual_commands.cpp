@@ -50,8 +50,7 @@ void add_visual_commands(CLI::App& app) {
         ->check(CLI::IsMember({"pool5", "fc6", "fc7"}))->capture_default_str();
     cmd->add_option("--out", f->out, "The .npy file; the images, in row order, go to the same name with .txt")
         ->required();
-    cmd->add_option("--batch-size", f->options.batch_size(), "Images per forward pass")->capture_default_str();
-    cmd->add_option("--workers", f->options.workers(), "Data loading threads")->capture_default_str();
+    add_inference_flags(cmd, f->options, /*ten_crop=*/false);
     cmd->callback([f] {
       auto [model, pre] = load_for_inference(f->weights);
       std::error_code error;

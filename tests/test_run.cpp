@@ -190,5 +190,8 @@ TEST_CASE("A run checks its settings before reading any data", "[train][run]") {
   every.init(Init::kPaper).devices({c10::Device("cpu")}).execution(Execution::kTowers);
   every.train().precision(Precision::kBf16).mean(Mean::kChannels).ten_crop(true).on_error(data::OnError::kSkip);
   CHECK(RunConfig::from_json(every.to_json()).to_json() == every.to_json());
-  for (const auto& name : RunConfig::setting_names()) CHECK(RunConfig::from_json(every.to_json()).get(name) == every.get(name));
+  for (const auto& setting : RunConfig::settings()) {
+    CHECK(RunConfig::from_json(every.to_json()).get(setting.name) == every.get(setting.name));
+    CHECK_FALSE(setting.help.empty());
+  }
 }

@@ -8,6 +8,7 @@
 #include <torch/data/dataloader.h>
 
 #include <cmath>
+#include <cstdio>
 #include <stdexcept>
 
 namespace alexnet {
@@ -102,6 +103,20 @@ std::string Evaluation::to_json(const std::vector<std::string>& classes) const {
   return detail::dump(out);
 }
 
+std::string Evaluation::to_text(const std::vector<std::string>& classes) const {
+  std::string out = c10::str("images ", images, "\n");
+  char line[256];
+  std::snprintf(line, sizeof line, "top-1 %.2f%%\ntop-5 %.2f%%\nloss %.4f\n", 100 * top1, 100 * top5, loss);
+  out += line;
+  for (size_t c = 0; c < per_class.size(); ++c) {
+    std::snprintf(line, sizeof line, "  %-24s %6.2f%% of %lld\n",
+                  (c < classes.size() ? classes[c] : std::to_string(c)).c_str(), 100 * per_class[c],
+                  static_cast<long long>(per_class_images[c]));
+    out += line;
+  }
+  return out;
+}
+
 int64_t for_each_output(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
                         Layer layer, const InferenceOptions& options,
                         const std::function<void(const data::Batch&, const torch::Tensor&)>& visit) {
@@ -193,6 +208,17 @@ std::string Classification::to_json() const {
     out["top"].push_back(row);
   }
   return detail::dump(out);
+}
+
+std::string Classification::to_text() const {
+  std::string out = image + "\n";
+  char line[512];
+  for (const auto& c : top) {
+    std::snprintf(line, sizeof line, "  %6.2f%%  %s (%lld)\n", 100 * c.probability, c.label.c_str(),
+                  static_cast<long long>(c.index));
+    out += line;
+  }
+  return out;
 }
 
 std::vector<Classification> top_classes(const torch::Tensor& probabilities, const std::vector<std::string>& images,

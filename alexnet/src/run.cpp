@@ -31,6 +31,8 @@ struct Setting {
   std::function<std::string(const RunConfig&)> get;
   std::function<void(RunConfig&, const std::string&)> set;
   bool safe_to_change;
+  const char* help;
+  std::vector<std::string> choices;
 };
 
 std::string text_of(double v) { return detail::Json(v).dump(); }
@@ -94,20 +96,20 @@ std::vector<c10::Device> parse_devices(const std::string& text) {
   return devices;
 }
 
-#define ALEXNET_TRAIN_SETTING(NAME, KIND, GET, SET, SAFE)                                          \
+#define ALEXNET_TRAIN_SETTING(NAME, KIND, GET, SET, SAFE, HELP, CHOICES)                           \
   Setting {                                                                                        \
     #NAME, KIND, [](const RunConfig& c) { const auto& o = c.train(); return GET; },                \
-        [](RunConfig& c, const std::string& t) { auto& o = c.train(); SET; }, SAFE                \
+        [](RunConfig& c, const std::string& t) { auto& o = c.train(); SET; }, SAFE, HELP, CHOICES  \
   }
 
-const std::vector<Setting>& settings() {
+const std::vector<Setting>& table() {
   static const std::vector<Setting> table{
       {"data", Kind::kText, [](const RunConfig& c) { return c.data(); },
-       [](RunConfig& c, const std::string& t) { c.data(t); }, false},
+       [](RunConfig& c, const std::string& t) { c.data(t); }, false, "Training data: an image folder, list file or packed set", {}},
       {"val", Kind::kText, [](const RunConfig& c) { return c.val(); },
-       [](RunConfig& c, const std::string& t) { c.val(t); }, false},
+       [](RunConfig& c, const std::string& t) { c.val(t); }, false, "Validation data, evaluated after every epoch (none: no validation)", {}},
       {"stats", Kind::kText, [](const RunConfig& c) { return c.stats(); },
-       [](RunConfig& c, const std::string& t) { c.stats(t); }, false},
+       [](RunConfig& c, const std::string& t) { c.stats(t); }, false, "Statistics file (alexnet stats); none: computed into RUN/stats.pt", {}},
       {"arch", Kind::kText, [](const RunConfig& c) { return c.arch(); },
        [](RunConfig& c, const std::string& t) {
          const auto& known = preset_names();
@@ -116,51 +118,51 @@ const std::vector<Setting>& settings() {
          }
          c.arch(t);
        },
-       false},
+       false, "The network's preset", preset_names()},
       {"input_size", Kind::kWhole, [](const RunConfig& c) { return std::to_string(c.input_size()); },
-       [](RunConfig& c, const std::string& t) { c.input_size(whole("input_size", t)); }, false},
+       [](RunConfig& c, const std::string& t) { c.input_size(whole("input_size", t)); }, false, "Side of the crops the network sees (0: the preset's)", {}},
       {"init", Kind::kText, [](const RunConfig& c) { return c.init() ? name_of(*c.init()) : std::string(); },
        [](RunConfig& c, const std::string& t) {
          c.init(t.empty() ? c10::optional<Init>() : c10::optional<Init>(choice<Init>("init", t)));
        },
-       false},
+       false, "How weights and biases start (none: the preset's)", name_list<Init>()},
       {"dropout", Kind::kReal, [](const RunConfig& c) { return text_of(c.dropout()); },
-       [](RunConfig& c, const std::string& t) { c.dropout(real("dropout", t)); }, false},
+       [](RunConfig& c, const std::string& t) { c.dropout(real("dropout", t)); }, false, "Dropout probability on fc6 and fc7 (Section 4.2)", {}},
       {"devices", Kind::kText, [](const RunConfig& c) { return devices_text(c.devices()); },
-       [](RunConfig& c, const std::string& t) { c.devices(parse_devices(t)); }, true},
+       [](RunConfig& c, const std::string& t) { c.devices(parse_devices(t)); }, true, "cpu, cuda:0, or cuda:0,cuda:1 (one tower each)", {}},
       {"execution", Kind::kText, [](const RunConfig& c) { return name_of(c.execution()); },
-       [](RunConfig& c, const std::string& t) { c.execution(choice<Execution>("execution", t)); }, true},
-      ALEXNET_TRAIN_SETTING(epochs, Kind::kWhole, std::to_string(o.epochs()), o.epochs(whole("epochs", t)), true),
+       [](RunConfig& c, const std::string& t) { c.execution(choice<Execution>("execution", t)); }, true, "How the towers run", name_list<Execution>()},
+      ALEXNET_TRAIN_SETTING(epochs, Kind::kWhole, std::to_string(o.epochs()), o.epochs(whole("epochs", t)), true, "Passes over the training set", {}),
       ALEXNET_TRAIN_SETTING(batch_size, Kind::kWhole, std::to_string(o.batch_size()),
-                            o.batch_size(whole("batch_size", t)), false),
-      ALEXNET_TRAIN_SETTING(lr, Kind::kReal, text_of(o.lr()), o.lr(real("lr", t)), false),
-      ALEXNET_TRAIN_SETTING(momentum, Kind::kReal, text_of(o.momentum()), o.momentum(real("momentum", t)), false),
+                            o.batch_size(whole("batch_size", t)), false, "Examples per step (per process under data parallelism)", {}),
+      ALEXNET_TRAIN_SETTING(lr, Kind::kReal, text_of(o.lr()), o.lr(real("lr", t)), false, "Learning rate", {}),
+      ALEXNET_TRAIN_SETTING(momentum, Kind::kReal, text_of(o.momentum()), o.momentum(real("momentum", t)), false, "Momentum", {}),
       ALEXNET_TRAIN_SETTING(weight_decay, Kind::kReal, text_of(o.weight_decay()),
-                            o.weight_decay(real("weight_decay", t)), false),
+                            o.weight_decay(real("weight_decay", t)), false, "Weight decay, times the learning rate in the update", {}),
       ALEXNET_TRAIN_SETTING(lr_policy, Kind::kText, name_of(o.lr_policy()),
-                            o.lr_policy(choice<LrPolicy>("lr_policy", t)), false),
+                            o.lr_policy(choice<LrPolicy>("lr_policy", t)), false, "plateau (divide by 10 when validation stalls), step (times lr_factor every step_epochs) or fixed", name_list<LrPolicy>()),
       ALEXNET_TRAIN_SETTING(patience, Kind::kWhole, std::to_string(o.patience()), o.patience(whole("patience", t)),
-                            false),
+                            false, "Epochs without a better validation error before the plateau policy divides", {}),
       ALEXNET_TRAIN_SETTING(step_epochs, Kind::kWhole, std::to_string(o.step_epochs()),
-                            o.step_epochs(whole("step_epochs", t)), false),
-      ALEXNET_TRAIN_SETTING(lr_factor, Kind::kReal, text_of(o.lr_factor()), o.lr_factor(real("lr_factor", t)), false),
-      ALEXNET_TRAIN_SETTING(workers, Kind::kWhole, std::to_string(o.workers()), o.workers(whole("workers", t)), true),
+                            o.step_epochs(whole("step_epochs", t)), false, "Epochs between falls under the step policy", {}),
+      ALEXNET_TRAIN_SETTING(lr_factor, Kind::kReal, text_of(o.lr_factor()), o.lr_factor(real("lr_factor", t)), false, "What the step policy multiplies the rate by", {}),
+      ALEXNET_TRAIN_SETTING(workers, Kind::kWhole, std::to_string(o.workers()), o.workers(whole("workers", t)), true, "Data loading threads (0: in the training thread)", {}),
       ALEXNET_TRAIN_SETTING(seed, Kind::kWhole, std::to_string(o.seed()),
-                            o.seed(static_cast<uint64_t>(whole("seed", t))), false),
-      ALEXNET_TRAIN_SETTING(resize, Kind::kWhole, std::to_string(o.resize()), o.resize(whole("resize", t)), false),
-      ALEXNET_TRAIN_SETTING(pca_std, Kind::kReal, text_of(o.pca_std()), o.pca_std(real("pca_std", t)), false),
+                            o.seed(static_cast<uint64_t>(whole("seed", t))), false, "Seeds initialisation, data order, augmentation and dropout", {}),
+      ALEXNET_TRAIN_SETTING(resize, Kind::kWhole, std::to_string(o.resize()), o.resize(whole("resize", t)), false, "Side images are brought to before cropping (Section 2)", {}),
+      ALEXNET_TRAIN_SETTING(pca_std, Kind::kReal, text_of(o.pca_std()), o.pca_std(real("pca_std", t)), false, "PCA colour noise: standard deviation of alpha (0: off)", {}),
       ALEXNET_TRAIN_SETTING(ten_crop, Kind::kFlag, o.ten_crop() ? "true" : "false", o.ten_crop(flag("ten_crop", t)),
-                            false),
+                            false, "Validate on ten crops instead of the centre crop", {}),
       ALEXNET_TRAIN_SETTING(on_error, Kind::kText, name_of(o.on_error()),
-                            o.on_error(choice<data::OnError>("on_error", t)), true),
+                            o.on_error(choice<data::OnError>("on_error", t)), true, "Unreadable images: fail (stop) or skip (leave out and count)", name_list<data::OnError>()),
       ALEXNET_TRAIN_SETTING(precision, Kind::kText, name_of(o.precision()),
-                            o.precision(choice<Precision>("precision", t)), false),
+                            o.precision(choice<Precision>("precision", t)), false, "fp32; bf16 (autocast, CPU or CUDA); fp16 (autocast and loss scaling, CUDA)", name_list<Precision>()),
       ALEXNET_TRAIN_SETTING(channels_last, Kind::kFlag, o.channels_last() ? "true" : "false",
-                            o.channels_last(flag("channels_last", t)), false),
+                            o.channels_last(flag("channels_last", t)), false, "Channels-last (NHWC) convolutions, faster on GPUs", {}),
       ALEXNET_TRAIN_SETTING(mean, Kind::kText, o.mean() ? name_of(*o.mean()) : std::string(),
                             o.mean(t.empty() ? c10::optional<Mean>() : c10::optional<Mean>(choice<Mean>("mean", t))),
-                            false),
-      ALEXNET_TRAIN_SETTING(tf32, Kind::kFlag, o.tf32() ? "true" : "false", o.tf32(flag("tf32", t)), false),
+                            false, "Subtract the mean image or the channel means (none: image for two towers, channels for torchvision)", name_list<Mean>()),
+      ALEXNET_TRAIN_SETTING(tf32, Kind::kFlag, o.tf32() ? "true" : "false", o.tf32(flag("tf32", t)), false, "Allow TensorFloat-32 on CUDA (Ampere and later): faster, 10-bit mantissa products", {}),
   };
   return table;
 }
@@ -168,7 +170,7 @@ const std::vector<Setting>& settings() {
 #undef ALEXNET_TRAIN_SETTING
 
 const Setting& setting(const std::string& name) {
-  for (const auto& s : settings()) {
+  for (const auto& s : table()) {
     if (name == s.name) return s;
   }
   throw std::invalid_argument("unknown run setting '" + name + "'");
@@ -189,8 +191,8 @@ RunConfig legacy_config(const std::string& path) {
     auto value = line.substr(eq + 1);
     std::replace(key.begin(), key.end(), '-', '_');
     if (key == "skip_bad") key = "on_error", value = value == "1" ? "skip" : "fail";
-    if (std::find_if(settings().begin(), settings().end(), [&](const Setting& s) { return key == s.name; }) ==
-        settings().end()) {
+    if (std::find_if(table().begin(), table().end(), [&](const Setting& s) { return key == s.name; }) ==
+        table().end()) {
       continue;
     }
     config.set(key, value);
@@ -218,13 +220,13 @@ AlexNetOptions RunConfig::model(int64_t classes) const {
   return options;
 }
 
-const std::vector<std::string>& RunConfig::setting_names() {
-  static const std::vector<std::string> names = [] {
-    std::vector<std::string> out;
-    for (const auto& s : settings()) out.emplace_back(s.name);
-    return out;
+const std::vector<RunConfig::Setting>& RunConfig::settings() {
+  static const std::vector<RunConfig::Setting> out = [] {
+    std::vector<RunConfig::Setting> all;
+    for (const auto& s : table()) all.push_back({s.name, s.help, s.choices, s.kind == Kind::kFlag});
+    return all;
   }();
-  return names;
+  return out;
 }
 
 std::string RunConfig::get(const std::string& name) const { return setting(name).get(*this); }
@@ -233,7 +235,7 @@ void RunConfig::set(const std::string& name, const std::string& text) { setting(
 
 std::string RunConfig::to_json() const {
   detail::Json out;
-  for (const auto& s : settings()) {
+  for (const auto& s : table()) {
     const auto text = s.get(*this);
     switch (s.kind) {
       case Kind::kText: out[s.name] = text; break;
@@ -253,7 +255,7 @@ RunConfig RunConfig::from_json(const std::string& text) {
     throw std::invalid_argument("run configuration: not JSON (" + std::string(e.what()) + ")");
   }
   RunConfig config;
-  for (const auto& s : settings()) {
+  for (const auto& s : table()) {
     if (!in.contains(s.name)) continue;  // a setting added since: its default
     const auto& v = in[s.name];
     config.set(s.name, v.is_string() ? v.get<std::string>() : v.dump());
@@ -365,7 +367,7 @@ Run::Run(std::string dir, RunConfig config, bool resume, ProcessGroup* group, Tr
   }
   if (writer) {
     std::string text;
-    for (const auto& s : settings()) text += std::string(s.name) + "=" + s.get(c) + "\n";
+    for (const auto& s : table()) text += std::string(s.name) + "=" + s.get(c) + "\n";
     detail::write_file_atomically((fs::path(m.dir) / "options.txt").string(), text, "run options");
   }
   if (group && group->size() > 1) m.trainer->distribute(*group);

@@ -14,6 +14,7 @@
 #include <torch/nn/functional/loss.h>
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -94,6 +95,16 @@ std::string EpochMetrics::to_json() const {
   out["images_per_second"] = detail::number(images_per_second);
   out["seconds"] = detail::number(seconds);
   return detail::dump(out);
+}
+
+std::string EpochMetrics::to_text() const {
+  char line[320];
+  std::snprintf(line, sizeof line,
+                "epoch %lld: train loss %.4f top-1 %.2f%% | val loss %.4f top-1 %.2f%% top-5 %.2f%% | lr %g | %.0f "
+                "images/s, %.0f s",
+                static_cast<long long>(epoch), train_loss, 100 * train_top1, val_loss, 100 * val_top1, 100 * val_top5,
+                lr, images_per_second, seconds);
+  return line;
 }
 
 EpochMetrics EpochMetrics::from_json(const std::string& line) {

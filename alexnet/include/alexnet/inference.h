@@ -52,6 +52,8 @@ struct Evaluation {
 
   /// One JSON object: images, top1, top5, loss, skipped, per_class [{index, label, images, top1}].
   std::string to_json(const std::vector<std::string>& classes) const;
+  /// For people: images, top-1, top-5 and loss, a line each, then each class's top-1.
+  std::string to_text(const std::vector<std::string>& classes) const;
 };
 
 /// Runs `model` (in eval mode, without gradients) over every image of `source` in
@@ -85,6 +87,8 @@ struct Classification {
 
   /// {"image": ..., "top": [{"label": ..., "index": ..., "probability": ...}]}
   std::string to_json() const;
+  /// For people: the image, then a line per class ("  99.10%  Ankle boot (9)").
+  std::string to_text() const;
 };
 
 /// The `k` most probable classes of each row of `probabilities` [N, classes], named by

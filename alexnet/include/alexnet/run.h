@@ -90,8 +90,16 @@ struct RunConfig {
   std::string get(const std::string& name) const;
   /// Sets one setting from text; throws OptionError naming it when the text does not fit.
   void set(const std::string& name, const std::string& text);
-  /// Every setting's name, in to_json's order.
-  static const std::vector<std::string>& setting_names();
+  /// What a setting is: its name, one line saying what it does (help texts take it),
+  /// its choices (empty: any value of its kind), and whether it is a switch (true/false).
+  struct Setting {
+    std::string name;
+    std::string help;
+    std::vector<std::string> choices;
+    bool is_switch = false;
+  };
+  /// Every setting, in to_json's order.
+  static const std::vector<Setting>& settings();
 };
 
 class Run {

@@ -104,6 +104,8 @@ struct EpochMetrics {
   std::string to_json() const;
   /// Parses one line as to_json writes it; throws on a line that is not one.
   static EpochMetrics from_json(const std::string& line);
+  /// One line for people: "epoch 3: train loss 0.4554 top-1 83.17% | val loss ... | lr 0.01 | 505 images/s, 119 s".
+  std::string to_text() const;
 };
 
 /// Reads metrics.jsonl as the trainer writes it; throws naming the file and line.
