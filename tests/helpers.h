@@ -1,10 +1,12 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <torch/nn/module.h>
 
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace alexnet::test {
 
@@ -13,6 +15,22 @@ inline double relative_error(const at::Tensor& a, const at::Tensor& b) {
   const auto diff = (a.to(at::kDouble) - b.to(at::kDouble).to(a.device())).norm().item<double>();
   const auto ref = b.to(at::kDouble).norm().item<double>();
   return ref == 0.0 ? diff : diff / ref;
+}
+
+/// Detached copies of a module's parameters, in order.
+inline std::vector<at::Tensor> snapshot(const torch::nn::Module& module) {
+  std::vector<at::Tensor> out;
+  for (const auto& p : module.parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+/// Whether two lists of tensors are equal element by element, bit for bit.
+inline bool same(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!at::equal(a[i], b[i])) return false;
+  }
+  return true;
 }
 
 /// Marks the running test as skipped, saying why. Under CTest (which sets

@@ -17,18 +17,8 @@ namespace {
 
 AlexNetOptions small_options() { return AlexNetOptions::caffe().input_size(67).num_classes(10); }
 
-std::vector<at::Tensor> snapshot(const AlexNet& model) {
-  std::vector<at::Tensor> out;
-  for (const auto& p : model->parameters()) out.push_back(p.detach().clone());
-  return out;
-}
-
 bool unchanged(const AlexNet& model, const std::vector<at::Tensor>& before) {
-  const auto now = model->parameters();
-  for (size_t i = 0; i < now.size(); ++i) {
-    if (!at::equal(now[i], before[i])) return false;
-  }
-  return true;
+  return alexnet::test::same(alexnet::test::snapshot(*model), before);
 }
 
 // The one-line message a load fails with.
@@ -59,7 +49,7 @@ TEST_CASE("A checkpoint holds weights and options and loads into either executio
   auto loaded = alexnet::load(path);
   CHECK(loaded->options.dropout() == 0.3);
   CHECK(loaded->options.lrn()->beta() == 0.7);
-  const auto before = snapshot(model);
+  const auto before = alexnet::test::snapshot(*model);
   CHECK(unchanged(loaded, before));
 
   torch::NoGradGuard no_grad;
@@ -72,7 +62,7 @@ TEST_CASE("A checkpoint holds weights and options and loads into either executio
   // The torchvision preset round-trips too.
   AlexNet tv(AlexNetOptions::torchvision().num_classes(3));
   alexnet::save(*tv, dir + "/tv.pt");
-  CHECK(unchanged(alexnet::load(dir + "/tv.pt"), snapshot(tv)));
+  CHECK(unchanged(alexnet::load(dir + "/tv.pt"), alexnet::test::snapshot(*tv)));
   fs::remove_all(dir);
 }
 
@@ -82,7 +72,7 @@ TEST_CASE("Loading a mismatched checkpoint names the file and the parameter, and
   const auto path = dir + "/ten.pt";
   alexnet::save(*AlexNet(small_options()), path);
   AlexNet other(small_options().num_classes(12));
-  const auto before = snapshot(other);
+  const auto before = alexnet::test::snapshot(*other);
   CHECK(failure([&] { alexnet::load_weights(*other, path); }) ==
         "checkpoint '" + path +
             "': parameter 'tower0.fc8.weight' has shape [5, 4096] in the file but [6, 4096] in the model");
@@ -99,7 +89,7 @@ TEST_CASE("Truncated, foreign and missing files are refused by name", "[checkpoi
   const auto good = dir + "/good.pt";
   alexnet::save(*AlexNet(small_options()), good);
   AlexNet model(small_options());
-  const auto before = snapshot(model);
+  const auto before = alexnet::test::snapshot(*model);
 
   const auto truncated = dir + "/truncated.pt";
   fs::copy_file(good, truncated);

@@ -98,11 +98,6 @@ bool amp_step(AlexNet& model, LossScaler& scaler, Precision precision, const at:
   return true;
 }
 
-std::vector<at::Tensor> snapshot(const AlexNet& model) {
-  std::vector<at::Tensor> out;
-  for (const auto& p : model->parameters()) out.push_back(p.detach().clone());
-  return out;
-}
 
 }  // namespace
 
@@ -131,13 +126,13 @@ TEST_CASE("AMP steps on CUDA: bf16 is finite; fp16 skips overflowing steps, halv
   int skipped = 0;
   bool trained = false;
   for (int step = 0; step < 40 && !trained; ++step) {
-    const auto before = snapshot(model);
+    const auto before = test::snapshot(*model);
     const double scale = scaler.scale();
     trained = amp_step(model, scaler, Precision::kFp16, x, y);
     if (!trained) {
       ++skipped;
       CHECK(scaler.scale() == scale / 2);
-      const auto after = snapshot(model);
+      const auto after = test::snapshot(*model);
       for (size_t i = 0; i < after.size(); ++i) CHECK(at::equal(after[i], before[i]));
     }
   }

@@ -25,20 +25,6 @@ RunConfig small_config(const std::string& data, int64_t epochs) {
   return config;
 }
 
-std::vector<torch::Tensor> weights_of(Run& run) {
-  std::vector<torch::Tensor> out;
-  for (const auto& p : run.trainer().model()->parameters()) out.push_back(p.detach().clone());
-  return out;
-}
-
-bool same(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!torch::equal(a[i], b[i])) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 TEST_CASE("A run stops, resumes with more epochs, keeps them for the next resume, and equals an uninterrupted one",
@@ -88,7 +74,7 @@ TEST_CASE("A run stops, resumes with more epochs, keeps them for the next resume
     Run run(dir, plain, true);
     REQUIRE(run.fit() == Trainer::Outcome::kFinished);
     CHECK(run.trainer().history().size() == 2);
-    CHECK(same(weights_of(run), weights_of(straight)));
+    CHECK(test::same(test::snapshot(*run.trainer().model()), test::snapshot(*straight.trainer().model())));
   }
   // best.pt is for inference: weights and preprocessing, no optimizer state.
   const auto best = read_extras(dir + "/best.pt");

@@ -28,11 +28,6 @@ TrainOptions small_options(int64_t epochs) {
   return TrainOptions().epochs(epochs).batch_size(4).lr(0.001).workers(1).resize(72).seed(5).pca_std(0.1);
 }
 
-std::vector<torch::Tensor> weights(AlexNet& model) {
-  std::vector<torch::Tensor> out;
-  for (const auto& p : model->parameters()) out.push_back(p.detach().clone());
-  return out;
-}
 
 // A small colour set with its source and statistics, and a run folder beside it; both
 // folders go when the test ends, passed or not.
@@ -50,12 +45,6 @@ struct ColourSet {
   }
 };
 
-bool same(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!torch::equal(a[i], b[i])) return false;
-  }
-  return a.size() == b.size();
-}
 
 }  // namespace
 
@@ -118,7 +107,7 @@ TEST_CASE("Resuming is bitwise exact, after an epoch and after a stop mid-epoch"
 
   Trainer straight(small_model(2), source, source, stats, small_options(2));
   straight.fit(run + "/straight");
-  const auto expected = weights(straight.model());
+  const auto expected = test::snapshot(*straight.model());
 
   Trainer first(small_model(2), source, source, stats, small_options(1));
   first.fit(run + "/split");
@@ -126,7 +115,7 @@ TEST_CASE("Resuming is bitwise exact, after an epoch and after a stop mid-epoch"
   second.restore(run + "/split/last.pt");
   CHECK(second.epochs_done() == 1);
   second.fit(run + "/split");
-  CHECK(same(weights(second.model()), expected));
+  CHECK(test::same(test::snapshot(*second.model()), expected));
   CHECK(second.history().size() == 2);
 
   // Stopped after the second step of the first epoch, as Ctrl-C does.
@@ -139,7 +128,7 @@ TEST_CASE("Resuming is bitwise exact, after an epoch and after a stop mid-epoch"
   Trainer resumed(small_model(7), source, source, stats, small_options(2));
   resumed.restore(run + "/stopped/last.pt");
   REQUIRE(resumed.fit(run + "/stopped") == Trainer::Outcome::kFinished);
-  CHECK(same(weights(resumed.model()), expected));
+  CHECK(test::same(test::snapshot(*resumed.model()), expected));
   CHECK(resumed.history()[0].train_loss == straight.history()[0].train_loss);
 
   CHECK_THROWS_WITH(Trainer(small_model(2), source, source, stats, small_options(1)).restore(root + "/0/0.png"),
@@ -229,15 +218,6 @@ TEST_CASE("Features export as .npy, neighbours, kernels and curves", "[train][vi
         "metrics '" + root + "/bad.jsonl' line 1: not an epoch's figures");
 }
 
-namespace {
-
-std::vector<torch::Tensor> params_of(AlexNet& model) {
-  std::vector<torch::Tensor> out;
-  for (const auto& p : model->parameters()) out.push_back(p.detach().clone());
-  return out;
-}
-
-}  // namespace
 
 // Section 5's update against LibTorch's SGD (train.h says how they relate): equal at a
 // constant rate; after the rate drops from lr0 to lr1 ours keeps the step already taken
@@ -264,7 +244,7 @@ TEST_CASE("Trainer::step equals LibTorch's SGD at a constant rate, and differs a
   for (int step = 0; step < 4; ++step) {
     const auto x = torch::randn({4, 3, 67, 67}) * 40;
     const auto y = torch::randint(0, 3, {4});
-    before = params_of(ours);
+    before = test::snapshot(*ours);
     const auto result = trainer.step(x, y);
     CHECK(result.updated);
     CHECK(std::isfinite(result.loss));

@@ -37,24 +37,27 @@ struct Setting {
 
 std::string text_of(double v) { return detail::Json(v).dump(); }
 
-int64_t whole(const std::string& name, const std::string& text) {
+// `text` read whole by `read` (std::stoll, std::stod), or OptionError naming the setting.
+template <typename T>
+T number_in(const std::string& name, const std::string& text, T (*read)(const std::string&, size_t*),
+            const char* what) {
   try {
     size_t used = 0;
-    const auto v = std::stoll(text, &used);
+    const T v = read(text, &used);
     if (used == text.size()) return v;
   } catch (const std::exception&) {
   }
-  throw OptionError(name, "takes a whole number, got '" + text + "'");
+  throw OptionError(name, std::string("takes ") + what + ", got '" + text + "'");
+}
+
+int64_t whole(const std::string& name, const std::string& text) {
+  return number_in<long long>(name, text, [](const std::string& t, size_t* used) { return std::stoll(t, used); },
+                              "a whole number");
 }
 
 double real(const std::string& name, const std::string& text) {
-  try {
-    size_t used = 0;
-    const auto v = std::stod(text, &used);
-    if (used == text.size()) return v;
-  } catch (const std::exception&) {
-  }
-  throw OptionError(name, "takes a number, got '" + text + "'");
+  return number_in<double>(name, text, [](const std::string& t, size_t* used) { return std::stod(t, used); },
+                           "a number");
 }
 
 bool flag(const std::string& name, const std::string& text) {
