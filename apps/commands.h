@@ -8,7 +8,46 @@
 
 #include <CLI/CLI.hpp>
 
+#include <sstream>
+#include <string>
+
 namespace alexnet::app {
+
+inline std::string number_text(double v) {
+  std::ostringstream out;
+  out << v;
+  return out.str();
+}
+
+/// A check for a flag's number, in plain words ("must be at least 1, got 0"), where
+/// CLI11's own prints the whole range of a double.
+inline CLI::Validator at_least(double low) {
+  return CLI::Validator(
+      [low](std::string& text) -> std::string {
+        try {
+          size_t used = 0;
+          const double v = std::stod(text, &used);
+          if (used == text.size() && v >= low) return "";
+        } catch (const std::exception&) {
+        }
+        return "must be at least " + number_text(low) + ", got " + text;
+      },
+      ">=" + number_text(low));
+}
+/// The same for a number that must be above zero (a fraction is fine).
+inline CLI::Validator positive() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        try {
+          size_t used = 0;
+          const double v = std::stod(text, &used);
+          if (used == text.size() && v > 0) return "";
+        } catch (const std::exception&) {
+        }
+        return "must be positive, got " + text;
+      },
+      ">0");
+}
 
 /// The flag for a library option's name: "batch_size" -> "--batch-size".
 inline std::string flag_of(std::string option) {

@@ -25,9 +25,11 @@ struct DataFlags {
         ->required();
     cmd->add_option("--class-names", class_names, "File of human-readable class names, one per line, in label order");
     cmd->add_option("--size", size, "Side images are brought to: shorter side, then centre crop (Section 2: 256)")
-        ->check(CLI::PositiveNumber)
+        ->check(at_least(1))
         ->capture_default_str();
-    cmd->add_option("--workers", workers, "Decoding threads")->check(CLI::PositiveNumber)->capture_default_str();
+    cmd->add_option("--workers", workers, "Decoding threads (0: one, in the calling thread)")
+        ->check(at_least(0))
+        ->capture_default_str();
     cmd->add_flag("--skip-bad", skip_bad, "Leave out unreadable images and report how many (default: stop at the first)");
   }
   std::shared_ptr<data::Source> open() const {
@@ -88,6 +90,15 @@ void add_data_commands(CLI::App& app) {
     });
   }
   {
+    auto dir = std::make_shared<std::string>();
+    auto* cmd = app.add_subcommand("verify", "Check every record of a packed set against its checksum");
+    cmd->add_option("dir", *dir, "The packed set's folder")->required();
+    cmd->callback([=] {
+      const auto records = data::verify_packed(*dir);
+      std::cout << *dir << ": " << records << " records, every checksum holds\n";
+    });
+  }
+  {
     auto from = std::make_shared<std::string>(data::kFashionMnistDir);
     auto out = std::make_shared<std::string>();
     auto examples = std::make_shared<int64_t>(0);
@@ -97,7 +108,7 @@ void add_data_commands(CLI::App& app) {
     fashion->add_option("--from", *from, "Folder of the IDX files")->capture_default_str();
     fashion->add_option("--out", *out, "Folder for the packed sets")->required();
     fashion->add_option("--examples", *examples, "Also write the first N test images as PNG files to OUT/examples")
-        ->check(CLI::NonNegativeNumber);
+        ->check(at_least(0));
     fashion->callback([=] {
       const auto [train, test] = data::import_fashion_mnist(*from, *out);
       if (*examples > 0) {

@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--threads", threads, "CPU threads for LibTorch's operators")
-      ->check(CLI::PositiveNumber)
+      ->check(alexnet::app::at_least(1))
       ->capture_default_str();
   app.parse_complete_callback([&] { at::set_num_threads(threads); });
   alexnet::app::add_summary(app);

@@ -30,7 +30,7 @@ void add_summary(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--input-size", flags->input_size,
                   "Input side in pixels (default: the preset's, 227 or 224; 224 pads conv1 by 2)")
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
   cmd->add_flag("--json", flags->json, "Print one JSON object instead of a table");
   cmd->callback([flags] {
     AlexNet model(preset(flags->arch, flags->input_size).init(Init::kPyTorch));

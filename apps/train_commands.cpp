@@ -80,7 +80,14 @@ void run_train(TrainFlags& f) {
   };
   hooks.on_epoch = [](const EpochMetrics& m) { spdlog::info("{}", m.to_text()); };
   hooks.stop = &stop_flag();
-  Run run(dir, config, resuming, group.get(), hooks);
+  auto run = [&] {
+    try {
+      return Run(dir, config, resuming, group.get(), hooks);
+    } catch (...) {
+      if (!resuming && writer) fs::remove_all(dir);  // a new run that never started leaves nothing behind
+      throw;
+    }
+  }();
   stop_on_signals(/*announce=*/writer);  // from here on, Ctrl-C checkpoints
   if (run.fit() == Trainer::Outcome::kStopped) {
     if (writer) spdlog::warn("stopped: checkpoint in {}; continue with: alexnet train --resume {}", run.last(), dir);
@@ -119,9 +126,9 @@ void add_train_commands(CLI::App& app) {
                            "Leave out unreadable images instead of stopping (--on-error skip)");
     cmd->add_option("--nproc-per-node", f->nproc_per_node,
                     "Data parallel: start this many processes here (under torchrun or srun, leave it out)")
-        ->check(CLI::PositiveNumber)->capture_default_str();
+        ->check(at_least(1))->capture_default_str();
     cmd->add_option("--dist-timeout", f->dist_timeout, "Data parallel: seconds to wait for the other ranks before failing")
-        ->check(CLI::PositiveNumber)->capture_default_str();
+        ->check(positive())->capture_default_str();
     cmd->add_option("--dist-backend", f->dist_backend,
                     "Data parallel: auto (nccl when the devices are GPUs and this build has it, else gloo), gloo or nccl")
         ->check(CLI::IsMember({"auto", "gloo", "nccl"}))->capture_default_str();
@@ -142,9 +149,9 @@ void add_train_commands(CLI::App& app) {
     add_inference_flags(cmd, f->options);
     cmd->add_flag("--json", f->json, "Print one JSON object");
     cmd->add_option("--nproc-per-node", f->nproc_per_node, "Split the images over this many processes here")
-        ->check(CLI::PositiveNumber)->capture_default_str();
+        ->check(at_least(1))->capture_default_str();
     cmd->add_option("--dist-timeout", f->dist_timeout, "Seconds to wait for the other ranks before failing")
-        ->check(CLI::PositiveNumber)->capture_default_str();
+        ->check(positive())->capture_default_str();
     cmd->callback([f] {
       if (launched_ranks(f->nproc_per_node)) return;
       validate(f->options);
@@ -167,7 +174,7 @@ void add_train_commands(CLI::App& app) {
     auto* cmd = app.add_subcommand("classify", "The most probable classes of images");
     cmd->add_option("--weights", f->weights, "Checkpoint written by alexnet train (best.pt)")->required();
     cmd->add_option("images", f->images, "Image files")->required();
-    cmd->add_option("--top", f->top, "How many classes to show")->check(CLI::PositiveNumber)->capture_default_str();
+    cmd->add_option("--top", f->top, "How many classes to show")->check(at_least(1))->capture_default_str();
     cmd->add_flag("--ten-crop", f->ten_crop, "Average the softmax of ten crops (Section 4.1)");
     cmd->add_flag("--json", f->json, "One JSON object per image: image, top [{label, index, probability}]");
     cmd->callback([f] {

@@ -58,10 +58,10 @@ void add_visual_commands(CLI::App& app) {
                                                       fs::path(f->data[0]).extension() == ".txt");
       const auto source = collection ? data::open_source(f->data[0]) : data::open_image_files(f->data);
       const auto features = extract_features(model, source, pre, layer_from_string(f->layer), f->options);
-      std::string names;
-      for (size_t i = 0; i < source->size(); ++i) names += source->describe(i) + "\n";
+      std::vector<std::string> names;
+      for (size_t i = 0; i < source->size(); ++i) names.push_back(source->describe(i));
       write_npy(features, f->out);
-      std::ofstream(paths_file(f->out)) << names;
+      write_row_names(names, paths_file(f->out));
       spdlog::info("{} x {} {} features in {} (images in {})", features.size(0), features.size(1), f->layer, f->out,
                    paths_file(f->out));
     });
@@ -76,16 +76,12 @@ void add_visual_commands(CLI::App& app) {
     cmd->add_option("--features", f->features, "A .npy file written by alexnet features")->required();
     cmd->add_option("--query", f->query, "A row number of the features, or an image file (needs --weights)")->required();
     cmd->add_option("--weights", f->weights, "Checkpoint, to compute an image query's features");
-    cmd->add_option("--k", f->k, "How many neighbours")->check(CLI::PositiveNumber)->capture_default_str();
+    cmd->add_option("--k", f->k, "How many neighbours")->check(at_least(1))->capture_default_str();
     cmd->add_option("--grid", f->grid, "Also draw the query and its neighbours to this PNG");
     cmd->callback([f] {
       const auto features = read_npy(f->features);
-      std::vector<std::string> names;
-      {
-        std::ifstream in(paths_file(f->features));
-        std::string line;
-        while (std::getline(in, line)) names.push_back(line);
-      }
+      const auto names = fs::exists(paths_file(f->features)) ? read_row_names(paths_file(f->features))
+                                                             : std::vector<std::string>{};
       torch::Tensor query;
       int64_t exclude = -1;
       std::string query_name = f->query;
@@ -129,7 +125,7 @@ void add_visual_commands(CLI::App& app) {
     auto* cmd = app.add_subcommand("kernels", "conv1's kernels as a picture, the two towers apart (Figure 3)");
     cmd->add_option("--weights", *weights, "Checkpoint")->required();
     cmd->add_option("--out", *out, "PNG file")->required();
-    cmd->add_option("--scale", *scale, "Pixels per kernel weight")->check(CLI::PositiveNumber)->capture_default_str();
+    cmd->add_option("--scale", *scale, "Pixels per kernel weight")->check(at_least(1))->capture_default_str();
     cmd->callback([=] {
       data::write_image(kernel_grid(*load(*weights), *scale), *out);
       spdlog::info("wrote {}", *out);

@@ -47,3 +47,25 @@ print(json.dumps({"figure": "data_images_per_s_per_worker", "workers": w,
                   "torchvision_total": base["baseline"]}))
 PY
 done
+
+# What checking each packed record's checksum costs: every record read once (a record
+# is checked the first time a process reads it), with and without the check,
+# interleaved in rounds, one worker.
+once=$(( images / 32 - 1 ))
+rows=()
+for round in 1 2 3 4 5; do
+  for verify in 1 0; do
+    rows+=("$(build/bin/alexnet_data_bench "$work/packed" "$work/stats.pt" 1 "$once" "$verify")")
+  done
+done
+"$python" - "${rows[@]}" <<'PY'
+import json, statistics, sys
+rows = [json.loads(a) for a in sys.argv[1:]]
+ratios = [rows[i]["ours"] / rows[i + 1]["ours"] for i in range(0, len(rows), 2)]
+print(json.dumps({"figure": "packed_checksum_cost", "records_read_once": True, "workers": 1,
+                  "with_check_over_without": {"median": round(statistics.median(ratios), 3),
+                                              "min": round(min(ratios), 3), "max": round(max(ratios), 3),
+                                              "rounds": len(ratios)},
+                  "images_per_s_with": [r["ours"] for r in rows[0::2]],
+                  "images_per_s_without": [r["ours"] for r in rows[1::2]]}))
+PY

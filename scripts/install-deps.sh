@@ -17,6 +17,8 @@ packages=(
   python3-torch python3-torchvision python3-numpy
   # Real photographs (and a palette PNG) for the data tests and benchmark
   python3-skimage
+  # GNU time: peak memory of a command, in the tests of bounded memory
+  time
 )
 
 missing=()

@@ -211,3 +211,36 @@ TEST_CASE("Ctrl-C on the launcher stops every rank with a valid checkpoint, and 
   REQUIRE(test::run(kCli + " train --resume " + dir + "/run --epochs 2 --nproc-per-node 2", out, true) == 0);
   CHECK_THAT(out, Catch::Contains("the 2 replicas' weights are identical after epoch 2"));
 }
+
+// Two ranks started by hand with different data: they must stop together, saying how
+// they differ, not train on data whose labels mean different things on each.
+TEST_CASE("Fault: ranks that disagree train silently (every rank stops, naming the first difference)",
+          "[distributed][cli][faults]") {
+  const auto data = test::make_colours("disagree", 6);
+  const auto dir = test::temp_dir("disagree-runs");
+  std::string out;
+  REQUIRE(bash("cp -r " + data + " " + dir + "/fewer && rm " + dir + "/fewer/0/0.png " + dir + "/fewer/1/0.png && " +
+                   "cp -r " + data + " " + dir + "/renamed && mv " + dir + "/renamed/1 " + dir + "/renamed/one",
+               out) == 0);
+  for (const auto& [other, expected] : std::vector<std::pair<std::string, std::string>>{
+           {dir + "/fewer", "data parallel: ranks 0 and 1 disagree on the training set's size (12 images against 10)"},
+           {dir + "/renamed", "data parallel: ranks 0 and 1 disagree on the training class names and their order"}}) {
+    INFO(other);
+    const auto rank = [&](int r, const std::string& data_dir) {
+      return "WORLD_SIZE=2 RANK=" + std::to_string(r) + " LOCAL_RANK=" + std::to_string(r) + " " + kCli + kTrain +
+             "--data " + data_dir + " --epochs 1 --batch-size 2 --dist-timeout 30 --out " + dir + "/run-" +
+             fs::path(other).filename().string() + " > " + dir + "/r" + std::to_string(r) + ".log 2>&1";
+    };
+    const auto port = "export MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()) + "; ";
+    const auto start = std::chrono::steady_clock::now();
+    REQUIRE(bash(port + rank(0, data) + " & a=$!; " + rank(1, other) + " & b=$!; wait $a; sa=$?; wait $b; echo sa=$sa sb=$?",
+                 out) == 0);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const auto r0 = read_text(dir + "/r0.log"), r1 = read_text(dir + "/r1.log");
+    INFO(out << r0 << r1);
+    CHECK(out == "sa=1 sb=1\n");
+    CHECK_THAT(r0, Catch::Contains("error: " + expected));
+    CHECK_THAT(r1, Catch::Contains("[rank 1]: " + expected));
+    CHECK(seconds < 30);  // together at once, not after a timeout
+  }
+}

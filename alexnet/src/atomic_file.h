@@ -11,9 +11,20 @@
 
 namespace alexnet::detail {
 
-/// Calls `write` with a stream on a temporary file beside `path`, then puts the file in
-/// place as above. Throws std::runtime_error "WHAT 'PATH': REASON" (naming what the
-/// file is, e.g. "checkpoint"), having removed the temporary file.
+/// Takes `n` bytes at `data`; always says it took them all. A failed write (a full
+/// disk, a file-size limit) is kept and reported when the file is finished, so that a
+/// writer which cannot fail cleanly half-way (LibTorch's zip writer aborts the process
+/// when it throws from its destructor) runs to its end.
+using ByteSink = std::function<size_t(const void* data, size_t n)>;
+
+/// Calls `write` with a sink into a temporary file beside `path`, then puts the file in
+/// place as above. Throws std::runtime_error "WHAT 'PATH': REASON; the previous file is
+/// intact" (or "; nothing was written"), naming what the file is ("checkpoint") and
+/// why ("no space left on device"), having removed the temporary file.
+void write_atomically(const std::string& path, const std::function<void(const ByteSink&)>& write,
+                      const std::string& what = "file");
+
+/// The same with a std::ostream onto the sink.
 void write_atomically(const std::string& path, const std::function<void(std::ostream&)>& write,
                       const std::string& what = "file");
 

@@ -127,7 +127,9 @@ void save(const AlexNetImpl& model, const std::string& path, const CheckpointExt
   for (const auto& [name, text] : extras.strings) extra_strings.insert(name, text);
   archive.write("extra_tensors", c10::IValue(extra_tensors));
   archive.write("extra_strings", c10::IValue(extra_strings));
-  detail::write_atomically(path, [&](std::ostream& out) { archive.save_to(out); }, "checkpoint");
+  detail::write_atomically(
+      path, [&](const detail::ByteSink& out) { archive.save_to([&](const void* data, size_t n) { return out(data, n); }); },
+      "checkpoint");
 }
 
 AlexNetOptions read_options(const std::string& path) { return open(path).options; }

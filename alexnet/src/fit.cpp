@@ -1,3 +1,4 @@
+#include <alexnet/error.h>
 #include <alexnet/inference.h>
 #include <alexnet/runtime.h>
 #include <alexnet/train.h>
@@ -14,6 +15,32 @@
 
 namespace alexnet {
 namespace fs = std::filesystem;
+
+Trainer::Trainer(AlexNet model, std::shared_ptr<data::Source> train, std::shared_ptr<data::Source> val,
+                 data::Statistics stats, TrainOptions options)
+    : Trainer(std::move(model), options) {
+  auto& m = *impl_;
+  m.train = std::move(train);
+  m.val = std::move(val);
+  m.stats = std::move(stats);
+  const auto classes = static_cast<int64_t>(m.train->classes().size());
+  if (classes != m.model->options.num_classes()) {
+    throw std::invalid_argument("the training data has " + std::to_string(classes) + " classes but the model has " +
+                                std::to_string(m.model->options.num_classes()) + " outputs");
+  }
+  // The validation data's labels by name: its classes may come in another order, or be some of them.
+  if (m.val) m.val = data::match_classes(m.val, m.train->classes());
+  const auto input = m.model->options.input_size();
+  if (input > options.resize()) {
+    throw OptionError("resize", std::to_string(options.resize()) + " is smaller than the model's input size " +
+                                    std::to_string(input));
+  }
+  const auto mean = options.mean().value_or(
+      m.model->options.architecture() == Architecture::kTwoTower ? Mean::kImage : Mean::kChannels);
+  m.pre = Preprocessing::from_statistics(m.train->classes(), mean, m.stats.mean_image, m.stats.mean_rgb,
+                                         options.resize(), input);
+}
+
 
 void Trainer::Impl::check_replicas(const TrainHooks& hooks) const {
   // Every replica's parameters as summed bit patterns per tensor: equal on all ranks

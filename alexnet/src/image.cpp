@@ -1,6 +1,7 @@
 #include <alexnet/image.h>
 
 #include "atomic_file.h"
+#include "image_probe.h"
 
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -22,38 +23,6 @@ namespace {
 [[noreturn]] void fail(const std::string& name, const std::string& why) {
   throw std::runtime_error("image '" + name + "': " + why);
 }
-
-uint32_t big_endian(const uint8_t* p, int bytes) {
-  uint32_t v = 0;
-  for (int i = 0; i < bytes; ++i) v = (v << 8) | p[i];
-  return v;
-}
-
-// Width and height from a JPEG's or PNG's header, without decoding; {0, 0} when the
-// header does not say (other formats, or a marker we do not walk).
-std::pair<int64_t, int64_t> header_size(const std::vector<uint8_t>& b) {
-  const size_t n = b.size();
-  if (n >= 24 && b[0] == 0x89 && b[1] == 'P' && b[2] == 'N' && b[3] == 'G') {
-    return {big_endian(&b[16], 4), big_endian(&b[20], 4)};
-  }
-  if (n >= 4 && b[0] == 0xFF && b[1] == 0xD8) {
-    size_t i = 2;
-    while (i + 9 < n) {
-      if (b[i] != 0xFF) return {0, 0};
-      const uint8_t marker = b[i + 1];
-      if (marker == 0xFF) { ++i; continue; }
-      const size_t length = big_endian(&b[i + 2], 2);
-      // Start-of-frame markers (baseline, progressive, ...), not DHT/JPG/DAC.
-      if (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC) {
-        return {big_endian(&b[i + 7], 2), big_endian(&b[i + 5], 2)};
-      }
-      i += 2 + length;
-    }
-  }
-  return {0, 0};
-}
-
-bool is_jpeg(const std::vector<uint8_t>& b) { return b.size() >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF; }
 
 Image from_mat(const cv::Mat& bgr) {
   Image out;
@@ -78,34 +47,52 @@ cv::Mat as_mat(const Image& image) {
 }  // namespace
 
 // Decodes to an 8-bit BGR (or gray) cv::Mat: OpenCV's order, converted once, late.
-cv::Mat decode_bgr(const std::vector<uint8_t>& bytes, const std::string& name, int64_t min_side) {
+// What the file's structure says is checked first: a cut file is refused (decoders
+// fill the missing rows with gray), and so, when a side is asked for, is one whose
+// samples would take more memory than kMaxDecodedBytes at the scale it is decoded at.
+// `path`, when given, is the file the bytes came from: formats that are often stored
+// uncompressed (BMP, TIFF) are then decoded from the file after the bytes are freed, so
+// that the file and its decoded pixels are never both in memory.
+cv::Mat decode_bgr(std::vector<uint8_t>&& bytes, const std::string& name, int64_t min_side,
+                   const std::string& path = "") {
   if (bytes.empty()) fail(name, "the file is empty");
-  const auto [width, height] = header_size(bytes);
-  if (width * height > kMaxPixels) {
-    fail(name, "too large to decode safely (" + std::to_string(width) + "x" + std::to_string(height) + ")");
-  }
+  const auto info = detail::probe_image(bytes.data(), bytes.size());
+  if (info.format.empty()) fail(name, "not a decodable image (corrupt, truncated, or not JPEG/PNG/BMP/WebP/TIFF)");
+  if (!info.incomplete.empty()) fail(name, "truncated: " + info.incomplete);
+  const int64_t width = info.width, height = info.height;
+  const auto size = std::to_string(width) + "x" + std::to_string(height);
+  if (width <= 0 || height <= 0) fail(name, "its header gives no size (" + info.format + ")");
+  if (width > kMaxPixels / height) fail(name, "too large to decode safely (" + size + ")");
   int flags = cv::IMREAD_COLOR;
-  if (is_jpeg(bytes)) {
-    // libjpeg fills a truncated file's missing rows with gray and only warns.
-    const uint8_t eoi[2] = {0xFF, 0xD9};
-    if (std::search(bytes.rbegin(), bytes.rend(), std::rbegin(eoi), std::rend(eoi)) == bytes.rend()) {
-      fail(name, "truncated JPEG (no end-of-image marker)");
-    }
+  int64_t reduction = 1;
+  if (info.format == "jpeg") {
     // JPEG decodes at reduced scale for almost nothing: take the largest reduction
     // that keeps the shorter side at least min_side.
     const int64_t shorter = std::min(width, height);
-    if (min_side > 0 && shorter > 0) {
-      if (shorter >= 8 * min_side) flags = cv::IMREAD_REDUCED_COLOR_8;
-      else if (shorter >= 4 * min_side) flags = cv::IMREAD_REDUCED_COLOR_4;
-      else if (shorter >= 2 * min_side) flags = cv::IMREAD_REDUCED_COLOR_2;
+    if (min_side > 0) {
+      if (shorter >= 8 * min_side) flags = cv::IMREAD_REDUCED_COLOR_8, reduction = 8;
+      else if (shorter >= 4 * min_side) flags = cv::IMREAD_REDUCED_COLOR_4, reduction = 4;
+      else if (shorter >= 2 * min_side) flags = cv::IMREAD_REDUCED_COLOR_2, reduction = 2;
     }
   } else {
     flags |= cv::IMREAD_ANYDEPTH;  // keep 16-bit samples, to scale them below
   }
+  const int64_t decoded = ((width + reduction - 1) / reduction) * ((height + reduction - 1) / reduction) * 3 *
+                          info.bytes_per_sample;
+  if (min_side > 0 && decoded > kMaxDecodedBytes) {
+    fail(name, size + " " + info.format + " would take " + std::to_string(decoded >> 20) + " MiB decoded" +
+                   (info.format == "jpeg" ? "" : " (only JPEG decodes at reduced scale)") + ", more than the " +
+                   std::to_string(kMaxDecodedBytes >> 20) + " MiB allowed");
+  }
   cv::Mat mat;
   try {
-    const cv::Mat buffer(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<uint8_t*>(bytes.data()));
-    mat = cv::imdecode(buffer, flags);
+    if (!path.empty() && (info.format == "bmp" || info.format == "tiff")) {
+      std::vector<uint8_t>().swap(bytes);
+      mat = cv::imread(path, flags);
+    } else {
+      const cv::Mat buffer(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<uint8_t*>(bytes.data()));
+      mat = cv::imdecode(buffer, flags);
+    }
   } catch (const cv::Exception& e) {
     fail(name, std::string("cannot decode (") + e.err + ")");
   }
@@ -142,18 +129,27 @@ Image resize_crop(const cv::Mat& src, int64_t resize, int64_t crop, bool bgr) {
     throw std::invalid_argument("resize_and_crop: crop " + std::to_string(crop) + " exceeds resize " +
                                 std::to_string(resize));
   }
-  const int64_t height = src.rows, width = src.cols;
-  const int64_t shorter = std::min(height, width);
+  int64_t height = src.rows, width = src.cols;
+  int64_t shorter = std::min(height, width);
+  cv::Mat source = src;
+  if (std::max(height, width) > 4 * shorter) {
+    // Only the central square is kept: cut it before resizing (the strip whole would
+    // be resized to resize x resize * aspect first). Elsewhere resize-then-cut is kept,
+    // for the numbers of earlier releases.
+    source = src(cv::Rect(static_cast<int>((width - shorter) / 2), static_cast<int>((height - shorter) / 2),
+                          static_cast<int>(shorter), static_cast<int>(shorter)));
+    height = width = shorter;
+  }
   // Rounded, so that a 500x375 image at 256 becomes 341x256.
   const auto scaled = [&](int64_t side) {
     return std::max<int64_t>(resize, (side * resize + shorter / 2) / shorter);
   };
   const int64_t h = height == shorter ? resize : scaled(height);
   const int64_t w = width == shorter ? resize : scaled(width);
-  cv::Mat resized = src;
+  cv::Mat resized = source;
   if (h != height || w != width) {
     const int interpolation = resize < shorter ? cv::INTER_AREA : cv::INTER_LINEAR;
-    cv::resize(src, resized, cv::Size(static_cast<int>(w), static_cast<int>(h)), 0, 0, interpolation);
+    cv::resize(source, resized, cv::Size(static_cast<int>(w), static_cast<int>(h)), 0, 0, interpolation);
   }
   const cv::Rect centre(static_cast<int>((w - crop) / 2), static_cast<int>((h - crop) / 2),
                         static_cast<int>(crop), static_cast<int>(crop));
@@ -172,15 +168,15 @@ Image resize_crop(const cv::Mat& src, int64_t resize, int64_t crop, bool bgr) {
 }
 
 Image decode_image_bytes(const std::vector<uint8_t>& bytes, const std::string& name, int64_t min_side) {
-  return from_mat(decode_bgr(bytes, name, min_side));
+  return from_mat(decode_bgr(std::vector<uint8_t>(bytes), name, min_side));
 }
 
 Image decode_image(const std::string& path, int64_t min_side) {
-  return decode_image_bytes(read_file(path), path, min_side);
+  return from_mat(decode_bgr(read_file(path), path, min_side, path));
 }
 
 Image decode_resized(const std::string& path, int64_t side) {
-  return resize_crop(decode_bgr(read_file(path), path, side), side, side, /*bgr=*/true);
+  return resize_crop(decode_bgr(read_file(path), path, side, path), side, side, /*bgr=*/true);
 }
 
 Image resize_and_crop(const Image& image, int64_t resize, int64_t crop) {
@@ -214,7 +210,7 @@ void write_image(const Image& image, const std::string& path) {
   const std::string extension = dot == std::string::npos ? ".png" : path.substr(dot);
   std::vector<uint8_t> encoded;
   if (!cv::imencode(extension, bgr, encoded)) fail(path, "cannot encode as " + extension);
-  detail::write_file_atomically(path, std::string(encoded.begin(), encoded.end()), "image");
+  alexnet::detail::write_file_atomically(path, std::string(encoded.begin(), encoded.end()), "image");
 }
 
 }  // namespace alexnet::data

@@ -140,8 +140,10 @@ int64_t for_each_output(AlexNet& model, const std::shared_ptr<data::Source>& sou
   return skipped;
 }
 
-Evaluation evaluate(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
+Evaluation evaluate(AlexNet& model, const std::shared_ptr<data::Source>& data, const Preprocessing& pre,
                     const InferenceOptions& options, ProcessGroup* group) {
+  // Labels by name: the data may hold the model's classes in another order, or some.
+  const auto source = pre.classes.empty() ? data : data::match_classes(data, pre.classes);
   if (!group || group->size() <= 1) return evaluate_here(model, source, pre, options);
   const auto part = std::make_shared<ShardSource>(source, static_cast<size_t>(group->rank()),
                                                   static_cast<size_t>(group->size()));

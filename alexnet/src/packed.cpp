@@ -1,8 +1,11 @@
 #include <alexnet/data/packed.h>
+#include <alexnet/error.h>
 
 #include "atomic_file.h"
+#include "text.h"
 
 #include <fcntl.h>
+#include <zlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,8 +28,11 @@ namespace {
 
 constexpr char kMagic[8] = {'A', 'L', 'E', 'X', 'P', 'A', 'C', 'K'};
 constexpr char kEnd[8] = {'P', 'A', 'C', 'K', 'E', 'N', 'D', '1'};
-constexpr uint32_t kVersion = 1;
-constexpr const char* kFormat = "alexnet-packed-1";
+// Version 2 adds a CRC-32 per record (its label and pixels), checked when the record is
+// first read; version 1 shards (one checksum for the whole shard) are checked whole
+// when one of their records is first read.
+constexpr uint32_t kVersion = 2;
+constexpr const char* kFormat = "alexnet-packed-1";  // meta.txt's; unchanged: shards say their version
 
 #pragma pack(push, 1)
 struct ShardHeader {
@@ -54,8 +60,24 @@ std::string shard_name(size_t shard) {
 
 size_t record_bytes(const ShardHeader& h) { return size_t(h.height) * h.width * h.channels; }
 
+// Per record: its label, its CRC-32 (version 2), its pixels.
+size_t per_record(const ShardHeader& h) {
+  return sizeof(int32_t) + (h.version >= 2 ? sizeof(uint32_t) : 0) + record_bytes(h);
+}
+
+// The shard's size as its header says it, or 0 when the header's numbers cannot be a shard.
 size_t shard_bytes(const ShardHeader& h) {
-  return sizeof(ShardHeader) + h.count * (sizeof(int32_t) + record_bytes(h)) + sizeof(ShardFooter);
+  const size_t record = per_record(h);
+  if (h.height == 0 || h.width == 0 || h.height > (1u << 16) || h.width > (1u << 16) || h.channels > 4 ||
+      h.count > (uint64_t(1) << 40) / record) {
+    return 0;
+  }
+  return sizeof(ShardHeader) + h.count * record + sizeof(ShardFooter);
+}
+
+uint32_t record_crc(int32_t label, const uint8_t* pixels, size_t bytes) {
+  uLong crc = crc32(0L, reinterpret_cast<const Bytef*>(&label), sizeof(label));
+  return static_cast<uint32_t>(crc32_z(crc, pixels, bytes));
 }
 
 // A read-only memory mapping of one shard, checked for shape and end marker.
@@ -76,7 +98,7 @@ class Mapping {
     if (p == MAP_FAILED) throw std::runtime_error("packed shard '" + path + "': cannot map: " + std::strerror(errno));
     data_ = static_cast<const uint8_t*>(p);
     std::memcpy(&header_, data_, sizeof(header_));
-    if (std::memcmp(header_.magic, kMagic, 8) != 0 || header_.version != kVersion) {
+    if (std::memcmp(header_.magic, kMagic, 8) != 0 || header_.version < 1 || header_.version > kVersion) {
       release();
       throw std::runtime_error("packed shard '" + path + "': not a packed shard (bad magic or version)");
     }
@@ -98,8 +120,19 @@ class Mapping {
     return v;
   }
   const uint8_t* pixels(size_t i) const {
-    return data_ + sizeof(ShardHeader) + header_.count * sizeof(int32_t) + i * record_bytes(header_);
+    const size_t tables = header_.count * (per_record(header_) - record_bytes(header_));
+    return data_ + sizeof(ShardHeader) + tables + i * record_bytes(header_);
   }
+  /// Whether record i's label and pixels still have their checksum (version 2), or the
+  /// whole shard its own (version 1).
+  bool record_holds(size_t i) const {
+    if (header_.version < 2) return checksum_holds();
+    uint32_t stored;
+    std::memcpy(&stored, data_ + sizeof(ShardHeader) + header_.count * sizeof(int32_t) + i * sizeof(uint32_t),
+                sizeof(stored));
+    return record_crc(label(i), pixels(i), record_bytes(header_)) == stored;
+  }
+  const std::string& path() const { return path_; }
   bool checksum_holds() const {
     ShardFooter footer{};
     std::memcpy(&footer, data_ + size_ - sizeof(footer), sizeof(footer));
@@ -135,7 +168,7 @@ std::map<std::string, std::string> read_meta(const std::string& dir) {
 
 class PackedSource final : public Source {
  public:
-  explicit PackedSource(const std::string& dir) : dir_(dir) {
+  PackedSource(const std::string& dir, bool verify) : dir_(dir), verify_(verify) {
     const auto meta = read_meta(dir);
     const size_t shards = std::stoul(meta.at("shards"));
     size_t total = 0;
@@ -144,13 +177,13 @@ class PackedSource final : public Source {
       total += shards_.back()->header().count;
       ends_.push_back(total);
     }
+    verified_ = std::make_unique<std::atomic<bool>[]>(total);
+    whole_ = std::make_unique<std::atomic<bool>[]>(shards);
     if (total != std::stoul(meta.at("records"))) {
       throw std::runtime_error("packed set '" + dir + "': shards hold " + std::to_string(total) +
                                " records, meta.txt says " + meta.at("records"));
     }
-    std::ifstream names((fs::path(dir) / "classes.txt").string());
-    std::string line;
-    while (std::getline(names, line)) classes_.push_back(line);
+    classes_ = detail::all_lines(detail::read_text_file((fs::path(dir) / "classes.txt").string(), "packed set classes"));
     for (size_t i = 0; i < total; ++i) {
       const auto l = label(i);
       if (l < 0 || l >= static_cast<int64_t>(classes_.size())) {
@@ -168,6 +201,7 @@ class PackedSource final : public Source {
   }
   Image image(size_t index, int64_t side) const override {
     const auto [shard, i] = locate(index);
+    if (verify_) check(index, shard, i);
     const auto& h = shards_[shard]->header();
     Image image;
     image.height = h.height;
@@ -182,6 +216,7 @@ class PackedSource final : public Source {
     return dir_ + " record " + std::to_string(index);
   }
   const std::vector<std::string>& classes() const override { return classes_; }
+  std::string name() const override { return dir_; }
 
  private:
   std::pair<size_t, size_t> locate(size_t index) const {
@@ -193,22 +228,52 @@ class PackedSource final : public Source {
     return {shard, index - (shard == 0 ? 0 : ends_[shard - 1])};
   }
 
+  // Each record's checksum (a version 1 shard's whole checksum) the first time it is
+  // read by this process: a flipped byte stops the reader, naming shard and record.
+  void check(size_t index, size_t shard, size_t i) const {
+    const auto& mapping = *shards_[shard];
+    const bool whole = mapping.header().version < 2;
+    auto& done = whole ? whole_[shard] : verified_[index];
+    if (done.load(std::memory_order_acquire)) return;
+    if (!mapping.record_holds(i)) {
+      throw std::runtime_error("packed set '" + dir_ + "': " +
+                               (whole ? "shard '" + mapping.path() + "' is corrupt (its checksum does not hold)"
+                                      : "record " + std::to_string(index) + " (shard '" + mapping.path() +
+                                            "', record " + std::to_string(i) + ") is corrupt (its checksum does "
+                                            "not hold); alexnet verify checks the whole set"));
+    }
+    done.store(true, std::memory_order_release);
+  }
+
   std::string dir_;
+  bool verify_;
   std::vector<std::unique_ptr<Mapping>> shards_;
   std::vector<size_t> ends_;
   std::vector<std::string> classes_;
+  std::unique_ptr<std::atomic<bool>[]> verified_, whole_;
 };
 
 }  // namespace
 
-std::shared_ptr<Source> open_packed(const std::string& dir) { return std::make_shared<PackedSource>(dir); }
+std::shared_ptr<Source> open_packed(const std::string& dir, bool verify) {
+  return std::make_shared<PackedSource>(dir, verify);
+}
 
-void verify_packed(const std::string& dir) {
+size_t verify_packed(const std::string& dir) {
   const auto meta = read_meta(dir);
+  size_t records = 0;
   for (size_t s = 0; s < std::stoul(meta.at("shards")); ++s) {
     const auto path = (fs::path(dir) / shard_name(s)).string();
-    if (!Mapping(path).checksum_holds()) throw std::runtime_error("packed shard '" + path + "': checksum mismatch");
+    const Mapping shard(path);
+    for (size_t i = 0; i < shard.header().count; ++i, ++records) {
+      if (!shard.record_holds(i)) {
+        throw std::runtime_error("packed set '" + dir + "': record " + std::to_string(records) + " (shard '" + path +
+                                 "', record " + std::to_string(i) + ") is corrupt (its checksum does not hold)");
+      }
+    }
+    if (!shard.checksum_holds()) throw std::runtime_error("packed shard '" + path + "': checksum mismatch (corrupt)");
   }
+  return records;
 }
 
 PackedResult write_packed(const std::string& dir, size_t count, const PackedLayout& layout,
@@ -235,8 +300,8 @@ PackedResult write_packed(const std::string& dir, size_t count, const PackedLayo
       try {
         const Mapping old(path.string());
         const auto& h = old.header();
-        if (h.first_index == first && h.height == layout.height && h.width == layout.width &&
-            h.channels == layout.channels && old.checksum_holds()) {
+        if (h.version == kVersion && h.first_index == first && h.height == layout.height &&
+            h.width == layout.width && h.channels == layout.channels && old.checksum_holds()) {
           result.records += h.count;
           result.skipped += n - h.count;
           ++result.shards_kept;
@@ -293,9 +358,15 @@ PackedResult write_packed(const std::string& dir, size_t count, const PackedLayo
         [&](std::ostream& out) {
           uint64_t hash = fnv1a(reinterpret_cast<const uint8_t*>(&header), sizeof(header));
           out.write(reinterpret_cast<const char*>(&header), sizeof(header));
-          hash = fnv1a(reinterpret_cast<const uint8_t*>(labels.data()), labels.size() * sizeof(int32_t), hash);
-          out.write(reinterpret_cast<const char*>(labels.data()),
-                    static_cast<std::streamsize>(labels.size() * sizeof(int32_t)));
+          std::vector<uint32_t> crcs;
+          for (size_t k = 0, j = 0; k < items.size(); ++k) {
+            if (items[k]) crcs.push_back(record_crc(labels[j++], items[k]->first.pixels.data(), bytes));
+          }
+          for (const auto& [table, size] : {std::pair<const void*, size_t>{labels.data(), labels.size() * 4},
+                                            {crcs.data(), crcs.size() * 4}}) {
+            hash = fnv1a(static_cast<const uint8_t*>(table), size, hash);
+            out.write(static_cast<const char*>(table), static_cast<std::streamsize>(size));
+          }
           for (const auto& item : items) {
             if (!item) continue;
             hash = fnv1a(item->first.pixels.data(), bytes, hash);
@@ -325,6 +396,7 @@ PackedResult write_packed(const std::string& dir, size_t count, const PackedLayo
 
 PackedResult prepare_packed(const Source& source, const std::string& dir, int64_t side, int64_t workers,
                             OnError on_error, const Progress& progress) {
+  if (side < 1 || side > 4096) throw OptionError("size", "must be between 1 and 4096, got " + std::to_string(side));
   PackedLayout layout;
   layout.height = layout.width = side;
   layout.channels = 3;

@@ -214,6 +214,69 @@ RunConfig stored_config(const std::string& dir, const CheckpointExtras& extras) 
 
 std::string last_of(const std::string& dir) { return (fs::path(dir) / "last.pt").string(); }
 
+int64_t digest(const void* data, size_t n, uint64_t hash = 1469598103934665603ull) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < n; ++i) hash = (hash ^ p[i]) * 1099511628211ull;  // FNV-1a
+  return static_cast<int64_t>(hash);
+}
+int64_t digest(const std::string& text) { return digest(text.data(), text.size()); }
+int64_t digest(const std::vector<std::string>& lines) {
+  std::string all;
+  for (const auto& l : lines) all += l + '\n';
+  return digest(all);
+}
+int64_t digest(std::initializer_list<torch::Tensor> tensors) {
+  uint64_t hash = 1469598103934665603ull;
+  for (const auto& t : tensors) {
+    if (!t.defined()) continue;
+    const auto c = t.to(torch::kCPU).contiguous();
+    hash = static_cast<uint64_t>(digest(c.data_ptr(), c.nbytes(), hash));
+  }
+  return static_cast<int64_t>(hash);
+}
+
+// Under data parallelism every rank must train the same thing: the same data (size
+// and class names, in order), network, statistics and settings (devices apart). Each
+// rank's facts go to all through one all-reduce; every rank then stops with the same
+// line naming the first difference, instead of training silently on data that means
+// different things on different ranks.
+void check_agreement(ProcessGroup& group, const data::Source& train, const data::Source* val,
+                     const AlexNetOptions& model, const data::Statistics& stats, RunConfig config) {
+  config.devices({c10::Device(c10::kCPU)});
+  struct Fact {
+    const char* what;
+    int64_t value;
+    bool count;  // a number worth showing, not a digest
+  };
+  const std::vector<Fact> facts{
+      {"the training set's size", static_cast<int64_t>(train.size()), true},
+      {"the training class names and their order", digest(train.classes()), false},
+      {"the validation set's size", val ? static_cast<int64_t>(val->size()) : -1, true},
+      {"the validation class names", val ? digest(val->classes()) : 0, false},
+      {"the network", digest(options_to_string(model)), false},
+      {"the statistics (mean, colour components)", digest({stats.mean_image, stats.mean_rgb, stats.eigenvalues,
+                                                           stats.eigenvectors}),
+       false},
+      {"the settings (all but the devices)", digest(config.to_json()), false},
+  };
+  const auto world = group.size(), rank = group.rank();
+  const auto f = static_cast<int64_t>(facts.size());
+  auto all = torch::zeros({world, f}, torch::kLong);
+  for (int64_t i = 0; i < f; ++i) all[rank][i] = facts[static_cast<size_t>(i)].value;
+  group.sum(all);
+  const auto a = all.accessor<int64_t, 2>();
+  for (int64_t i = 0; i < f; ++i) {
+    for (int r = 1; r < world; ++r) {
+      if (a[r][i] == a[0][i]) continue;
+      const auto& fact = facts[static_cast<size_t>(i)];
+      throw std::runtime_error(
+          "data parallel: ranks 0 and " + std::to_string(r) + " disagree on " + fact.what +
+          (fact.count ? " (" + std::to_string(a[0][i]) + " images against " + std::to_string(a[r][i]) + ")" : "") +
+          ": every rank must train on the same data with the same settings");
+    }
+  }
+}
+
 }  // namespace
 
 AlexNetOptions RunConfig::model(int64_t classes) const {
@@ -357,6 +420,10 @@ Run::Run(std::string dir, RunConfig config, bool resume, ProcessGroup* group, Tr
     throw OptionError("stats", "'" + c.stats() + "' does not exist (alexnet stats writes it)");
   }
 
+  std::string subset;
+  if (val) val = data::match_classes(val, train->classes(), &subset);
+  if (!subset.empty()) info(subset);
+  if (group && group->size() > 1) check_agreement(*group, *train, val.get(), model->options, stats, c);
   m.trainer = std::make_unique<Trainer>(model, train, val, stats, c.train());
   m.trainer->checkpoint_extras().strings[kConfigKey] = c.to_json();
   if (resume) {

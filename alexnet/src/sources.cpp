@@ -1,9 +1,12 @@
 #include <alexnet/data/source.h>
 
+#include "text.h"
+
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 
@@ -31,23 +34,35 @@ bool is_image_file(const fs::path& path) {
 
 bool hidden(const fs::path& path) { return path.filename().string().rfind('.', 0) == 0; }
 
+// A text file's lines, numbered by position (the one reader: BOM and CR removed).
 std::vector<std::string> read_lines(const std::string& path, const std::string& what) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(what + " '" + path + "': cannot open");
-  std::vector<std::string> lines;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    lines.push_back(line);
+  return detail::all_lines(detail::read_text_file(path, what));
+}
+
+// The image files below `dir`, following folder links; a link back to a folder
+// already walked (a loop) is not walked again.
+void collect_images(const fs::path& dir, std::set<fs::path>& walked, std::vector<std::string>& files) {
+  std::error_code error;
+  const auto real = fs::canonical(dir, error);
+  if (error || !walked.insert(real).second) return;
+  std::vector<fs::path> entries;
+  for (const auto& entry : fs::directory_iterator(dir)) entries.push_back(entry.path());
+  for (const auto& path : entries) {
+    if (hidden(path)) continue;
+    if (fs::is_directory(path, error)) {
+      collect_images(path, walked, files);
+    } else if (fs::is_regular_file(path, error) && is_image_file(path)) {
+      files.push_back(path.string());
+    }
   }
-  return lines;
 }
 
 // Image files listed up front; decoded only when a worker asks.
 class FileSource final : public Source {
  public:
-  FileSource(std::vector<std::string> paths, std::vector<int64_t> labels, std::vector<std::string> classes)
-      : paths_(std::move(paths)), labels_(std::move(labels)), classes_(std::move(classes)) {}
+  FileSource(std::string name, std::vector<std::string> paths, std::vector<int64_t> labels,
+             std::vector<std::string> classes)
+      : name_(std::move(name)), paths_(std::move(paths)), labels_(std::move(labels)), classes_(std::move(classes)) {}
 
   size_t size() const override { return paths_.size(); }
   int64_t label(size_t index) const override { return labels_.at(index); }
@@ -56,8 +71,10 @@ class FileSource final : public Source {
   }
   std::string describe(size_t index) const override { return paths_.at(index); }
   const std::vector<std::string>& classes() const override { return classes_; }
+  std::string name() const override { return name_; }
 
  private:
+  std::string name_;
   std::vector<std::string> paths_;
   std::vector<int64_t> labels_;
   std::vector<std::string> classes_;
@@ -85,7 +102,7 @@ std::shared_ptr<Source> open_image_folder(const std::string& root, const ReadOpt
   }
   std::vector<fs::path> class_dirs;
   for (const auto& entry : fs::directory_iterator(root)) {
-    if (entry.is_directory() && !hidden(entry.path())) class_dirs.push_back(entry.path());
+    if (entry.is_directory(error) && !hidden(entry.path())) class_dirs.push_back(entry.path());  // links followed
   }
   std::sort(class_dirs.begin(), class_dirs.end());
   if (class_dirs.empty()) {
@@ -95,11 +112,8 @@ std::shared_ptr<Source> open_image_folder(const std::string& root, const ReadOpt
   std::vector<int64_t> labels;
   for (size_t label = 0; label < class_dirs.size(); ++label) {
     std::vector<std::string> files;
-    for (const auto& entry : fs::recursive_directory_iterator(class_dirs[label])) {
-      if (entry.is_regular_file() && !hidden(entry.path()) && is_image_file(entry.path())) {
-        files.push_back(entry.path().string());
-      }
-    }
+    std::set<fs::path> walked;
+    collect_images(class_dirs[label], walked, files);
     if (files.empty()) {
       throw std::runtime_error("image folder '" + root + "': class folder '" +
                                class_dirs[label].filename().string() + "' has no images");
@@ -112,7 +126,7 @@ std::shared_ptr<Source> open_image_folder(const std::string& root, const ReadOpt
     classes.push_back(class_dirs[label].filename().string());
   }
   apply_class_names(classes, options.class_names());
-  return std::make_shared<FileSource>(std::move(paths), std::move(labels), std::move(classes));
+  return std::make_shared<FileSource>(root, std::move(paths), std::move(labels), std::move(classes));
 }
 
 std::shared_ptr<Source> open_image_list(const std::string& list, const ReadOptions& options) {
@@ -166,17 +180,77 @@ std::shared_ptr<Source> open_image_list(const std::string& list, const ReadOptio
   } else {
     for (int64_t c = 0; c <= max_label; ++c) classes.push_back(std::to_string(c));
   }
-  return std::make_shared<FileSource>(std::move(paths), std::move(labels), std::move(classes));
+  return std::make_shared<FileSource>(list, std::move(paths), std::move(labels), std::move(classes));
 }
 
 std::shared_ptr<Source> open_image_files(std::vector<std::string> paths) {
   std::vector<int64_t> labels(paths.size(), 0);
-  return std::make_shared<FileSource>(std::move(paths), std::move(labels), std::vector<std::string>{});
+  return std::make_shared<FileSource>("image files", std::move(paths), std::move(labels), std::vector<std::string>{});
+}
+
+namespace {
+
+// A source whose labels are another list's classes (match_classes).
+class RelabeledSource final : public Source {
+ public:
+  RelabeledSource(std::shared_ptr<Source> source, std::vector<int64_t> to, std::vector<std::string> classes)
+      : source_(std::move(source)), to_(std::move(to)), classes_(std::move(classes)) {}
+  size_t size() const override { return source_->size(); }
+  int64_t label(size_t i) const override { return to_.at(static_cast<size_t>(source_->label(i))); }
+  Image image(size_t i, int64_t side) const override { return source_->image(i, side); }
+  std::string describe(size_t i) const override { return source_->describe(i); }
+  const std::vector<std::string>& classes() const override { return classes_; }
+  std::string name() const override { return source_->name(); }
+
+ private:
+  std::shared_ptr<Source> source_;
+  std::vector<int64_t> to_;
+  std::vector<std::string> classes_;
+};
+
+}  // namespace
+
+std::shared_ptr<Source> match_classes(std::shared_ptr<Source> source, const std::vector<std::string>& classes,
+                                      std::string* note) {
+  const auto what = source->name();
+  const auto& own = source->classes();
+  if (own == classes) return source;
+  bool indices = true;
+  for (size_t c = 0; c < own.size() && indices; ++c) indices = own[c] == std::to_string(c);
+  std::vector<int64_t> to(own.size(), -1);
+  if (indices) {
+    if (own.size() > classes.size()) {
+      throw std::runtime_error("data '" + what + "': labels go up to " + std::to_string(own.size() - 1) +
+                               ", but the model has " + std::to_string(classes.size()) + " classes");
+    }
+    for (size_t c = 0; c < own.size(); ++c) to[c] = static_cast<int64_t>(c);
+  } else {
+    std::string unknown;
+    size_t count = 0;
+    for (size_t c = 0; c < own.size(); ++c) {
+      const auto found = std::find(classes.begin(), classes.end(), own[c]);
+      if (found == classes.end()) {
+        if (++count <= 5) unknown += (unknown.empty() ? "'" : ", '") + own[c] + "'";
+        continue;
+      }
+      to[c] = found - classes.begin();
+    }
+    if (count > 0) {
+      throw std::runtime_error("data '" + what + "': " + std::to_string(count) + " of its classes (" + unknown +
+                               (count > 5 ? ", ..." : "") + ") are not among the model's " +
+                               std::to_string(classes.size()) + " classes");
+    }
+  }
+  if (note && own.size() < classes.size()) {
+    *note = "data '" + what + "' holds " + std::to_string(own.size()) + " of the model's " +
+            std::to_string(classes.size()) + " classes; labels matched by name";
+  }
+  return std::make_shared<RelabeledSource>(std::move(source), std::move(to), classes);
 }
 
 std::shared_ptr<Source> open_source(const std::string& path, const ReadOptions& options) {
   std::error_code error;
-  if (fs::is_regular_file(fs::path(path) / "meta.txt", error)) return open_packed(path);
+  if (fs::is_regular_file(fs::path(path) / "meta.txt", error)) return open_packed(path, options.verify());
   if (fs::is_directory(path, error)) return open_image_folder(path, options);
   if (fs::is_regular_file(path, error)) return open_image_list(path, options);
   throw std::runtime_error("data '" + path + "': does not exist");

@@ -1,4 +1,5 @@
 #include <alexnet/data/statistics.h>
+#include <alexnet/error.h>
 
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
@@ -67,6 +68,8 @@ detail::Json json_array(const torch::Tensor& t) {
 
 Statistics compute_statistics(const Source& source, int64_t side, int64_t workers, OnError on_error,
                               int64_t* skipped) {
+  if (side < 1 || side > 4096) throw OptionError("size", "must be between 1 and 4096, got " + std::to_string(side));
+  if (workers < 0) throw OptionError("workers", "must be 0 or more, got " + std::to_string(workers));
   const size_t count = source.size();
   std::vector<Sums> partial(static_cast<size_t>(std::max<int64_t>(1, workers)));
   std::atomic<size_t> next{0};
@@ -149,7 +152,9 @@ void Statistics::save(const std::string& path) const {
   archive.write("eigenvalues", eigenvalues);
   archive.write("eigenvectors", eigenvectors);
   archive.write("images", torch::tensor(images));
-  detail::write_atomically(path, [&](std::ostream& out) { archive.save_to(out); }, "statistics");
+  detail::write_atomically(
+      path, [&](const detail::ByteSink& out) { archive.save_to([&](const void* data, size_t n) { return out(data, n); }); },
+      "statistics");
 }
 
 Statistics Statistics::load(const std::string& path) {

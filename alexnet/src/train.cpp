@@ -1,6 +1,7 @@
 // The trainer's step and checkpoints: LibTorch only, in the network target, so that
 // a benchmark or a loop of one's own (and the GPU machine, which has no OpenCV) can
-// step without the data pipeline. Trainer::fit is fit.cpp, in alexnet::train.
+// step without the data pipeline. Training on data (the constructor taking it, and
+// Trainer::fit) is fit.cpp, in alexnet::train.
 
 #include <alexnet/error.h>
 #include <alexnet/runtime.h>
@@ -157,33 +158,6 @@ Trainer::Trainer(AlexNet model, TrainOptions options) : impl_(std::make_unique<I
       if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
     }
   }
-}
-
-Trainer::Trainer(AlexNet model, std::shared_ptr<data::Source> train, std::shared_ptr<data::Source> val,
-                 data::Statistics stats, TrainOptions options)
-    : Trainer(std::move(model), options) {
-  auto& m = *impl_;
-  m.train = std::move(train);
-  m.val = std::move(val);
-  m.stats = std::move(stats);
-  const auto classes = static_cast<int64_t>(m.train->classes().size());
-  if (classes != m.model->options.num_classes()) {
-    throw std::invalid_argument("the training data has " + std::to_string(classes) + " classes but the model has " +
-                                std::to_string(m.model->options.num_classes()) + " outputs");
-  }
-  if (m.val && m.val->classes().size() != m.train->classes().size()) {
-    throw std::invalid_argument("the validation data has " + std::to_string(m.val->classes().size()) +
-                                " classes, the training data " + std::to_string(classes));
-  }
-  const auto input = m.model->options.input_size();
-  if (input > options.resize()) {
-    throw OptionError("resize", std::to_string(options.resize()) + " is smaller than the model's input size " +
-                                    std::to_string(input));
-  }
-  const auto mean = options.mean().value_or(
-      m.model->options.architecture() == Architecture::kTwoTower ? Mean::kImage : Mean::kChannels);
-  m.pre = Preprocessing::from_statistics(m.train->classes(), mean, m.stats.mean_image, m.stats.mean_rgb,
-                                         options.resize(), input);
 }
 
 Trainer::~Trainer() = default;

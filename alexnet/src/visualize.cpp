@@ -161,6 +161,39 @@ void write_npy(const torch::Tensor& array, const std::string& path) {
   detail::write_file_atomically(path, bytes, "NumPy file");
 }
 
+void write_row_names(const std::vector<std::string>& names, const std::string& path) {
+  std::string text;
+  for (const auto& name : names) {
+    for (const char c : name) {
+      if (c == '\\') text += "\\\\";
+      else if (c == '\n') text += "\\n";
+      else if (c == '\r') text += "\\r";
+      else text += c;
+    }
+    text += '\n';
+  }
+  detail::write_file_atomically(path, text, "row names");
+}
+
+std::vector<std::string> read_row_names(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("row names '" + path + "': cannot open");
+  std::vector<std::string> names;
+  for (std::string line; std::getline(in, line);) {
+    std::string name;
+    for (size_t i = 0; i < line.size(); ++i) {
+      if (line[i] != '\\' || i + 1 == line.size()) {
+        name += line[i];
+        continue;
+      }
+      const char next = line[++i];
+      name += next == 'n' ? '\n' : next == 'r' ? '\r' : next;
+    }
+    names.push_back(std::move(name));
+  }
+  return names;
+}
+
 torch::Tensor read_npy(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("npy '" + path + "': cannot open");

@@ -20,15 +20,24 @@ struct Image {
   const uint8_t* at(int64_t y, int64_t x) const { return pixels.data() + (y * width + x) * channels; }
 };
 
-/// Images with more pixels than this are refused before decoding (decompression bombs).
+/// Images whose header gives more pixels than this are refused before decoding
+/// (decompression bombs).
 constexpr int64_t kMaxPixels = int64_t(1) << 28;  // 268 megapixels
+/// When a side is asked for (`decode_resized`, every data set), so are images whose
+/// decoded samples, at the scale they are decoded at, would take more than this: JPEG
+/// decodes at 1/2, 1/4 or 1/8 scale, so a 268-megapixel JPEG fits; a PNG, BMP, WebP or
+/// TIFF decodes whole (22 megapixels of 8-bit RGB fit, 11 of 16-bit). Memory is then
+/// bounded by what the pipeline keeps, not by what a header claims.
+constexpr int64_t kMaxDecodedBytes = int64_t(64) << 20;
 
 /// Decodes an image file (JPEG, PNG, BMP, WebP, TIFF) to 8-bit RGB: gray and palette
 /// images become RGB, alpha is dropped, 16-bit samples are scaled to 8 bits, EXIF
 /// orientation is applied. When `min_side` > 0, a JPEG whose shorter side is at least
 /// twice that is decoded at 1/2, 1/4 or 1/8 scale, never below `min_side`. Throws
 /// std::runtime_error naming the path and the reason: missing, empty, not an image,
-/// corrupt, too large.
+/// corrupt, truncated (its data ends before the end its format marks: a JPEG's
+/// end-of-image marker after its last scan, a PNG's IEND chunk, a BMP's last row, a
+/// WebP's RIFF size, a TIFF's last strip), too large.
 Image decode_image(const std::string& path, int64_t min_side = 0);
 
 /// The same for bytes already in memory; `name` is used in messages.
@@ -36,11 +45,13 @@ Image decode_image_bytes(const std::vector<uint8_t>& bytes, const std::string& n
 
 /// Decodes (at reduced scale where it can) and brings the image to `side` x `side`
 /// RGB: what `decode_image` then `resize_and_crop(image, side, side)` give, in fewer
-/// passes over the pixels.
+/// passes over the pixels, and within kMaxDecodedBytes.
 Image decode_resized(const std::string& path, int64_t side);
 
 /// Shorter side to `resize`, then the central `crop` x `crop` square (Section 2: 256
 /// and 256). Area interpolation when shrinking, bilinear when enlarging. Gray stays gray.
+/// An image longer than 4 times its width (or the reverse) has its central square cut
+/// first and then resized, so that a 1x20000 strip is not enlarged whole to 256x5120000.
 Image resize_and_crop(const Image& image, int64_t resize, int64_t crop);
 
 /// The image with three channels: gray is repeated, RGB returned as it is.

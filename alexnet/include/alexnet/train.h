@@ -130,9 +130,11 @@ class Trainer {
   /// Stepping alone (a benchmark, a loop of your own): no data. Throws OptionError
   /// naming an option out of range.
   Trainer(AlexNet model, TrainOptions options);
-  /// With data, for `fit`: `val` may be null (no validation: the plateau policy then
-  /// never divides). `stats` gives the mean (image or channels, `options.mean`) and
-  /// the PCA colour noise. Throws naming the data or the option that does not fit.
+  /// With data, for `fit` (this and `fit` are in alexnet::train): `val` may be null (no
+  /// validation: the plateau policy then never divides); its classes are matched to
+  /// the training data's by name (`data::match_classes`). `stats` gives the mean
+  /// (image or channels, `options.mean`) and the PCA colour noise. Throws naming the
+  /// data or the option that does not fit.
   Trainer(AlexNet model, std::shared_ptr<data::Source> train, std::shared_ptr<data::Source> val,
           data::Statistics stats, TrainOptions options);
   ~Trainer();

@@ -18,6 +18,13 @@ void write_npy(const torch::Tensor& array, const std::string& path);
 /// Reads a .npy file of float32 [N, D] (as write_npy writes); throws naming the file otherwise.
 torch::Tensor read_npy(const std::string& path);
 
+/// Writes one name per line beside an .npy file (the images of its rows), atomically.
+/// A name is a file name, which may hold any byte but NUL: backslash, newline and
+/// carriage return are written as \\, \n and \r, so a row stays one line.
+void write_row_names(const std::vector<std::string>& names, const std::string& path);
+/// Reads them back as write_row_names wrote them; throws naming the file.
+std::vector<std::string> read_row_names(const std::string& path);
+
 /// The `k` rows of `features` nearest to `query` by Euclidean distance (the query's
 /// own row excluded when `exclude` >= 0): indices and distances, nearest first.
 std::pair<std::vector<int64_t>, std::vector<double>> nearest(const torch::Tensor& features,

@@ -15,7 +15,8 @@
 namespace alexnet::data {
 
 /// Packed sets: fixed-size uint8 images in shards `shard-NNNNN.bin`, each with its
-/// labels, a checksum and an end marker, read by memory mapping; `classes.txt`
+/// labels, a CRC-32 per record (of its label and pixels), a checksum of the whole shard
+/// and an end marker, read by memory mapping; `classes.txt`
 /// names the classes and `meta.txt`, written last, says the set is complete. Shards
 /// are written to a temporary name and renamed, so none looks complete unless it is.
 struct PackedLayout {
@@ -52,7 +53,8 @@ PackedResult prepare_packed(const Source& source, const std::string& dir, int64_
                             int64_t workers = 2, OnError on_error = OnError::kFail,
                             const Progress& progress = {});
 
-/// Recomputes every shard's checksum; throws naming the first shard that fails.
-void verify_packed(const std::string& dir);
+/// Recomputes every record's checksum and every shard's; returns how many records the
+/// set holds, or throws naming the first shard and record that fail.
+size_t verify_packed(const std::string& dir);
 
 }  // namespace alexnet::data

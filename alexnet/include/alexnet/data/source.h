@@ -44,6 +44,8 @@ class Source {
   /// A name for messages: the file's path, or the packed set and record.
   virtual std::string describe(size_t index) const = 0;
   virtual const std::vector<std::string>& classes() const = 0;
+  /// What the data set is, for messages: its folder, list file or packed set.
+  virtual std::string name() const { return "data"; }
 };
 
 /// Options for reading image files.
@@ -52,6 +54,8 @@ struct ReadOptions {
   TORCH_ARG(std::string, class_names) = "";
   /// Root that the paths in a list file are relative to (default: the list's folder).
   TORCH_ARG(std::string, root) = "";
+  /// Packed sets: check each record's checksum when it is first read (`open_packed`).
+  TORCH_ARG(bool, verify) = true;
 };
 
 /// `root/<class>/<image>`: classes are the sorted folder names (as torchvision's
@@ -61,9 +65,21 @@ std::shared_ptr<Source> open_image_folder(const std::string& root, const ReadOpt
 std::shared_ptr<Source> open_image_list(const std::string& list, const ReadOptions& options = {});
 /// Image files named one by one (a command line's), all labelled 0, no class names.
 std::shared_ptr<Source> open_image_files(std::vector<std::string> paths);
-/// A packed set written by `PackedWriter` (`alexnet prepare`, the Fashion-MNIST importer).
-std::shared_ptr<Source> open_packed(const std::string& dir);
+/// A packed set written by `write_packed` (`alexnet prepare`, the Fashion-MNIST
+/// importer). With `verify`, each record's checksum is checked the first time this
+/// process reads it (a corrupt byte stops the reader, naming the shard and record);
+/// without, nothing is checked past the shards' sizes and end markers.
+std::shared_ptr<Source> open_packed(const std::string& dir, bool verify = true);
 /// Any of the three, by what `path` is: a packed set's folder, an image folder or a list file.
 std::shared_ptr<Source> open_source(const std::string& path, const ReadOptions& options = {});
+
+/// `source` with its labels mapped to `classes` (a model's, in its output order) by
+/// name: a data set may hold any subset of the classes, in any order. A class the
+/// model does not know is refused, naming it and the data. A source whose classes are
+/// plain indices ("0", "1", ...: a list file without class names) is taken by index,
+/// each label checked against the number of classes. `note`, when given, says how many
+/// of the classes the data holds when it is not all of them.
+std::shared_ptr<Source> match_classes(std::shared_ptr<Source> source, const std::vector<std::string>& classes,
+                                      std::string* note = nullptr);
 
 }  // namespace alexnet::data
