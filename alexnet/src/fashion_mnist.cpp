@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <stdexcept>
 
@@ -10,49 +11,79 @@ namespace {
 
 constexpr uint8_t kUint8Type = 0x08;
 
-std::vector<uint8_t> read_gzip_or_plain(const std::string& path) {
-  gzFile file = gzopen(path.c_str(), "rb");  // reads plain files as they are
-  if (!file) throw std::runtime_error("IDX file '" + path + "': cannot open");
-  std::vector<uint8_t> bytes;
-  uint8_t buffer[1 << 16];
-  int n = 0;
-  while ((n = gzread(file, buffer, sizeof(buffer))) > 0) bytes.insert(bytes.end(), buffer, buffer + n);
-  int error = Z_OK;
-  const char* message = gzerror(file, &error);
-  gzclose(file);
-  if (n < 0 || (error != Z_OK && error != Z_STREAM_END)) {
-    throw std::runtime_error("IDX file '" + path + "': corrupt compressed data (" + message + ")");
+// IDX files larger than this are refused: the data sets that use the format are tens of
+// megabytes, and a corrupt or hostile header (or a gzip bomb) must not allocate without
+// bound.
+constexpr size_t kMaxIdxBytes = size_t(1) << 30;
+
+// A gzip'd or plain file, read as a stream: no more is ever held than was read.
+class GzReader {
+ public:
+  explicit GzReader(const std::string& path) : path_(path), file_(gzopen(path.c_str(), "rb")) {
+    if (!file_) throw std::runtime_error("IDX file '" + path + "': cannot open");
   }
-  return bytes;
-}
+  ~GzReader() { gzclose(file_); }
+  GzReader(const GzReader&) = delete;
+  GzReader& operator=(const GzReader&) = delete;
+
+  /// Up to `n` bytes appended to `out`; how many came.
+  size_t read(std::vector<uint8_t>& out, size_t n) {
+    size_t got = 0;
+    uint8_t buffer[1 << 16];
+    while (got < n) {
+      const auto want = static_cast<unsigned>(std::min(n - got, sizeof(buffer)));
+      const int r = gzread(file_, buffer, want);
+      if (r < 0) {
+        int error = Z_OK;
+        const char* message = gzerror(file_, &error);
+        throw std::runtime_error("IDX file '" + path_ + "': corrupt compressed data (" + message + ")");
+      }
+      if (r == 0) break;
+      out.insert(out.end(), buffer, buffer + r);
+      got += static_cast<size_t>(r);
+    }
+    return got;
+  }
+
+ private:
+  std::string path_;
+  gzFile file_;
+};
 
 }  // namespace
 
 Idx read_idx(const std::string& path) {
-  const auto bytes = read_gzip_or_plain(path);
-  if (bytes.size() < 4 || bytes[0] != 0 || bytes[1] != 0) {
+  GzReader in(path);
+  std::vector<uint8_t> header;
+  in.read(header, 4);
+  if (header.size() < 4 || header[0] != 0 || header[1] != 0) {
     throw std::runtime_error("IDX file '" + path + "': wrong magic number (not an IDX file)");
   }
-  if (bytes[2] != kUint8Type) throw std::runtime_error("IDX file '" + path + "': data type is not uint8");
-  const int rank = bytes[3];
-  if (rank < 1 || rank > 4 || bytes.size() < 4 + 4 * size_t(rank)) {
+  if (header[2] != kUint8Type) throw std::runtime_error("IDX file '" + path + "': data type is not uint8");
+  const int rank = header[3];
+  if (rank < 1 || rank > 4 || in.read(header, 4 * size_t(rank)) < 4 * size_t(rank)) {
     throw std::runtime_error("IDX file '" + path + "': short or malformed header");
   }
   Idx idx;
   size_t total = 1;
   for (int d = 0; d < rank; ++d) {
-    const uint8_t* p = bytes.data() + 4 + 4 * d;
+    const uint8_t* p = header.data() + 4 + 4 * d;
     const int64_t dim = (int64_t(p[0]) << 24) | (int64_t(p[1]) << 16) | (int64_t(p[2]) << 8) | p[3];
     idx.dims.push_back(dim);
-    total *= static_cast<size_t>(dim);
+    if (dim == 0) {
+      total = 0;
+    } else if (total > kMaxIdxBytes / static_cast<size_t>(dim)) {
+      throw std::runtime_error("IDX file '" + path + "': its header promises more than " +
+                               std::to_string(kMaxIdxBytes >> 20) + " MiB of data");
+    } else {
+      total *= static_cast<size_t>(dim);
+    }
   }
-  const size_t offset = 4 + 4 * size_t(rank);
-  if (bytes.size() - offset < total) {
-    throw std::runtime_error("IDX file '" + path + "': short file (" + std::to_string(bytes.size() - offset) +
+  const size_t got = in.read(idx.data, total);
+  if (got < total) {
+    throw std::runtime_error("IDX file '" + path + "': short file (" + std::to_string(got) +
                              " data bytes, the header promises " + std::to_string(total) + ")");
   }
-  idx.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(offset),
-                  bytes.begin() + static_cast<std::ptrdiff_t>(offset + total));
   return idx;
 }
 
