@@ -3,12 +3,18 @@
 #include <alexnet/checkpoint.h>
 #include <alexnet/pytorch.h>
 #include <alexnet/preprocessing.h>
+#include <alexnet/torchscript.h>
+#ifdef ALEXNET_INTEROP
+#include <alexnet/caffe.h>
+#include <alexnet/onnx.h>
+#endif
 
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <stdexcept>
 
 namespace alexnet::app {
 namespace fs = std::filesystem;
@@ -32,20 +38,32 @@ std::vector<std::string> read_classes(const std::string& path) {
   return names;
 }
 
+[[noreturn]] void no_interop() {
+  throw std::runtime_error("this build has no ONNX export or Caffe import (libonnx-dev and libprotobuf-dev were "
+                           "not found when it was built)");
+}
+
 }  // namespace
 
 void add_convert_commands(CLI::App& app) {
   {
     struct Flags {
-      std::string from = "torchvision", in, out, classes;
+      std::string from = "torchvision", in, out, classes, mean;
+      int64_t input_size = 227;
       bool overwrite = false;
     };
     auto f = std::make_shared<Flags>();
-    auto* cmd = app.add_subcommand("convert", "Import weights saved by PyTorch (torch.save of a state dict) as a checkpoint");
-    cmd->add_option("--from", f->from, "The network the weights are for")
-        ->check(CLI::IsMember({"torchvision"}))->capture_default_str();
-    cmd->add_option("weights", f->in, "A .pth file (zip or legacy format; a state dict, or a dict wrapping one)")
+    auto* cmd = app.add_subcommand("convert", "Import weights saved by PyTorch (torch.save of a state dict) or Caffe "
+                                              "(a .caffemodel) as a checkpoint");
+    cmd->add_option("--from", f->from, "The weights' origin: torchvision's AlexNet, or Caffe's bvlc_alexnet / "
+                                       "bvlc_reference_caffenet")
+        ->check(CLI::IsMember({"torchvision", "caffe"}))->capture_default_str();
+    cmd->add_option("weights", f->in, "A .pth file (zip or legacy format; a state dict, or a dict wrapping one), or "
+                                      "a .caffemodel with --from caffe")
         ->required();
+    cmd->add_option("--mean", f->mean, "Caffe: the mean image (.binaryproto); default: Caffe's ImageNet channel means");
+    cmd->add_option("--input-size", f->input_size, "Caffe: the network's input side (its crop_size)")
+        ->capture_default_str();
     cmd->add_option("--out", f->out, "The checkpoint to write")->required();
     cmd->add_option("--classes", f->classes, "Class names, one per line, in output order (default: the indices)");
     cmd->add_flag("--overwrite", f->overwrite, "Replace an existing --out");
@@ -53,6 +71,23 @@ void add_convert_commands(CLI::App& app) {
       refuse_existing(f->out, f->overwrite);
       // The class file is checked against the weights' outputs by convert_torchvision.
       const auto names = f->classes.empty() ? std::vector<std::string>{} : read_classes(f->classes);
+      if (f->from == "caffe") {
+#ifdef ALEXNET_INTEROP
+        CaffeOptions options;
+        options.mean = f->mean;
+        options.classes = names;
+        options.input_size = f->input_size;
+        const auto model = convert_caffe(f->in, f->out, options);
+        if (names.empty()) spdlog::warn("no --classes: the {} classes are named by their indices", model->options.num_classes());
+        spdlog::info("{} -> {} (Caffe, {}, {} classes; BGR made RGB at conv1; mean: {})", f->in, f->out,
+                     model->options.pool_before_lrn() ? "CaffeNet's order" : "bvlc_alexnet's order",
+                     model->options.num_classes(), f->mean.empty() ? "Caffe's ImageNet channel means" : f->mean);
+        return;
+#else
+        no_interop();
+#endif
+      }
+      if (!f->mean.empty()) throw std::runtime_error("--mean is for --from caffe");
       const auto model = convert_torchvision(f->in, f->out, names);
       const auto classes = model->options.num_classes();
       if (names.empty()) spdlog::warn("no --classes: the {} classes are named by their indices", classes);
@@ -66,16 +101,34 @@ void add_convert_commands(CLI::App& app) {
       bool overwrite = false;
     };
     auto f = std::make_shared<Flags>();
-    auto* cmd = app.add_subcommand("export", "Write a checkpoint's weights as a PyTorch state dict (torch.load reads it)");
+    auto* cmd = app.add_subcommand("export", "Write a checkpoint's network for other systems: ONNX, TorchScript, or "
+                                             "its weights as a PyTorch state dict");
     cmd->add_option("--weights", f->weights, "A checkpoint")->required();
     cmd->add_option("--format", f->format,
-                    "torchvision: torchvision.models.alexnet's keys (torchvision preset); grouped: the paper's "
-                    "towers as groups = 2 layers (paper and caffe presets; see the README)")
-        ->check(CLI::IsMember({"torchvision", "grouped"}))->required();
-    cmd->add_option("--out", f->out, "The .pth file to write")->required();
+                    "onnx: an ONNX model (opset 11; ONNX Runtime, OpenCV's DNN), preprocessing in its metadata; "
+                    "torchscript: a module torch.jit.load runs; torchvision: torchvision.models.alexnet's state dict "
+                    "(torchvision preset); grouped: the paper's towers as groups = 2 layers (paper and caffe "
+                    "presets; see the README)")
+        ->check(CLI::IsMember({"onnx", "torchscript", "torchvision", "grouped"}))->required();
+    cmd->add_option("--out", f->out, "The file to write")->required();
     cmd->add_flag("--overwrite", f->overwrite, "Replace an existing --out");
     cmd->callback([f] {
       refuse_existing(f->out, f->overwrite);
+      if (f->format == "onnx" || f->format == "torchscript") {
+        auto [model, pre] = load_for_inference(f->weights);
+        if (f->format == "torchscript") {
+          save_torchscript(*model, pre, f->out);
+        } else {
+#ifdef ALEXNET_INTEROP
+          save_onnx(*model, pre, f->out);
+#else
+          no_interop();
+#endif
+        }
+        spdlog::info("{} -> {} ({}, input images [N, 3, {}, {}], {} classes)", f->weights, f->out, f->format,
+                     pre.crop, pre.crop, model->options.num_classes());
+        return;
+      }
       auto model = load(f->weights);
       const bool torchvision = model->options.architecture() == Architecture::kTorchvision;
       if (torchvision != (f->format == "torchvision")) {

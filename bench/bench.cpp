@@ -3,10 +3,16 @@
 //
 //   alexnet_bench train|infer --arch paper|caffe|torchvision [--execution grouped|towers]
 //   alexnet_bench lrn           conv1-sized LRN forward+backward: ours and LibTorch's
+//   alexnet_bench onnx-reference --out DIR   ONNX models with inputs and our logits, for
+//                               ONNX Runtime on the GPU machine (scripts/device_check.sh)
 
 #include <alexnet/distributed.h>
 #include <alexnet/lrn.h>
 #include <alexnet/model.h>
+#ifdef ALEXNET_INTEROP
+#include <alexnet/onnx.h>
+#include <alexnet/preprocessing.h>
+#endif
 #include <alexnet/precision.h>
 #include <alexnet/runtime.h>
 #include <alexnet/train.h>
@@ -17,9 +23,11 @@
 #include <torch/nn/modules/normalization.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
@@ -38,7 +46,51 @@ struct Args {
   std::string precision = "fp32";
   bool channels_last = false;
   bool tf32 = false;     // CUDA: TensorFloat-32 convolutions and matrix products
+  std::string out;
 };
+
+#ifdef ALEXNET_INTEROP
+// Networks that compress well (weights of three values, scaled to keep activations in
+// range; biases 0), so that they travel to the GPU machine small: DIR/NAME.onnx,
+// NAME.input.f32 and NAME.logits.f32 (float32, little-endian), and manifest.json.
+int onnx_reference(const std::string& dir) {
+  std::ofstream manifest(dir + "/manifest.json");
+  manifest << "[";
+  const std::vector<std::pair<std::string, alexnet::AlexNetOptions>> nets{
+      {"paper", alexnet::AlexNetOptions::paper().input_size(99).num_classes(10)},
+      {"caffe", alexnet::AlexNetOptions::caffe().input_size(99).num_classes(10)}};
+  for (size_t n = 0; n < nets.size(); ++n) {
+    const auto& [name, options] = nets[n];
+    alexnet::AlexNet model(options);
+    model->eval();
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->named_parameters()) {
+      if (p.key().find("bias") != std::string::npos) {
+        p.value().zero_();
+      } else {
+        const double fan_in = static_cast<double>(p.value()[0].numel());
+        p.value().copy_((torch::randint(-1, 2, p.value().sizes()) * std::sqrt(1.5 / fan_in)).to(torch::kFloat));
+      }
+    }
+    const auto side = options.input_size();
+    const auto x = torch::randn({2, 3, side, side}) * 50;
+    const auto logits = model->forward(x).contiguous();
+    alexnet::Preprocessing pre;
+    pre.mean_rgb = torch::zeros({3}, torch::kDouble);
+    pre.resize = side, pre.crop = side;
+    for (int c = 0; c < options.num_classes(); ++c) pre.classes.push_back(std::to_string(c));
+    alexnet::save_onnx(*model, pre, dir + "/" + name + ".onnx");
+    std::ofstream(dir + "/" + name + ".input.f32", std::ios::binary)
+        .write(static_cast<const char*>(x.data_ptr()), static_cast<std::streamsize>(x.nbytes()));
+    std::ofstream(dir + "/" + name + ".logits.f32", std::ios::binary)
+        .write(static_cast<const char*>(logits.data_ptr()), static_cast<std::streamsize>(logits.nbytes()));
+    manifest << (n ? ", " : "") << "{\"name\": \"" << name << "\", \"input\": [2, 3, " << side << ", " << side
+             << "], \"logits\": [2, " << options.num_classes() << "]}";
+  }
+  manifest << "]\n";
+  return manifest ? 0 : 1;
+}
+#endif
 
 // Seconds per call of `step`: the mean over `iterations` after one warm-up, with
 // the GPU's queue drained before the clock starts and stops.
@@ -55,9 +107,9 @@ double seconds_per(const std::function<void()>& step, int iterations) {
 
 int usage() {
   std::fprintf(stderr,
-               "usage: alexnet_bench train|infer|lrn [--arch A] [--execution E] [--batch N] "
+               "usage: alexnet_bench train|infer|lrn|onnx-reference [--arch A] [--execution E] [--batch N] "
                "[--iterations N] [--threads N] [--keep-memory 0|1] [--device cpu|cuda] [--precision fp32|bf16|fp16] "
-               "[--channels-last 0|1] [--tf32 0|1]\n");
+               "[--channels-last 0|1] [--tf32 0|1] [--out DIR]\n");
   return 2;
 }
 
@@ -80,6 +132,7 @@ int main(int argc, char** argv) {
     else if (flag == "--precision") a.precision = value;
     else if (flag == "--channels-last") a.channels_last = value == "1";
     else if (flag == "--tf32") a.tf32 = value == "1";
+    else if (flag == "--out") a.out = value;
     else return usage();
   }
   at::set_num_threads(a.threads);
@@ -87,6 +140,15 @@ int main(int argc, char** argv) {
   alexnet::manual_seed(0);
   // Stated, not left to LibTorch's defaults (TF32 convolutions on, matrix products off).
   alexnet::set_tf32(a.tf32);
+
+  if (a.mode == "onnx-reference") {
+#ifdef ALEXNET_INTEROP
+    return onnx_reference(a.out.empty() ? "." : a.out);
+#else
+    std::fprintf(stderr, "alexnet_bench: built without ONNX export (libonnx-dev)\n");
+    return 2;
+#endif
+  }
 
   if (a.mode == "lrn") {
     // conv1's activations at batch 128 (Section 3.3: LRN after conv1's ReLU).

@@ -1,5 +1,5 @@
-// read_state_dict: PyTorch's zip format (miniz through LibTorch, then our pickle reader
-// and storages) and the legacy format (our reader alone).
+// read_state_dict: PyTorch's zip format (our bounded zip reader, pickle reader and
+// storages) and the legacy format.
 #include "common.h"
 
 #include <alexnet/pytorch.h>

@@ -2,7 +2,9 @@
 `alexnet export --format grouped` (the paper and caffe presets).
 
 The towers are folded into grouped convolutions (groups = 2 at conv2, conv4 and
-conv5, as Caffe runs them); local response normalisation stays inside each tower.
+conv5, as Caffe runs them). With lrn="paper" local response normalisation stays
+inside each tower (Section 3.3 within 3.2); with lrn="caffe" it spans both towers'
+channels and pooling rounds up, as in Caffe's bvlc_alexnet.
 
     import torch
     from alexnet_pytorch import GroupedAlexNet
@@ -12,6 +14,11 @@ conv5, as Caffe runs them); local response normalisation stays inside each tower
     net.eval()
     logits = net(images)   # float [N, 3, 227, 227], preprocessed as the checkpoint says
 
+    # ONNX: one Split and one LRN node per normalisation, the batch dimension dynamic.
+    torch.onnx.export(net, torch.zeros(1, 3, 227, 227), "net.onnx", opset_version=11,
+                      input_names=["images"], output_names=["logits"],
+                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+
 Needs only torch (1.13 or later).
 """
 import math
@@ -19,6 +26,19 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class _LRN(torch.autograd.Function):
+    """nn.LocalResponseNorm, exported to ONNX as one LRN node (PyTorch's own export is
+    a Pad/AvgPool chain). The two agree: both divide alpha by the window size."""
+
+    @staticmethod
+    def forward(ctx, x, size, alpha, beta, k):
+        return F.local_response_norm(x, size, alpha, beta, k)
+
+    @staticmethod
+    def symbolic(g, x, size, alpha, beta, k):
+        return g.op("LRN", x, size_i=size, alpha_f=alpha, beta_f=beta, bias_f=k)
 
 
 class GroupedAlexNet(nn.Module):
@@ -37,6 +57,8 @@ class GroupedAlexNet(nn.Module):
         self.fc7 = nn.Linear(4096, 4096)
         self.fc8 = nn.Linear(4096, num_classes)
         self.lrn = nn.LocalResponseNorm(5, **self.LRN[lrn])
+        self.across_towers = lrn == "caffe"  # Caffe normalises both towers' maps as one blob
+        self.ceil_mode = lrn == "caffe"      # and its pooling rounds up
         self.dropout = dropout
 
     @classmethod
@@ -48,17 +70,29 @@ class GroupedAlexNet(nn.Module):
         net.load_state_dict(state)
         return net
 
-    def norm(self, x):
+    def local_response_norm(self, x):
+        if torch.onnx.is_in_onnx_export():
+            l = self.lrn
+            return _LRN.apply(x, l.size, l.alpha, l.beta, l.k)
+        return self.lrn(x)
+
+    def norm(self, x, channels):
+        if self.across_towers:
+            return self.local_response_norm(x)
         # Each tower's maps are normalised alone (Section 3.3 within Section 3.2's split).
-        a, b = x.chunk(2, dim=1)
-        return torch.cat([self.lrn(a), self.lrn(b)], dim=1)
+        # Split at a constant (not x.chunk), so that ONNX gets one Split node.
+        a, b = torch.split(x, [channels // 2, channels // 2], dim=1)
+        return torch.cat([self.local_response_norm(a), self.local_response_norm(b)], dim=1)
+
+    def pool(self, x):
+        return F.max_pool2d(x, 3, 2, ceil_mode=self.ceil_mode)  # overlapping pooling, Section 3.4
 
     def features(self, x):
-        x = F.max_pool2d(self.norm(F.relu(self.conv1(x))), 3, 2)  # overlapping pooling, Section 3.4
-        x = F.max_pool2d(self.norm(F.relu(self.conv2(x))), 3, 2)
+        x = self.pool(self.norm(F.relu(self.conv1(x)), self.conv1.out_channels))
+        x = self.pool(self.norm(F.relu(self.conv2(x)), self.conv2.out_channels))
         x = F.relu(self.conv3(x))
         x = F.relu(self.conv4(x))
-        return torch.flatten(F.max_pool2d(F.relu(self.conv5(x)), 3, 2), 1)
+        return torch.flatten(self.pool(F.relu(self.conv5(x))), 1)
 
     def forward(self, x):
         x = self.features(x)

@@ -4,7 +4,8 @@
 # It builds the library, the tests and the benchmark against PyTorch's LibTorch, runs
 # the tests that need a GPU or several processes (CI runs the rest), benchmarks
 # training against PyTorch's (fp32, and bf16 channels-last; the paper's towers on two
-# streams against grouped) and, with two GPUs or more, data-parallel scaling.
+# streams against grouped), runs our ONNX export in ONNX Runtime (CUDA and CPU) against
+# our logits and, with two GPUs or more, measures data-parallel scaling.
 #
 # Stages run in order, each under its own time limit and the whole under a deadline;
 # a stage that fails or runs out of time stops only the stages that need it. Every
@@ -13,7 +14,9 @@
 # and the figures.
 #
 #   here, before lending the tree:  scripts/device_check.sh --prepare   (Catch2's header
-#                                   into .device/, which git ignores: carry .device)
+#                                   into .device/, which git ignores: carry .device; and,
+#                                   once build/ is built, ONNX models with our logits:
+#                                   the GPU machine has no libonnx-dev to export them)
 #   on the GPU machine:             scripts/device_check.sh [--deadline SECONDS]
 #   here, on the CPU:               scripts/device_check.sh --rehearse  (the same stages
 #                                   against Debian's LibTorch, CUDA tests skipping with
@@ -30,7 +33,7 @@ self="$PWD/scripts/device_check.sh"
 readonly selection_cuda='[cuda]~[.]~[cli]'
 readonly selection_distributed='[distributed]~[cuda]~[.]~[cli]'
 
-stage_names=(environment configure build cuda_tests distributed_tests benchmark ratios scaling)
+stage_names=(environment configure build cuda_tests distributed_tests onnxruntime benchmark ratios scaling)
 
 case "${1:-}" in
   --selection)
@@ -41,6 +44,18 @@ case "${1:-}" in
     mkdir -p .device/include
     cp -r /usr/include/catch2 /usr/include/nlohmann .device/include/
     echo "prepared .device/include (catch2, nlohmann); carry .device to the GPU machine"
+    # Networks of three weight values compress to a few MB (the carry limit is 64 MiB).
+    if [ -x build/bin/alexnet_bench ]; then
+      tmp=$(mktemp -d)
+      if build/bin/alexnet_bench onnx-reference --out "$tmp"; then
+        XZ_OPT=${XZ_OPT:-"-1 -T0"} tar -cJf .device/onnx-reference.tar.xz -C "$tmp" . && echo "prepared .device/onnx-reference.tar.xz ($(du -h .device/onnx-reference.tar.xz | cut -f1))"
+      else
+        echo "no ONNX models: build/bin/alexnet_bench was built without ONNX export"
+      fi
+      rm -rf "$tmp"
+    else
+      echo "no ONNX models: build build/ first (scripts/test.sh), then --prepare again"
+    fi
     exit 0 ;;
 esac
 
@@ -103,6 +118,45 @@ run_tests() {
 
 stage_cuda_tests() { run_tests "$selection_cuda"; }
 stage_distributed_tests() { run_tests "$selection_distributed"; }
+
+# Our ONNX export in ONNX Runtime: CUDA (TF32 off) and CPU, logits against ours. The
+# models come from --prepare (exported here: the GPU machine cannot); the rehearsal
+# exports them with its own build.
+stage_onnxruntime() {
+  local dir="$build/onnx-reference"
+  rm -rf "$dir" && mkdir -p "$dir"
+  if [ "$mode" = rehearsal ]; then
+    "$build/bin/alexnet_bench" onnx-reference --out "$dir" || fail "alexnet_bench onnx-reference failed"
+  else
+    [ -f .device/onnx-reference.tar.xz ] || skip "no .device/onnx-reference.tar.xz (run --prepare after building, carry .device)"
+    tar -xJf .device/onnx-reference.tar.xz -C "$dir" || fail "cannot unpack .device/onnx-reference.tar.xz"
+  fi
+  "$python" -c 'import onnxruntime' 2> /dev/null || skip "onnxruntime is not installed for $python"
+  "$python" - "$dir" > "$logs/onnxruntime.figures" <<'PY' || fail "$(tail -n 1 "$logs/onnxruntime.figures")"
+import json, os, sys
+import numpy as np, onnxruntime as ort
+d = sys.argv[1]
+figures = {"version": ort.__version__}
+ok = True
+for net in json.load(open(os.path.join(d, "manifest.json"))):
+    x = np.fromfile(os.path.join(d, net["name"] + ".input.f32"), "<f4").reshape(net["input"])
+    ref = np.fromfile(os.path.join(d, net["name"] + ".logits.f32"), "<f4").reshape(net["logits"])
+    runs = [("cpu", ["CPUExecutionProvider"], 1e-5)]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        runs.insert(0, ("cuda", [("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"], 1e-4))
+    for where, providers, tolerance in runs:
+        session = ort.InferenceSession(os.path.join(d, net["name"] + ".onnx"), providers=providers)
+        y = session.run(None, {"images": x})[0]
+        e = float(np.linalg.norm(y.astype(np.float64) - ref) / np.linalg.norm(ref))
+        figures[net["name"] + "_" + where] = float(f"{e:.3g}")
+        ok = ok and e < tolerance
+print(json.dumps(figures))
+if not ok:
+    print("logits differ beyond the tolerance: " + json.dumps(figures))
+    sys.exit(1)
+PY
+  cat "$logs/onnxruntime.figures"
+}
 
 # Training images/s, ours and PyTorch's, interleaved in rounds (baseline, ours, ...),
 # at float32 and at bf16 autocast in channels-last: the same precision, layout and
@@ -222,9 +276,12 @@ tee_pid=$!
 
 # Per stage: its time limit (seconds) and the stages it needs.
 declare -A limit=([environment]=60 [configure]=180 [build]=420 [cuda_tests]=180 [distributed_tests]=150
-                  [benchmark]=240 [ratios]=30 [scaling]=120)
+                  [onnxruntime]=90 [benchmark]=240 [ratios]=30 [scaling]=120)
 declare -A needs=([environment]="" [configure]="environment" [build]="configure" [cuda_tests]="build"
-                  [distributed_tests]="build" [benchmark]="build" [ratios]="benchmark" [scaling]="build")
+                  [distributed_tests]="build" [onnxruntime]="environment" [benchmark]="build" [ratios]="benchmark"
+                  [scaling]="build")
+# The rehearsal exports its models with its own build.
+[ "$mode" = rehearsal ] && needs[onnxruntime]="build"
 declare -A status reason took
 reserve=5  # seconds kept for the summary
 started=$SECONDS

@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-targets=(state_dict checkpoint packed idx lists image)
+targets=(state_dict checkpoint packed idx lists image caffe)
 mode=${1:---replay}
 
 bash scripts/install-deps.sh >&2

@@ -11,14 +11,20 @@ packages=(
   libopencv-dev libcli11-dev libspdlog-dev catch2
   # JSON (metrics, evaluations, statistics, run configurations): header-only, private
   nlohmann-json3-dev
+  # ONNX export and Caffe import: the ONNX and protobuf libraries Debian's LibTorch links
+  libonnx-dev libprotobuf-dev
   # zlib reads Fashion-MNIST's gzip'd IDX files; the data set is the main job's default
   zlib1g-dev dataset-fashion-mnist
   # References for parity tests and baselines in benchmarks: the same LibTorch 1.13
   python3-torch python3-torchvision python3-numpy
+  # ONNX's checker validates every exported file; OpenCV's DNN (Python) runs them in the README
+  python3-onnx python3-opencv
   # Real photographs (and a palette PNG) for the data tests and benchmark
   python3-skimage
   # GNU time: peak memory of a command, in the tests of bounded memory
   time
+  # clang with libFuzzer and the sanitizers' runtimes: scripts/fuzz.sh, scripts/sanitize.sh
+  clang libclang-rt-14-dev
 )
 
 missing=()

@@ -105,4 +105,22 @@ int free_port() {
   return l.port;
 }
 
+bool python_has(const std::string& modules) {
+  std::string out;
+  if (run("/usr/bin/python3 -c 'import " + modules + "'", out, true) != 0) {
+    skip("Python's " + modules + " not installed (scripts/install-deps.sh installs them): " + out);
+    return false;
+  }
+  return true;
+}
+
+void python_reference(const std::string& args) {
+  std::string out;
+  const int status = run("/usr/bin/python3 " + std::string(ALEXNET_SOURCE_DIR) + "/tests/pytorch_reference.py " + args,
+                         out, true);
+  INFO(out);
+  REQUIRE(status == 0);
+  if (!out.empty()) WARN(out);
+}
+
 }  // namespace alexnet::test

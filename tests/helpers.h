@@ -55,6 +55,14 @@ int bash(const std::string& script, std::string& output);
 /// The whole of a text file ("" when it cannot be read).
 std::string read_text(const std::string& path);
 
+/// True when Python (/usr/bin/python3) imports `modules` ("torch, cv2"); otherwise skips
+/// the running test, saying what is missing, and returns false.
+bool python_has(const std::string& modules);
+
+/// Runs tests/pytorch_reference.py with `args`: the test fails (with its output) unless
+/// it exits 0; its output is kept as a warning, so the figures it prints are logged.
+void python_reference(const std::string& args);
+
 /// A listening socket on an ephemeral loopback port: it holds the port ("in use")
 /// until closed.
 struct Listener {

@@ -4,6 +4,9 @@
     pytorch_reference.py check-torchvision STATE.pth IO.pth
     pytorch_reference.py check-grouped STATE.pth IO.pth paper|caffe
     pytorch_reference.py check-classify CLASSIFY.json PROBS.pth
+    pytorch_reference.py check-torchscript MODULE IO.pth
+    pytorch_reference.py check-onnx MODEL.onnx IO.pth towers|one|across
+    pytorch_reference.py check-pytorch-onnx DIR paper|caffe
 
 Exit status 0 when the check holds; otherwise a message on stderr and 1.
 """
@@ -141,15 +144,91 @@ def check_classify(json_path, probs_path):
         fail(f"probabilities differ: relative error {e:.3g}")
 
 
+def check_torchscript(path, io_path):
+    files = {"alexnet.json": ""}
+    net = torch.jit.load(path, _extra_files=files)
+    io = torch.load(io_path)
+    with torch.no_grad():
+        e = error(net(io["input"]), io["logits"])
+    pre = json.loads(files["alexnet.json"])
+    print(f"torch.jit.load: logits relative error {e:.3g}; preprocessing crop {pre['crop']}, mean {pre['mean']}")
+    if not e < 1e-5:
+        fail(f"logits differ: relative error {e:.3g}")
+    if pre["crop"] != io["input"].shape[-1] or not pre["classes"]:
+        fail(f"alexnet.json does not describe the input: {pre}")
+
+
+def check_onnx(path, io_path, lrn):
+    """onnx.checker on the file, its operators, and OpenCV's DNN (Python) running it."""
+    import collections as c
+    import onnx
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    ops = c.Counter(n.op_type for n in model.graph.node)
+    opset = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    expected = {"towers": {"Split": 2, "LRN": 4, "Concat": 2}, "across": {"LRN": 2}, "one": {"LRN": 0}}[lrn]
+    for op, n in expected.items():
+        if ops.get(op, 0) != n:
+            fail(f"expected {n} {op} nodes, got {dict(ops)}")
+    meta = {p.key: p.value for p in model.metadata_props}
+    pre = json.loads(meta["alexnet.preprocessing"])
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    if batch != "batch":
+        fail(f"the batch dimension is not dynamic: {model.graph.input[0]}")
+    print(f"onnx.checker: valid, opset {opset}, IR {model.ir_version}, {dict(ops)}, metadata {sorted(meta)}")
+    if pre["mean"] == "image":
+        import base64
+        import numpy as np
+        image = np.frombuffer(base64.b64decode(meta["alexnet.mean_image"]), dtype="<f4")
+        if image.size != 3 * pre["resize"] ** 2:
+            fail(f"mean image of {image.size} numbers for resize {pre['resize']}")
+    io = torch.load(io_path)
+    import cv2
+    net = cv2.dnn.readNetFromONNX(path)
+    net.setInput(io["input"].numpy())
+    e = error(torch.from_numpy(net.forward()), io["logits"])
+    print(f"OpenCV {cv2.__version__} (Python) running it: logits relative error {e:.3g}")
+    if not e < 1e-5:
+        fail(f"logits differ: relative error {e:.3g}")
+
+
+def check_pytorch_onnx(out, lrn):
+    """scripts/alexnet_pytorch.py exported by torch.onnx.export: one Split and one LRN per
+    tower's normalisation, no shape arithmetic, and OpenCV 4.6 loads and runs it."""
+    import collections as c
+    import cv2
+    import onnx
+    from alexnet_pytorch import GroupedAlexNet
+    torch.manual_seed(3)
+    net = GroupedAlexNet(num_classes=10, lrn=lrn).eval()
+    x = torch.randn(2, 3, 227, 227) * 50
+    path = os.path.join(out, f"pytorch-{lrn}.onnx")
+    torch.onnx.export(net, x, path, opset_version=11, input_names=["images"], output_names=["logits"],
+                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    model = onnx.load(path)
+    onnx.checker.check_model(model)
+    ops = c.Counter(n.op_type for n in model.graph.node)
+    expected = {"Split": 2, "LRN": 4, "Concat": 2} if lrn == "paper" else {"LRN": 2}
+    for op in ("Split", "LRN", "Concat", "Pad", "AveragePool", "Shape", "Gather", "Slice"):
+        if ops.get(op, 0) != expected.get(op, 0):
+            fail(f"torch.onnx.export wrote {dict(ops)}; expected {expected} and no shape arithmetic")
+    dnn = cv2.dnn.readNetFromONNX(path)
+    dnn.setInput(x.numpy())
+    with torch.no_grad():
+        e = error(torch.from_numpy(dnn.forward()), net(x))
+    print(f"GroupedAlexNet ({lrn}) via torch.onnx.export: {dict(ops)}; OpenCV logits relative error {e:.3g}")
+    if not e < 1e-5:
+        fail(f"logits differ: relative error {e:.3g}")
+
+
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
+    checks = {"check-torchvision": check_torchvision, "check-grouped": check_grouped,
+              "check-classify": check_classify, "check-torchscript": check_torchscript,
+              "check-onnx": check_onnx, "check-pytorch-onnx": check_pytorch_onnx}
     if mode == "make":
         make(args[0], set(args[1:]))
-    elif mode == "check-torchvision":
-        check_torchvision(*args)
-    elif mode == "check-grouped":
-        check_grouped(*args)
-    elif mode == "check-classify":
-        check_classify(*args)
+    elif mode in checks:
+        checks[mode](*args)
     else:
         fail(f"unknown mode {mode}")

@@ -97,6 +97,24 @@ TEST_CASE("Truncated, foreign and missing files are refused by name", "[checkpoi
   CHECK_THAT(failure([&] { alexnet::load_weights(*model, truncated); }),
              Catch::StartsWith("checkpoint '" + truncated + "': not a readable checkpoint"));
 
+  // One byte changed anywhere: every zip entry's CRC-32 is checked before LibTorch's
+  // reader sees the file (fuzz/checkpoint.cpp crashed LibTorch's TorchScript parser
+  // with a damaged archive: fuzz/corpus/checkpoint/crash-torchscript-parser).
+  for (const double where : {0.1, 0.5, 0.9}) {
+    const auto flipped = dir + "/flipped.pt";
+    fs::copy_file(good, flipped, fs::copy_options::overwrite_existing);
+    std::fstream f(flipped, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(static_cast<double>(fs::file_size(good)) * where));
+    const char byte = static_cast<char>(f.get() ^ 0x20);
+    f.seekp(static_cast<std::streamoff>(static_cast<double>(fs::file_size(good)) * where));
+    f.put(byte);
+    f.close();
+    CHECK_THAT(failure([&] { alexnet::load_weights(*model, flipped); }),
+               Catch::StartsWith("checkpoint '" + flipped + "': not a readable checkpoint (a damaged or truncated zip "
+                                 "archive (") &&
+                   Catch::Contains("fails its CRC-32 check"));
+  }
+
   const auto text = dir + "/notes.txt";
   std::ofstream(text) << "not a model\n";
   CHECK_THAT(failure([&] { alexnet::load(text); }),

@@ -99,6 +99,15 @@ TEST_CASE("List files: paths relative to the list, labels checked, bad lines nam
   std::ofstream(root + "/negative.txt") << "a/0.png -2\n";
   CHECK(message_of([&] { open_image_list(root + "/negative.txt"); }) ==
         "list '" + root + "/negative.txt' line 1: label -2 is negative");
+  // Found by fuzz/lists.cpp: a huge label sized the class list (2^61 names), with or
+  // without a class-names file.
+  std::ofstream(root + "/huge.txt") << "a/0.png 1\nb/0.png 2222222222222222221\n";
+  for (const auto* names : {"", "names.txt"}) {
+    const auto options = ReadOptions().class_names(*names ? root + "/" + names : "");
+    CHECK(message_of([&] { open_image_list(root + "/huge.txt", options); }) ==
+          "list '" + root + "/huge.txt' line 2: label 2222222222222222221 is above 1048575 (more classes than any "
+          "data set; is the last field the label?)");
+  }
   CHECK(message_of([&] { open_source(root + "/missing.txt"); }) == "data '" + root + "/missing.txt': does not exist");
   fs::remove_all(root);
 }

@@ -222,9 +222,10 @@ TEST_CASE("Fault: ranks that disagree train silently (every rank stops, naming t
   REQUIRE(bash("cp -r " + data + " " + dir + "/fewer && rm " + dir + "/fewer/0/0.png " + dir + "/fewer/1/0.png && " +
                    "cp -r " + data + " " + dir + "/renamed && mv " + dir + "/renamed/1 " + dir + "/renamed/one",
                out) == 0);
-  for (const auto& [other, expected] : std::vector<std::pair<std::string, std::string>>{
+  for (const auto& [other_dir, expected] : std::vector<std::pair<std::string, std::string>>{
            {dir + "/fewer", "data parallel: ranks 0 and 1 disagree on the training set's size (12 images against 10)"},
            {dir + "/renamed", "data parallel: ranks 0 and 1 disagree on the training class names and their order"}}) {
+    const std::string other = other_dir;  // a lambda may not capture a structured binding (C++17)
     INFO(other);
     const auto rank = [&](int r, const std::string& data_dir) {
       return "WORLD_SIZE=2 RANK=" + std::to_string(r) + " LOCAL_RANK=" + std::to_string(r) + " " + kCli + kTrain +

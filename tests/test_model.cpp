@@ -144,13 +144,26 @@ TEST_CASE("Grouped and tower execution agree on outputs and gradients", "[model]
 
 TEST_CASE("Grouped and tower execution agree tightly in double", "[model]") {
   torch::manual_seed(8);
-  AlexNet model(AlexNetOptions::paper().input_size(99).num_classes(7).dropout(0.0));
-  model->to(at::kDouble);
-  const auto x = at::randn({2, 3, 99, 99}, at::kDouble) * 50;
-  const auto weights = at::randn({2, 7}, at::kDouble);
-  const auto grouped = forward_backward(model, x, weights);
-  model->set_execution(Execution::kTowers);
-  check_same(grouped, forward_backward(model, x, weights), 1e-12);
+  // The paper; Caffe's LRN across both towers with pooling that rounds up (103 gives
+  // 24x24 conv1 maps, where rounding up adds a row); CaffeNet's pooling before LRN.
+  const auto caffe = AlexNetOptions::caffe().input_size(103);
+  for (const auto& options : {AlexNetOptions::paper().input_size(99), caffe, AlexNetOptions(caffe).pool_before_lrn(true)}) {
+    INFO("lrn_across_towers " << options.lrn_across_towers() << ", pool_before_lrn " << options.pool_before_lrn());
+    AlexNet model(AlexNetOptions(options).num_classes(7).dropout(0.0));
+    model->to(at::kDouble);
+    const auto x = at::randn({2, 3, options.input_size(), options.input_size()}, at::kDouble) * 50;
+    const auto weights = at::randn({2, 7}, at::kDouble);
+    const auto grouped = forward_backward(model, x, weights);
+    model->set_execution(Execution::kTowers);
+    check_same(grouped, forward_backward(model, x, weights), 1e-12);
+  }
+}
+
+TEST_CASE("Caffe's pooling rounds up, the paper's down", "[model]") {
+  const auto input = at::zeros({1, 3, 103, 103});
+  CHECK(AlexNet(AlexNetOptions::caffe().input_size(103))->pool5_size() == 3);
+  CHECK(AlexNet(AlexNetOptions::paper().input_size(103))->pool5_size() == 2);
+  CHECK(AlexNet(AlexNetOptions::caffe().input_size(103).num_classes(5))->forward(input).sizes() == at::IntArrayRef{1, 5});
 }
 
 TEST_CASE("Dropout is active only in training", "[model]") {

@@ -21,26 +21,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kScript = std::string(ALEXNET_SOURCE_DIR) + "/tests/pytorch_reference.py";
+// Python's torch, torchvision and skimage, or the test is skipped with the reason.
+bool python_torch() { return test::python_has("torch, torchvision, skimage"); }
 
-// Runs the reference script; false (after skipping the test with the reason) when
-// Python's torch is not installed.
-bool python_torch() {
-  std::string out;
-  if (test::run("/usr/bin/python3 -c 'import torch, torchvision, skimage'", out, true) != 0) {
-    test::skip("Python's torch/torchvision/skimage are not installed (scripts/install-deps.sh installs them): " + out);
-    return false;
-  }
-  return true;
-}
-
-void python(const std::string& args) {
-  std::string out;
-  const int status = test::run("/usr/bin/python3 " + kScript + " " + args, out, true);
-  INFO(out);
-  REQUIRE(status == 0);
-  if (!out.empty()) WARN(out);
-}
+void python(const std::string& args) { test::python_reference(args); }
 
 // Bytes from a literal that may hold NULs.
 template <size_t N>
@@ -173,7 +157,13 @@ TEST_CASE("files that are not state dicts are refused with the reason", "[pytorc
   write_state_dict(to_state_dict(*model), dir + "/good.pth");
   const auto good = read_bytes(dir + "/good.pth");
   CHECK(reason("cut.pth", good.substr(0, good.size() / 2)) ==
-        "'" + dir + "/cut.pth': a damaged or truncated zip archive (its directory cannot be read)");
+        "'" + dir + "/cut.pth': a damaged or truncated zip archive (no end-of-directory record)");
+  // One pixel's byte changed in the middle of a storage: its record's CRC-32 says so.
+  auto flipped = good;
+  flipped[flipped.size() / 2] ^= 0x20;
+  CHECK_THAT(reason("flipped.pth", flipped),
+             Catch::StartsWith("'" + dir + "/flipped.pth': a damaged or truncated zip archive (entry '") &&
+                 Catch::EndsWith("' fails its CRC-32 check)"));
   write_zip(dir + "/short.pth", bytes("\x80\x02}q\x00(X\x05\x00\x00\x00" "abc"));
   CHECK(message_of([&] { read_state_dict(dir + "/short.pth"); }) ==
         "'" + dir + "/short.pth': the file is truncated (pickle data ends early)");

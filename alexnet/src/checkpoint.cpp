@@ -2,6 +2,7 @@
 #include <alexnet/error.h>
 
 #include "atomic_file.h"
+#include "zip.h"
 
 #include <ATen/core/Dict.h>
 #include <torch/serialize/input-archive.h>
@@ -43,6 +44,13 @@ Archive open(const std::string& path) {
   {
     std::ifstream probe(path, std::ios::binary);
     if (!probe) fail(path, std::strerror(errno));
+  }
+  // Our bounded reader checks the directory first: LibTorch's reader trusts the sizes
+  // a damaged file claims.
+  try {
+    detail::zip_directory(path);
+  } catch (const std::runtime_error& e) {
+    fail(path, std::string("not a readable checkpoint (") + e.what() + ")");
   }
   Archive a;
   try {
@@ -181,7 +189,10 @@ std::string options_to_string(const AlexNetOptions& o) {
       << "conv1_padding=" << o.conv1_padding() << "\n"
       << "dropout=" << o.dropout() << "\n"
       << "init=" << to_string(o.init()) << "\n"
-      << "execution=" << to_string(o.execution()) << "\n";
+      << "execution=" << to_string(o.execution()) << "\n"
+      << "lrn_across_towers=" << o.lrn_across_towers() << "\n"
+      << "pool_before_lrn=" << o.pool_before_lrn() << "\n"
+      << "ceil_mode=" << o.ceil_mode() << "\n";
   if (o.lrn()) {
     const auto& l = *o.lrn();
     out << "lrn.size=" << l.size() << "\n"
@@ -233,6 +244,14 @@ AlexNetOptions options_from_string(const std::string& text) {
       .dropout(number("dropout"))
       .init(init_from_string(take("init")))
       .execution(execution_from_string(take("execution")));
+  // Options added since: their defaults for checkpoints written before them.
+  auto flag = [&](const std::string& key) {
+    if (!values.count(key)) return false;
+    const auto v = take(key);
+    if (v != "0" && v != "1") throw std::invalid_argument("option '" + key + "' must be 0 or 1, got '" + v + "'");
+    return v == "1";
+  };
+  o.lrn_across_towers(flag("lrn_across_towers")).pool_before_lrn(flag("pool_before_lrn")).ceil_mode(flag("ceil_mode"));
   if (values.count("lrn") && values.at("lrn") == "none") {
     values.erase("lrn");
     o.lrn(c10::nullopt);

@@ -1,5 +1,7 @@
 #include <alexnet/model.h>
 
+#include "graph.h"
+
 #include <c10/core/Event.h>
 #include <c10/core/StreamGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
@@ -27,15 +29,9 @@ constexpr int64_t kPoolSize = 3, kPoolStride = 2;
 // Inputs below this cannot give pool5 a single 1x1 map.
 constexpr int64_t kMinInput = 67;
 
-int64_t pooled(int64_t n) { return (n - kPoolSize) / kPoolStride + 1; }
-
-int64_t pool5_side(int64_t input_size, int64_t conv1_padding) {
-  const int64_t conv1 = (input_size + 2 * conv1_padding - 11) / 4 + 1;
-  return pooled(pooled(pooled(conv1)));  // conv2..conv5 keep the size
-}
-
-torch::Tensor pool(const torch::Tensor& x) {
-  return torch::max_pool2d(x, {kPoolSize, kPoolSize}, {kPoolStride, kPoolStride});
+torch::Tensor pool(const torch::Tensor& x, bool ceil) {
+  return torch::max_pool2d(x, {kPoolSize, kPoolSize}, {kPoolStride, kPoolStride}, /*padding=*/{0, 0},
+                           /*dilation=*/{1, 1}, ceil);
 }
 
 torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t pad) {
@@ -142,7 +138,7 @@ class TowerStreams {
 AlexNetOptions AlexNetOptions::paper() { return AlexNetOptions(); }
 
 AlexNetOptions AlexNetOptions::caffe() {
-  return AlexNetOptions().lrn(LRNOptions::caffe()).init(Init::kCaffe);
+  return AlexNetOptions().lrn(LRNOptions::caffe()).init(Init::kCaffe).lrn_across_towers(true).ceil_mode(true);
 }
 
 AlexNetOptions AlexNetOptions::torchvision() {
@@ -176,7 +172,7 @@ AlexNetOptions preset(const std::string& name, int64_t input_size) {
 }
 
 TowerImpl::TowerImpl(const AlexNetOptions& o, int64_t classes) {
-  const int64_t pool5 = pool5_side(o.input_size(), o.conv1_padding());
+  const int64_t pool5 = detail::pool5_side(o);
   conv1 = register_module("conv1", conv(3, kConv1, 11, 4, o.conv1_padding()));
   conv2 = register_module("conv2", conv(kConv1, kConv2, 5, 1, 2));
   conv3 = register_module("conv3", conv(2 * kConv2, kConv3, 3, 1, 1));
@@ -210,6 +206,8 @@ void validate(const AlexNetOptions& o) {
     check(o.devices().size() == 1 || device0 == device1,
           "the torchvision architecture has one tower; give one device, got " + std::to_string(o.devices().size()));
     check(!o.lrn().has_value(), "the torchvision architecture has no LRN");
+    check(!o.lrn_across_towers() && !o.pool_before_lrn() && !o.ceil_mode(),
+          "the torchvision architecture has one tower, no LRN and pools rounding down");
   } else {
     check(o.execution() == Execution::kTowers || device0 == device1,
           "grouped execution needs both towers on one device, got " + device0.str() + " and " + device1.str());
@@ -310,7 +308,7 @@ void AlexNetImpl::initialize() {
 
 int64_t AlexNetImpl::pool5_size() const {
   if (options.architecture() == Architecture::kTorchvision) return 6;
-  return pool5_side(options.input_size(), options.conv1_padding());
+  return detail::pool5_side(options);
 }
 
 std::vector<c10::Stream> AlexNetImpl::tower_streams() const {
@@ -390,15 +388,20 @@ torch::Tensor AlexNetImpl::forward_grouped(const torch::Tensor& images, Layer la
                          stride, padding, /*dilation=*/1, groups)
         .relu_();
   };
+  const bool ceil = options.ceil_mode();
   auto normalise = [&](const torch::Tensor& x) {
-    return lrn ? local_response_norm(x, *lrn, /*groups=*/2) : x;
+    return lrn ? local_response_norm(x, *lrn, /*groups=*/options.lrn_across_towers() ? 1 : 2) : x;
+  };
+  // LRN then pooling (the paper), or pooling then LRN (Caffe's CaffeNet).
+  auto normalise_pool = [&](const torch::Tensor& x) {
+    return options.pool_before_lrn() ? normalise(pool(x, ceil)) : pool(normalise(x), ceil);
   };
   auto x = images.to(tower_devices()[0]);
-  x = pool(normalise(conv(x, t0.conv1, t1.conv1, 4, options.conv1_padding(), 1)));
-  x = pool(normalise(conv(x, t0.conv2, t1.conv2, 1, 2, 2)));
+  x = normalise_pool(conv(x, t0.conv1, t1.conv1, 4, options.conv1_padding(), 1));
+  x = normalise_pool(conv(x, t0.conv2, t1.conv2, 1, 2, 2));
   x = conv(x, t0.conv3, t1.conv3, 1, 1, 1);
   x = conv(x, t0.conv4, t1.conv4, 1, 1, 2);
-  x = pool(conv(x, t0.conv5, t1.conv5, 1, 1, 2)).flatten(1);
+  x = pool(conv(x, t0.conv5, t1.conv5, 1, 1, 2), ceil).flatten(1);
   if (last == Layer::kPool5) return x;
   // fc layers see both towers: two products instead of concatenating fc6's 150 MB of weights.
   auto fc = [&](torch::nn::Linear a, torch::nn::Linear b) {
@@ -420,6 +423,7 @@ torch::Tensor AlexNetImpl::forward_towers(const torch::Tensor& images, Layer las
   const std::array<TowerImpl*, 2> towers{tower0.get(), tower1.get()};
   const auto& lrn = options.lrn();
   const double p = options.dropout();
+  const bool ceil = options.ceil_mode();
   auto normalise = [&](const torch::Tensor& x) { return lrn ? local_response_norm(x, *lrn) : x; };
   auto each = [&](auto&& body) {
     std::array<torch::Tensor, 2> out;
@@ -430,16 +434,32 @@ torch::Tensor AlexNetImpl::forward_towers(const torch::Tensor& images, Layer las
     return out;
   };
 
-  auto h = each([&](TowerImpl& tower, int t) {
-    auto x = streams.take(t, images);
-    x = pool(normalise(tower.conv1(x).relu_()));
-    return pool(normalise(tower.conv2(x).relu_()));
-  });
+  // Each tower normalises its own maps; with lrn_across_towers the two meet for it
+  // (their maps joined, normalised, split again), as Caffe's one blob does.
+  auto across = [&](std::array<torch::Tensor, 2> h) {
+    if (!lrn) return h;
+    const auto joined = streams.join(h);
+    return each([&](TowerImpl&, int t) {
+      return local_response_norm(joined[t], *lrn).narrow(1, t * h[0].size(1), h[t].size(1)).contiguous();
+    });
+  };
+  auto after_conv = [&](std::array<torch::Tensor, 2> h) {
+    if (!options.lrn_across_towers()) {
+      return each([&](TowerImpl&, int t) {
+        return options.pool_before_lrn() ? normalise(pool(h[t], ceil)) : pool(normalise(h[t]), ceil);
+      });
+    }
+    if (options.pool_before_lrn()) return across(each([&](TowerImpl&, int t) { return pool(h[t], ceil); }));
+    h = across(h);
+    return each([&](TowerImpl&, int t) { return pool(h[t], ceil); });
+  };
+  auto h = after_conv(each([&](TowerImpl& tower, int t) { return tower.conv1(streams.take(t, images)).relu_(); }));
+  h = after_conv(each([&](TowerImpl& tower, int t) { return tower.conv2(h[t]).relu_(); }));
   auto joined = streams.join(h);
   h = each([&](TowerImpl& tower, int t) {
     auto x = tower.conv3(joined[t]).relu_();
     x = tower.conv4(x).relu_();
-    return pool(tower.conv5(x).relu_()).flatten(1);
+    return pool(tower.conv5(x).relu_(), ceil).flatten(1);
   });
   joined = streams.join(h);
   if (last == Layer::kPool5) return streams.finish(joined[0]);

@@ -1,6 +1,7 @@
 #include <alexnet/preprocessing.h>
 #include <alexnet/pytorch.h>
 
+#include "classes.h"
 #include "text.h"
 
 #include <ATen/ATen.h>
@@ -157,16 +158,21 @@ std::pair<AlexNet, Preprocessing> load_for_inference(const std::string& path) {
   return {model, Preprocessing::from(extras, path)};
 }
 
-AlexNet convert_torchvision(const std::string& weights, const std::string& checkpoint,
-                            std::vector<std::string> classes) {
-  auto model = from_torchvision(read_state_dict(weights), weights);
-  const auto outputs = model->options.num_classes();
+std::vector<std::string> detail::class_names(std::vector<std::string> classes, int64_t outputs,
+                                            const std::string& source) {
   if (classes.empty()) {
     for (int64_t c = 0; c < outputs; ++c) classes.push_back(std::to_string(c));
   } else if (static_cast<int64_t>(classes.size()) != outputs) {
     throw std::invalid_argument(std::to_string(classes.size()) + " class names for the " + std::to_string(outputs) +
-                                " outputs of '" + weights + "'");
+                                " outputs of '" + source + "'");
   }
+  return classes;
+}
+
+AlexNet convert_torchvision(const std::string& weights, const std::string& checkpoint,
+                            std::vector<std::string> classes) {
+  auto model = from_torchvision(read_state_dict(weights), weights);
+  classes = detail::class_names(std::move(classes), model->options.num_classes(), weights);
   CheckpointExtras extras;
   Preprocessing::torchvision(std::move(classes)).add_to(extras);
   save(*model, checkpoint, extras);

@@ -2,8 +2,8 @@
 
 #include "atomic_file.h"
 #include "pickle.h"
+#include "zip.h"
 
-#include <caffe2/serialize/inline_container.h>
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -14,6 +14,7 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 
 namespace alexnet {
 namespace {
@@ -62,24 +63,30 @@ std::string read_all(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-// PyTorch 1.6+: a zip archive with `<archive>/data.pkl` and one record per storage.
+// PyTorch 1.6+: a zip archive with `<archive>/data.pkl` and one record per storage, all
+// stored uncompressed. The directory is read by our bounded reader (zip.h): no record
+// may lie outside the file, so nothing below allocates more than the file holds.
 PickleValuePtr read_zip(const std::string& path) {
-  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
-  try {
-    reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
-  } catch (const c10::Error&) {
-    throw std::runtime_error("a damaged or truncated zip archive (its directory cannot be read)");
+  const auto file = read_all(path);
+  std::map<std::string, detail::ZipEntry> records;  // by name without the archive's folder
+  std::string archive;
+  const auto read = [&](uint64_t offset, size_t n) { return file.substr(static_cast<size_t>(offset), n); };
+  auto entries = detail::zip_directory(read, file.size());
+  detail::check_crcs(read, entries);
+  for (auto& entry : entries) {
+    const auto slash = entry.name.find('/');
+    if (slash == std::string::npos) continue;
+    if (archive.empty()) archive = entry.name.substr(0, slash);
+    if (entry.name.compare(0, slash, archive) != 0) throw std::runtime_error("a zip archive with two top folders");
+    records.emplace(entry.name.substr(slash + 1), std::move(entry));
   }
-  auto record = [&](const std::string& name) {
-    try {
-      auto [data, size] = reader->getRecord(name);
-      return std::string(static_cast<const char*>(data.get()), size);
-    } catch (const c10::Error&) {
-      throw std::runtime_error("the archive has no readable record '" + name + "'");
-    }
+  auto record = [&](const std::string& name) -> std::string_view {
+    const auto it = records.find(name);
+    if (it == records.end()) throw std::runtime_error("the archive has no record '" + name + "'");
+    return std::string_view(file).substr(static_cast<size_t>(it->second.offset), static_cast<size_t>(it->second.size));
   };
-  if (!reader->hasRecord("data.pkl")) throw std::runtime_error("a zip archive without data.pkl (not torch.save's)");
-  if (reader->hasRecord("byteorder") && record("byteorder") != "little") {
+  if (!records.count("data.pkl")) throw std::runtime_error("a zip archive without data.pkl (not torch.save's)");
+  if (records.count("byteorder") && record("byteorder") != "little") {
     throw std::runtime_error("written on a big-endian machine, which is not supported");
   }
   std::map<std::string, at::Tensor> storages;
@@ -90,11 +97,14 @@ PickleValuePtr read_zip(const std::string& path) {
     auto& storage = storages[id.key];
     if (!storage.defined()) {
       const auto bytes = record("data/" + id.key);
-      storage = at::empty({id.numel}, at::TensorOptions(id.dtype));
-      if (bytes.size() != storage.nbytes()) {
-        throw std::runtime_error("storage '" + id.key + "' holds " + std::to_string(bytes.size()) +
-                                 " bytes, expected " + std::to_string(storage.nbytes()));
+      const auto element = static_cast<int64_t>(c10::elementSize(id.dtype));
+      // Checked before allocating: the element count is the file's word, the record's size is not.
+      if (id.numel > static_cast<int64_t>(bytes.size()) / element ||
+          static_cast<int64_t>(bytes.size()) != id.numel * element) {
+        throw std::runtime_error("storage '" + id.key + "' holds " + std::to_string(bytes.size()) + " bytes, expected " +
+                                 std::to_string(id.numel) + " elements of " + std::to_string(element));
       }
+      storage = at::empty({id.numel}, at::TensorOptions(id.dtype));
       std::memcpy(storage.data_ptr(), bytes.data(), bytes.size());
     }
     return storage_value(storage, 0, id.numel);
@@ -129,7 +139,15 @@ PickleValuePtr read_legacy(const std::string& path) {
   const auto object = detail::unpickle(file.data(), file.size(), &at, [&](const PickleValue& raw) {
     const auto id = parse_id(raw);
     auto& storage = storages[id.key];
-    if (!storage.defined()) storage = at::empty({id.numel}, at::TensorOptions(id.dtype));
+    if (!storage.defined()) {
+      // Its bytes follow the object: more elements than the rest of the file holds is damage,
+      // refused before allocating.
+      if (id.numel > static_cast<int64_t>((file.size() - at) / c10::elementSize(id.dtype))) {
+        throw std::runtime_error("storage '" + id.key + "' claims " + std::to_string(id.numel) +
+                                 " elements, more than the file holds");
+      }
+      storage = at::empty({id.numel}, at::TensorOptions(id.dtype));
+    }
     if (storage.numel() != id.numel) throw std::runtime_error("storage '" + id.key + "' has two sizes");
     if (!id.view) return storage_value(storage, 0, id.numel);
     const auto& v = id.view->items;  // (view_key, offset, size)

@@ -129,6 +129,9 @@ std::shared_ptr<Source> open_image_folder(const std::string& root, const ReadOpt
   return std::make_shared<FileSource>(root, std::move(paths), std::move(labels), std::move(classes));
 }
 
+// ImageNet-21k has 21,841 classes; a label past a million is a damaged line.
+constexpr long long kMaxClasses = 1 << 20;
+
 std::shared_ptr<Source> open_image_list(const std::string& list, const ReadOptions& options) {
   const auto lines = read_lines(list, "list");
   const fs::path root = options.root().empty() ? fs::path(list).parent_path() : fs::path(options.root());
@@ -156,6 +159,11 @@ std::shared_ptr<Source> open_image_list(const std::string& list, const ReadOptio
       throw std::runtime_error(where + "expected 'path label', got '" + line + "'");
     }
     if (label < 0) throw std::runtime_error(where + "label " + label_text + " is negative");
+    // A label drives how many classes there are: bounded before anything is sized by it.
+    if (label >= kMaxClasses) {
+      throw std::runtime_error(where + "label " + label_text + " is above " + std::to_string(kMaxClasses - 1) +
+                               " (more classes than any data set; is the last field the label?)");
+    }
     paths.push_back((root / path).string());
     labels.push_back(label);
     max_label = std::max<int64_t>(max_label, label);
@@ -163,7 +171,6 @@ std::shared_ptr<Source> open_image_list(const std::string& list, const ReadOptio
   if (paths.empty()) throw std::runtime_error("list '" + list + "': no entries");
   std::vector<std::string> classes;
   if (!options.class_names().empty()) {
-    classes.resize(static_cast<size_t>(max_label + 1));
     const auto names = read_lines(options.class_names(), "class names");
     size_t count = names.size();
     while (count > 0 && names[count - 1].empty()) --count;

@@ -11,7 +11,12 @@ namespace {
 int64_t conv_out(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
   return (in + 2 * pad - kernel) / stride + 1;
 }
-int64_t pool_out(int64_t in) { return conv_out(in, 3, 2, 0); }
+int64_t pool_out(int64_t in, bool ceil) {
+  if (!ceil) return conv_out(in, 3, 2, 0);
+  int64_t out = (in - 3 + 1) / 2 + 1;  // rounded up, the last window starting inside
+  if ((out - 1) * 2 >= in) --out;
+  return out;
+}
 
 std::string grouped(int64_t n) {
   std::string digits = std::to_string(n);
@@ -62,19 +67,24 @@ ModelSummary summarize(const AlexNetImpl& model) {
     }
   };
 
+  const bool ceil = o.ceil_mode();
   int64_t side = conv_out(o.input_size(), 11, 4, o.conv1_padding());
+  // LRN then pooling (the paper), or pooling then LRN (CaffeNet).
+  auto normalise_pool = [&](int which) {
+    const auto n = std::to_string(which);
+    if (o.lrn() && !o.pool_before_lrn()) plain_row("lrn" + n, side);
+    side = pool_out(side, ceil);
+    plain_row("pool" + n, side);
+    if (o.lrn() && o.pool_before_lrn()) plain_row("lrn" + n, side);
+  };
   learned_row("conv1", side);
-  if (o.lrn()) plain_row("lrn1", side);
-  side = pool_out(side);
-  plain_row("pool1", side);
+  normalise_pool(1);
   learned_row("conv2", side);
-  if (o.lrn()) plain_row("lrn2", side);
-  side = pool_out(side);
-  plain_row("pool2", side);
+  normalise_pool(2);
   learned_row("conv3", side);
   learned_row("conv4", side);
   learned_row("conv5", side);
-  side = pool_out(side);
+  side = pool_out(side, ceil);
   plain_row("pool5", side);
   if (!towers && side != 6) {
     side = 6;

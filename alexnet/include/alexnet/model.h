@@ -69,7 +69,8 @@ struct AlexNetOptions {
 
   /// The paper: two towers, exact LRN, N(0, 0.01) and bias-1 initialisation, 227 input.
   static AlexNetOptions paper();
-  /// Caffe's bvlc_alexnet: two towers (group 2), LRN k = 1 with alpha averaged, biases 0.1.
+  /// Caffe's bvlc_alexnet: two towers (group 2), LRN k = 1 with alpha averaged over a
+  /// window spanning both towers' channels, pooling that rounds up, biases 0.1.
   static AlexNetOptions caffe();
   /// torchvision.models.alexnet: one tower, no LRN, adaptive 6x6 pooling, 224 input,
   /// parameter names identical to torchvision's state_dict.
@@ -94,6 +95,16 @@ struct AlexNetOptions {
   TORCH_ARG(Execution, execution) = Execution::kGrouped;
   /// Tower placement: one device for both towers, or one per tower (tower0, tower1).
   TORCH_ARG(std::vector<c10::Device>, devices) = {c10::Device(c10::kCPU)};
+  /// LRN over both towers' channels at once (Caffe's bvlc_alexnet, which runs the
+  /// towers as one blob) instead of within each tower (the paper: each GPU normalises
+  /// its own maps, Section 3.3 within 3.2).
+  TORCH_ARG(bool, lrn_across_towers) = false;
+  /// Pool, then normalise, after conv1 and conv2 (Caffe's bvlc_reference_caffenet);
+  /// the paper normalises, then pools.
+  TORCH_ARG(bool, pool_before_lrn) = false;
+  /// Overlapping pooling rounds its output size up, as Caffe's does (the same sizes as
+  /// rounding down at 227, where every pool fits exactly).
+  TORCH_ARG(bool, ceil_mode) = false;
 
 };
 
