@@ -233,15 +233,13 @@ TEST_CASE("Fault: ranks that disagree train silently (every rank stops, naming t
              fs::path(other).filename().string() + " > " + dir + "/r" + std::to_string(r) + ".log 2>&1";
     };
     const auto port = "export MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()) + "; ";
-    const auto start = std::chrono::steady_clock::now();
     REQUIRE(bash(port + rank(0, data) + " & a=$!; " + rank(1, other) + " & b=$!; wait $a; sa=$?; wait $b; echo sa=$sa sb=$?",
                  out) == 0);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const auto r0 = read_text(dir + "/r0.log"), r1 = read_text(dir + "/r1.log");
     INFO(out << r0 << r1);
     CHECK(out == "sa=1 sb=1\n");
     CHECK_THAT(r0, Catch::Contains("error: " + expected));
+    // Both with the difference, not one of them after the process group's timeout.
     CHECK_THAT(r1, Catch::Contains("[rank 1]: " + expected));
-    CHECK(seconds < 30);  // together at once, not after a timeout
   }
 }

@@ -110,12 +110,19 @@ class Reader {
     return static_cast<double>(varint());
   }
 
+  // An integer field (uint32, int32, enum, int64): a varint, clamped to int64's range
+  // (the values that matter are small; an absurd one is refused by the checks after).
+  int64_t integer(uint32_t wire) {
+    if (wire != kVarint) fail("damaged (an integer field of wire type " + std::to_string(wire) + ")");
+    return static_cast<int64_t>(std::min<uint64_t>(varint(), uint64_t{INT64_MAX}));
+  }
+
   // Repeated integers, packed or not; `values` gains them.
   void integers(uint32_t wire, std::vector<int64_t>& values) {
-    if (wire == kVarint) return values.push_back(static_cast<int64_t>(varint()));
+    if (wire == kVarint) return values.push_back(integer(wire));
     if (wire != kBytes) fail("damaged (an integer list of wire type " + std::to_string(wire) + ")");
     const auto limit = in_.PushLimit(static_cast<int>(length()));
-    while (in_.BytesUntilLimit() > 0) values.push_back(static_cast<int64_t>(varint()));
+    while (in_.BytesUntilLimit() > 0) values.push_back(integer(kVarint));
     in_.PopLimit(limit);
   }
 
@@ -148,7 +155,7 @@ class Reader {
   // diff and double_diff are skipped.
   bool blob_field(Blob& b, uint32_t f, uint32_t w) {
     switch (f) {
-      case 1: case 2: case 3: case 4: b.legacy[f - 1] = static_cast<int64_t>(number(w)); return true;
+      case 1: case 2: case 3: case 4: b.legacy[f - 1] = integer(w); return true;
       case 5: floats(w, b.data); return true;
       case 8: doubles(w, b.data); return true;
       case 7: nested([&](uint32_t g, uint32_t v) { return g == 1 ? (integers(v, b.shape), true) : false; }); return true;
@@ -167,16 +174,16 @@ class Reader {
     int64_t h = -1, w = -1;
     nested([&](uint32_t f, uint32_t wire) {
       switch (f) {
-        case 1: l.num_output = static_cast<int64_t>(number(wire)); return true;
+        case 1: l.num_output = integer(wire); return true;
         case 2: l.bias_term = number(wire) != 0; return true;
         case 3: integers(wire, pad); return true;
         case 4: integers(wire, kernel); return true;
-        case 5: l.group = static_cast<int64_t>(number(wire)); return true;
+        case 5: l.group = integer(wire); return true;
         case 6: integers(wire, stride); return true;
         case 18: integers(wire, dilation); return true;
         case 9: case 10: case 11: case 12: case 13: case 14: {
           // pad_h, pad_w, kernel_h, kernel_w, stride_h, stride_w: square only
-          const auto v = static_cast<int64_t>(number(wire));
+          const auto v = integer(wire);
           auto& vec = f <= 10 ? pad : f <= 12 ? kernel : stride;
           if (f % 2 == 1) h = v; else w = v;
           if (f % 2 == 0) {
@@ -199,7 +206,7 @@ class Reader {
   void inner_product(CaffeLayer& l) {
     nested([&](uint32_t f, uint32_t w) {
       switch (f) {
-        case 1: l.num_output = static_cast<int64_t>(number(w)); return true;
+        case 1: l.num_output = integer(w); return true;
         case 2: l.bias_term = number(w) != 0; return true;
         case 6: l.transpose = number(w) != 0; return true;
         default: return false;
@@ -210,10 +217,10 @@ class Reader {
   void lrn(CaffeLayer& l) {
     nested([&](uint32_t f, uint32_t w) {
       switch (f) {
-        case 1: l.local_size = static_cast<int64_t>(number(w)); return true;
+        case 1: l.local_size = integer(w); return true;
         case 2: l.alpha = number(w); return true;
         case 3: l.beta = number(w); return true;
-        case 4: l.norm_region = static_cast<int64_t>(number(w)); return true;
+        case 4: l.norm_region = integer(w); return true;
         case 5: l.k = number(w); return true;
         default: return false;
       }
@@ -224,16 +231,16 @@ class Reader {
     std::vector<int64_t> unused;
     nested([&](uint32_t f, uint32_t w) {
       switch (f) {
-        case 1: l.pool = static_cast<int64_t>(number(w)); return true;
-        case 2: l.kernel = static_cast<int64_t>(number(w)); return true;
-        case 3: l.stride = static_cast<int64_t>(number(w)); return true;
-        case 4: l.pad = static_cast<int64_t>(number(w)); return true;
+        case 1: l.pool = integer(w); return true;
+        case 2: l.kernel = integer(w); return true;
+        case 3: l.stride = integer(w); return true;
+        case 4: l.pad = integer(w); return true;
         case 5: case 6: case 7: case 8: case 9: case 10:  // kernel_h/w, stride_h/w, pad_h/w
           l.rectangular = true;
           number(w);
           return true;
         case 12: l.global_pooling = number(w) != 0; return true;
-        case 13: l.round_mode = static_cast<int64_t>(number(w)); return true;
+        case 13: l.round_mode = integer(w); return true;
         default: return false;
       }
     });
@@ -267,7 +274,7 @@ class Reader {
     CaffeLayer l;
     nested([&](uint32_t f, uint32_t w) {
       if (f == (v1 ? 4u : 1u) && w == kBytes) return l.name = string(), true;
-      if (f == (v1 ? 5u : 2u)) return l.type = v1 ? v1_type(static_cast<int64_t>(number(w))) : string(), true;
+      if (f == (v1 ? 5u : 2u)) return l.type = v1 ? v1_type(integer(w)) : string(), true;
       if (f == (v1 ? 6u : 7u) && w == kBytes) return l.blobs.push_back(blob()), true;
       if (w != kBytes) return false;
       if (f == (v1 ? 10u : 106u)) return convolution(l), true;
@@ -325,6 +332,10 @@ auto parse(const std::string& bytes, const std::string& path, Fn&& fn) {
   in.PopLimit(limit);
   return out;
 }
+
+// fc8's outputs (ImageNet-21k has 21,841 classes) and conv1's padding (torchvision's
+// is 2): bounds on numbers that size what is built.
+constexpr int64_t kMaxClasses = 1 << 20, kMaxConv1Padding = 10;
 
 bool structure(const std::string& type) {
   for (const char* t : {"Data", "Input", "ImageData", "MemoryData", "DummyData", "ReLU", "Dropout", "Softmax",
@@ -422,12 +433,14 @@ std::pair<AlexNet, Preprocessing> read_caffe(const std::string& caffemodel, cons
     const auto& l = *conv[i];
     const auto* s = shapes[i];
     if (l.rectangular || l.dilated) throw fail(l, "a rectangular or dilated convolution");
-    if (l.num_output != s[0] || l.kernel != s[2] || l.stride != s[3] || (s[4] >= 0 && l.pad != s[4]) || l.group != s[5]) {
+    const bool pad_ok = s[4] >= 0 ? l.pad == s[4] : l.pad <= kMaxConv1Padding;
+    if (l.num_output != s[0] || l.kernel != s[2] || l.stride != s[3] || !pad_ok || l.group != s[5]) {
       throw fail(l, std::to_string(l.num_output) + " outputs, kernel " + std::to_string(l.kernel) + ", stride " +
                         std::to_string(l.stride) + ", pad " + std::to_string(l.pad) + ", group " +
                         std::to_string(l.group) + "; AlexNet's conv" + std::to_string(i + 1) + " has " +
                         std::to_string(s[0]) + ", " + std::to_string(s[2]) + ", " + std::to_string(s[3]) + ", " +
-                        (s[4] >= 0 ? std::to_string(s[4]) : "any") + ", " + std::to_string(s[5]));
+                        (s[4] >= 0 ? std::to_string(s[4]) : "0 to " + std::to_string(kMaxConv1Padding)) + ", " +
+                        std::to_string(s[5]));
     }
     take(l, "conv" + std::to_string(i + 1), {s[0], s[1] / s[5], s[2], s[2]});
   }
@@ -461,9 +474,9 @@ std::pair<AlexNet, Preprocessing> read_caffe(const std::string& caffemodel, cons
   const int64_t fc_shapes[3][2] = {{4096, 256 * side * side}, {4096, 4096}, {fc[2]->num_output, 4096}};
   for (int i = 0; i < 3; ++i) {
     const auto& l = *fc[i];
-    if (l.num_output != fc_shapes[i][0] || (i == 2 && l.num_output < 2)) {
+    if (l.num_output != fc_shapes[i][0] || (i == 2 && (l.num_output < 2 || l.num_output > kMaxClasses))) {
       throw fail(l, std::to_string(l.num_output) + " outputs; AlexNet's fc" + std::to_string(i + 6) + " has " +
-                        (i == 2 ? "one per class (at least 2)" : "4096"));
+                        (i == 2 ? "one per class (2 to " + std::to_string(kMaxClasses) + ")" : std::string("4096")));
     }
     if (i == 0 && !l.blobs.empty() && l.blobs[0].count() != fc_shapes[0][0] * fc_shapes[0][1]) {
       throw fail(l, "takes " + std::to_string(l.blobs[0].count() / 4096) + " inputs, but pool5 gives 256 x " +
