@@ -45,8 +45,9 @@ Archive open(const std::string& path) {
     std::ifstream probe(path, std::ios::binary);
     if (!probe) fail(path, std::strerror(errno));
   }
-  // Our bounded reader checks the directory first: LibTorch's reader trusts the sizes
-  // a damaged file claims.
+  // Our bounded reader checks the directory and every entry's CRC-32 first: LibTorch's
+  // reader trusts the sizes a damaged file claims, and its TorchScript parser crashes on
+  // damaged source (fuzz/corpus/checkpoint/crash-*).
   try {
     detail::zip_directory(path);
   } catch (const std::runtime_error& e) {
@@ -57,6 +58,9 @@ Archive open(const std::string& path) {
     a.archive.load_from(path);
   } catch (const c10::Error& e) {
     fail(path, "not a readable checkpoint (" + error_message(e) + ")");
+  } catch (const std::exception& e) {  // LibTorch's unpickler throws others, some without a message
+    const std::string what = e.what();
+    fail(path, "not a readable checkpoint (" + (what.empty() ? std::string("LibTorch cannot read it") : what) + ")");
   }
   c10::IValue format;
   if (!a.archive.try_read("format", format) || !format.isString()) {

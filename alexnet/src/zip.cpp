@@ -72,14 +72,22 @@ std::vector<ZipEntry> zip_directory(const ZipRead& read, uint64_t size) {
   }
   if (eocd == std::string::npos) bad("no end-of-directory record");
   uint64_t entries = le(end, eocd + 10, 2), directory_size = le(end, eocd + 12, 4), directory = le(end, eocd + 16, 4);
-  if (entries == 0xFFFF || directory_size == 0xFFFFFFFF || directory == 0xFFFFFFFF) {
-    // Zip64: the locator just before points at the zip64 end-of-directory record.
-    if (eocd < 20 || end.compare(eocd - 20, 4, "PK\x06\x07") != 0) bad("no zip64 locator");
+  // Zip64 (PyTorch writes it): a locator just before points at the zip64 end record,
+  // whose numbers are the ones readers use (miniz, in LibTorch, does): the two records
+  // must agree wherever the old one is not saturated.
+  if (eocd >= 20 && end.compare(eocd - 20, 4, "PK\x06\x07") == 0) {
     const uint64_t record = le(end, eocd - 20 + 8, 8);
     if (record > size || size - record < 56) bad("the zip64 record lies outside the file");
     const auto r = read(record, 56);
     if (r.compare(0, 4, "PK\x06\x06") != 0) bad("no zip64 end-of-directory record");
-    entries = le(r, 32, 8), directory_size = le(r, 40, 8), directory = le(r, 48, 8);
+    const uint64_t entries64 = le(r, 32, 8), size64 = le(r, 40, 8), directory64 = le(r, 48, 8);
+    if ((entries != 0xFFFF && entries != entries64) || (directory_size != 0xFFFFFFFF && directory_size != size64) ||
+        (directory != 0xFFFFFFFF && directory != directory64)) {
+      bad("its two end-of-directory records disagree");
+    }
+    entries = entries64, directory_size = size64, directory = directory64;
+  } else if (entries == 0xFFFF || directory_size == 0xFFFFFFFF || directory == 0xFFFFFFFF) {
+    bad("no zip64 locator");
   }
   if (directory > size || directory_size > size - directory) bad("the directory lies outside the file");
   if (entries > directory_size / 46) bad("more entries than the directory can hold");
@@ -120,6 +128,7 @@ std::vector<ZipEntry> zip_directory(const ZipRead& read, uint64_t size) {
     out.push_back(std::move(entry));
     at += 46 + name_length + extra_length + comment_length;
   }
+  if (at != dir.size()) bad("the directory holds more than its entries");
   return out;
 }
 
