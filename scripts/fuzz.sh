@@ -53,7 +53,7 @@ PY
       found=build-fuzz/found/$t
       mkdir -p "$found"
       echo "== fuzz_$t for $seconds s"
-      (cd build-fuzz && fuzz/fuzz_$t -max_total_time="$seconds" -rss_limit_mb=3072 -timeout=30 -print_final_stats=1 \
+      (cd build-fuzz && fuzz/fuzz_$t -max_total_time="$seconds" -rss_limit_mb=3072 -timeout=120 -print_final_stats=1 \
         "../$found" "../fuzz/corpus/$t" 2>&1 | grep -E "^#[0-9]+.*(DONE|INITED)|stat::|ERROR|SUMMARY" | tail -12)
       # The corpus keeps a minimal set with the same coverage.
       mkdir -p build-fuzz/merged/$t

@@ -150,5 +150,11 @@ TEST_CASE("Options round-trip through text and bad text is named", "[checkpoint]
   auto text = alexnet::options_to_string(AlexNetOptions());
   CHECK(failure([&] { alexnet::options_from_string(text + "colour=blue\n"); }) == "unknown option 'colour'");
   CHECK(failure([&] { alexnet::options_from_string(text.replace(text.find("num_classes=1000"), 16, "num_classes=ten")); }) ==
-        "option 'num_classes' is not a number: 'ten'");
+        "option 'num_classes' is not a whole number: 'ten'");
+  // Found by fuzz/checkpoint.cpp: 1e300 was cast to int64 (undefined behaviour).
+  text = alexnet::options_to_string(AlexNetOptions());
+  CHECK(failure([&] { alexnet::options_from_string(text.replace(text.find("num_classes=1000"), 16, "num_classes=1e300")); }) ==
+        "option 'num_classes' is not a whole number: '1e300'");
+  CHECK(failure([] { AlexNet(AlexNetOptions().num_classes(int64_t{1} << 40)); }) ==
+        "AlexNet: num_classes must be at most 1048576, got 1099511627776");
 }

@@ -76,7 +76,7 @@ TEST_CASE("alexnet stats, prepare and import work as documented, and name bad in
   REQUIRE(run("rm -rf " + dir, out) == 0);
 }
 
-TEST_CASE("alexnet train, evaluate and classify work from the command line; Ctrl-C checkpoints", "[cli][train]") {
+TEST_CASE("alexnet train, evaluate and classify work from the command line, Ctrl-C checkpoints", "[cli][train]") {
   const auto dir = alexnet::test::temp_dir("cli-train");
   std::string out;
   const std::string photos = "/usr/lib/python3/dist-packages/skimage/data";
@@ -140,7 +140,7 @@ TEST_CASE("alexnet train, evaluate and classify work from the command line; Ctrl
 
 // The scenario of a user who extends a run, stops it, and continues it with a plain
 // --resume: the extension holds. Changes that alter the run are refused by flag.
-TEST_CASE("alexnet train --resume keeps what the last resume changed; changes that alter a run are refused",
+TEST_CASE("alexnet train --resume keeps what the last resume changed, changes that alter a run are refused",
           "[cli][train]") {
   const auto dir = alexnet::test::temp_dir("cli-resume");
   std::string out;

@@ -324,7 +324,7 @@ TEST_CASE("scripts/alexnet_pytorch.py exports to ONNX as Split and LRN nodes tha
   python("check-pytorch-onnx " + dir + " caffe");
 }
 
-TEST_CASE("Caffe: OpenCV's readNetFromCaffe runs the model we write with our logits; we read it back exactly",
+TEST_CASE("Caffe: OpenCV's readNetFromCaffe runs the model we write with our logits, and we read it back exactly",
           "[interop][caffe]") {
   const auto dir = test::temp_dir("caffe");
   uint64_t seed = 21;

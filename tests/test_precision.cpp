@@ -101,7 +101,7 @@ bool amp_step(AlexNet& model, LossScaler& scaler, Precision precision, const at:
 
 }  // namespace
 
-TEST_CASE("AMP steps on CUDA: bf16 is finite; fp16 skips overflowing steps, halves the scale, then trains",
+TEST_CASE("AMP steps on CUDA: bf16 is finite, fp16 skips overflowing steps, halves the scale, then trains",
           "[precision][cuda]") {
   if (!torch::cuda::is_available()) {
     test::skip("no CUDA device here (LibTorch built without CUDA, or no GPU)");

@@ -40,7 +40,7 @@ TEST_CASE("The caching CPU allocator reuses large blocks and leaves results unch
   for (const auto& p : model->parameters()) CHECK(p.grad().isfinite().all().item<bool>());
 }
 
-TEST_CASE("Seeds: mixed seeds differ and fit LibTorch; manual_seed seeds each GPU differently", "[runtime]") {
+TEST_CASE("Seeds: mixed seeds differ and fit LibTorch, manual_seed seeds each GPU differently", "[runtime]") {
   std::set<uint64_t> seen;
   for (uint64_t a = 0; a < 4; ++a) {
     for (uint64_t b = 0; b < 4; ++b) {

@@ -48,7 +48,7 @@ struct ColourSet {
 
 }  // namespace
 
-TEST_CASE("bf16 mixed precision trains on the CPU; fp16 asks for CUDA", "[train][precision]") {
+TEST_CASE("bf16 mixed precision trains on the CPU, fp16 asks for CUDA", "[train][precision]") {
   const ColourSet colours("bf16", 12);
   const auto& [root, run, source, stats] = colours;
   torch::manual_seed(1);

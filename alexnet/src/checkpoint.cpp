@@ -240,11 +240,23 @@ AlexNetOptions options_from_string(const std::string& text) {
     }
     throw std::invalid_argument("option '" + key + "' is not a number: '" + text + "'");
   };
+  // Whole numbers in int64's range, or the option is refused (a cast of any double is
+  // undefined behaviour: fuzz/corpus/checkpoint).
+  auto integer = [&](const std::string& key) {
+    const auto text = take(key);
+    try {
+      size_t used = 0;
+      const long long v = std::stoll(text, &used);
+      if (used == text.size()) return static_cast<int64_t>(v);
+    } catch (const std::exception&) {
+    }
+    throw std::invalid_argument("option '" + key + "' is not a whole number: '" + text + "'");
+  };
   AlexNetOptions o;
   o.architecture(architecture_from_string(take("architecture")))
-      .num_classes(static_cast<int64_t>(number("num_classes")))
-      .input_size(static_cast<int64_t>(number("input_size")))
-      .conv1_padding(static_cast<int64_t>(number("conv1_padding")))
+      .num_classes(integer("num_classes"))
+      .input_size(integer("input_size"))
+      .conv1_padding(integer("conv1_padding"))
       .dropout(number("dropout"))
       .init(init_from_string(take("init")))
       .execution(execution_from_string(take("execution")));
@@ -262,7 +274,7 @@ AlexNetOptions options_from_string(const std::string& text) {
   } else {
     const auto mode = parse<LRNMode>("LRN mode", take("lrn.mode"));
     o.lrn(LRNOptions()
-              .size(static_cast<int64_t>(number("lrn.size")))
+              .size(integer("lrn.size"))
               .alpha(number("lrn.alpha"))
               .beta(number("lrn.beta"))
               .k(number("lrn.k"))

@@ -28,6 +28,7 @@ constexpr int64_t kHidden = 2048;  // fc6 and fc7 neurons per tower
 constexpr int64_t kPoolSize = 3, kPoolStride = 2;
 // Inputs below this cannot give pool5 a single 1x1 map.
 constexpr int64_t kMinInput = 67;
+constexpr int64_t kMaxInput = 4096, kMaxClasses = int64_t{1} << 20;
 
 torch::Tensor pool(const torch::Tensor& x, bool ceil) {
   return torch::max_pool2d(x, {kPoolSize, kPoolSize}, {kPoolStride, kPoolStride}, /*padding=*/{0, 0},
@@ -190,6 +191,13 @@ void validate(const AlexNetOptions& o) {
     if (!ok) throw std::invalid_argument("AlexNet: " + message);
   };
   check(o.num_classes() >= 2, "num_classes must be at least 2, got " + std::to_string(o.num_classes()));
+  // Upper bounds on what sizes the network: a damaged checkpoint or a typo must not
+  // allocate without bound (ImageNet-21k has 21,841 classes).
+  check(o.num_classes() <= kMaxClasses,
+        "num_classes must be at most " + std::to_string(kMaxClasses) + ", got " + std::to_string(o.num_classes()));
+  check(o.input_size() <= kMaxInput && o.conv1_padding() <= kMaxInput,
+        "input size and conv1 padding must be at most " + std::to_string(kMaxInput) + ", got " +
+            std::to_string(o.input_size()) + " and " + std::to_string(o.conv1_padding()));
   check(o.dropout() >= 0.0 && o.dropout() < 1.0,
         "dropout probability must be in [0, 1), got " + c10::str(o.dropout()));
   check(o.conv1_padding() >= 0, "conv1 padding must be non-negative, got " + std::to_string(o.conv1_padding()));
