@@ -38,10 +38,12 @@ std::vector<std::string> read_classes(const std::string& path) {
   return names;
 }
 
+#ifndef ALEXNET_INTEROP
 [[noreturn]] void no_interop() {
   throw std::runtime_error("this build has no ONNX export or Caffe import (libonnx-dev and libprotobuf-dev were "
                            "not found when it was built)");
 }
+#endif
 
 }  // namespace
 

@@ -262,6 +262,7 @@ rounds=2
 if [ "$mode" = rehearsal ]; then
   python=${PYTHON:-/usr/bin/python3}  # Debian's, with python3-torch
   build=build-rehearse
+  rounds=1  # the plumbing, not the figures: one round keeps CI short
 fi
 logs=${OUT:+$OUT/device-check}
 logs=${logs:-$build/device-check}
