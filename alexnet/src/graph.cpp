@@ -11,13 +11,6 @@ namespace {
 
 using Kind = GraphStep::Kind;
 
-int64_t pooled(int64_t n, bool ceil) {
-  if (!ceil) return (n - 3) / 2 + 1;
-  int64_t out = (n - 3 + 1) / 2 + 1;
-  if ((out - 1) * 2 >= n) --out;  // the last window must start inside the input
-  return out;
-}
-
 GraphStep conv(const std::string& name, int64_t kernel, int64_t stride, int64_t padding, int64_t groups) {
   GraphStep s{Kind::kConv, name};
   s.kernel = kernel, s.stride = stride, s.padding = padding, s.groups = groups;
@@ -55,6 +48,13 @@ std::string preprocessing_json(const Preprocessing& pre, const std::string& mean
   }
   j["classes"] = pre.classes;
   return dump(j);
+}
+
+int64_t pooled(int64_t n, bool ceil) {
+  if (!ceil) return (n - 3) / 2 + 1;
+  int64_t out = (n - 3 + 1) / 2 + 1;
+  if ((out - 1) * 2 >= n) --out;  // the last window must start inside the input
+  return out;
 }
 
 int64_t pool5_side(const AlexNetOptions& o) {

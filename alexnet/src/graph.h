@@ -40,6 +40,10 @@ std::vector<GraphStep> inference_graph(const AlexNetOptions& options);
 /// `mean_image_where` says where the exporter put the mean image.
 std::string preprocessing_json(const Preprocessing& pre, const std::string& mean_image_where);
 
+/// The side after AlexNet's 3x3 stride-2 max pooling of an n-wide map, rounding down
+/// or (Caffe's) up, the last window starting inside the map as in Caffe and LibTorch.
+int64_t pooled(int64_t n, bool ceil);
+
 /// pool5's side for `options` (6 for the paper at 227).
 int64_t pool5_side(const AlexNetOptions& options);
 

@@ -1,5 +1,7 @@
 #include <alexnet/summary.h>
 
+#include "graph.h"
+
 #include "json.h"
 
 #include <iomanip>
@@ -11,12 +13,7 @@ namespace {
 int64_t conv_out(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
   return (in + 2 * pad - kernel) / stride + 1;
 }
-int64_t pool_out(int64_t in, bool ceil) {
-  if (!ceil) return conv_out(in, 3, 2, 0);
-  int64_t out = (in - 3 + 1) / 2 + 1;  // rounded up, the last window starting inside
-  if ((out - 1) * 2 >= in) --out;
-  return out;
-}
+
 
 std::string grouped(int64_t n) {
   std::string digits = std::to_string(n);
@@ -73,7 +70,7 @@ ModelSummary summarize(const AlexNetImpl& model) {
   auto normalise_pool = [&](int which) {
     const auto n = std::to_string(which);
     if (o.lrn() && !o.pool_before_lrn()) plain_row("lrn" + n, side);
-    side = pool_out(side, ceil);
+    side = detail::pooled(side, ceil);
     plain_row("pool" + n, side);
     if (o.lrn() && o.pool_before_lrn()) plain_row("lrn" + n, side);
   };
@@ -84,7 +81,7 @@ ModelSummary summarize(const AlexNetImpl& model) {
   learned_row("conv3", side);
   learned_row("conv4", side);
   learned_row("conv5", side);
-  side = pool_out(side, ceil);
+  side = detail::pooled(side, ceil);
   plain_row("pool5", side);
   if (!towers && side != 6) {
     side = 6;
