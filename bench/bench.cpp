@@ -3,6 +3,9 @@
 //
 //   alexnet_bench train|infer --arch paper|caffe|torchvision [--execution grouped|towers]
 //   alexnet_bench lrn           conv1-sized LRN forward+backward: ours and LibTorch's
+//   alexnet_bench pool          conv1-sized overlapping max pooling: ours and LibTorch's
+//   alexnet_bench gemm          GFLOP/s of a 4096 x 4096 matrix product (at::mm and as a 1 x 1
+//                               convolution): the roofline
 //   alexnet_bench onnx-reference --out DIR   ONNX models with inputs and our logits, for
 //                               ONNX Runtime on the GPU machine (scripts/device_check.sh)
 
@@ -13,11 +16,14 @@
 #include <alexnet/onnx.h>
 #include <alexnet/preprocessing.h>
 #endif
+#include <alexnet/pooling.h>
 #include <alexnet/precision.h>
 #include <alexnet/runtime.h>
+#include <alexnet/summary.h>
 #include <alexnet/train.h>
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/cuda.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/modules/normalization.h>
@@ -47,6 +53,7 @@ struct Args {
   bool channels_last = false;
   bool tf32 = false;     // CUDA: TensorFloat-32 convolutions and matrix products
   std::string out;
+  std::string profile;  // chrome trace of one more step (LibTorch's profiler)
 };
 
 #ifdef ALEXNET_INTEROP
@@ -107,9 +114,9 @@ double seconds_per(const std::function<void()>& step, int iterations) {
 
 int usage() {
   std::fprintf(stderr,
-               "usage: alexnet_bench train|infer|lrn|onnx-reference [--arch A] [--execution E] [--batch N] "
+               "usage: alexnet_bench train|infer|lrn|pool|gemm|onnx-reference [--arch A] [--execution E] [--batch N] "
                "[--iterations N] [--threads N] [--keep-memory 0|1] [--device cpu|cuda] [--precision fp32|bf16|fp16] "
-               "[--channels-last 0|1] [--tf32 0|1] [--out DIR]\n");
+               "[--channels-last 0|1] [--tf32 0|1] [--out DIR] [--profile TRACE.json]\n");
   return 2;
 }
 
@@ -133,6 +140,7 @@ int main(int argc, char** argv) {
     else if (flag == "--channels-last") a.channels_last = value == "1";
     else if (flag == "--tf32") a.tf32 = value == "1";
     else if (flag == "--out") a.out = value;
+    else if (flag == "--profile") a.profile = value;
     else return usage();
   }
   at::set_num_threads(a.threads);
@@ -172,6 +180,58 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  if (a.mode == "gemm") {
+    // The roofline: the faster of a square matrix product (LibTorch's at::mm: oneDNN
+    // for bfloat16, its BLAS for float32) and the same product as a convolution (oneDNN)
+    // at the precision and thread count the networks run at.
+    const int64_t n = 4096;
+    const auto dtype = a.precision == "bf16" ? torch::kBFloat16 : torch::kFloat;
+    const auto x = torch::randn({n, n}).to(dtype);
+    const auto y = torch::randn({n, n}).to(dtype);
+    auto out = torch::empty({n, n}, x.options());
+    const double mm = seconds_per([&] { torch::mm_out(out, x, y); }, a.iterations);
+    // The same product as a 1 x 1 convolution (oneDNN in either precision): [n, n]
+    // weights over n channels of a 64 x 64 map, n x n x 4096 multiply-adds.
+    const auto maps = torch::randn({1, n, 64, 64}).to(dtype);
+    const auto kernels = x.view({n, n, 1, 1});
+    const double conv = seconds_per([&] { torch::conv2d(maps, kernels); }, a.iterations);
+    const double mm_rate = 2.0 * n * n * n / mm / 1e9;
+    const double conv_rate = 2.0 * n * n * 4096 / conv / 1e9;
+    std::printf("{\"figure\":\"gemm_gflop_per_s\",\"n\":%lld,\"precision\":\"%s\",\"gflop_per_s\":%.1f,\"mm\":%.1f,"
+                "\"conv1x1\":%.1f,\"threads\":%d}\n",
+                static_cast<long long>(n), a.precision.c_str(), std::max(mm_rate, conv_rate), mm_rate, conv_rate,
+                a.threads);
+    return 0;
+  }
+
+  if (a.mode == "pool") {
+    // Overlapping pooling after conv1's LRN at batch 128 (Section 3.4: z = 3, s = 2).
+    auto x = (torch::randn({a.batch, 96, 55, 55}) * 20).relu_();
+    if (a.precision == "bf16") x = x.to(torch::kBFloat16);
+    if (a.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+    const auto grad = torch::randn({a.batch, 96, 27, 27}).to(x.scalar_type());
+    auto ours = [&] {
+      auto input = x.detach().requires_grad_(true);
+      alexnet::max_pool2d(input, 3, 2).backward(grad);
+    };
+    auto libtorch = [&] {
+      auto input = x.detach().requires_grad_(true);
+      torch::max_pool2d(input, {3, 3}, {2, 2}).backward(grad);
+    };
+    auto ours_forward = [&] { alexnet::max_pool2d(x, 3, 2); };
+    auto libtorch_forward = [&] { torch::max_pool2d(x, {3, 3}, {2, 2}); };
+    const double t_ours = seconds_per(ours, a.iterations);
+    const double t_ref = seconds_per(libtorch, a.iterations);
+    const double f_ours = seconds_per(ours_forward, a.iterations);
+    const double f_ref = seconds_per(libtorch_forward, a.iterations);
+    std::printf("{\"figure\":\"max_pool_forward_backward_ms\",\"shape\":[%lld,96,55,55],\"precision\":\"%s\","
+                "\"channels_last\":%s,\"ours\":%.2f,\"libtorch\":%.2f,\"speedup\":%.2f,"
+                "\"forward_ours\":%.2f,\"forward_libtorch\":%.2f,\"threads\":%d}\n",
+                static_cast<long long>(a.batch), a.precision.c_str(), a.channels_last ? "true" : "false",
+                1e3 * t_ours, 1e3 * t_ref, t_ref / t_ours, 1e3 * f_ours, 1e3 * f_ref, a.threads);
+    return 0;
+  }
+
   // Under torchrun's environment (scripts/bench_scaling.sh): data parallel, gradients
   // averaged every step during the backward pass (Gloo; NCCL on GPUs when built in),
   // each rank on its own GPU; rank 0 reports the world's images/s.
@@ -188,7 +248,8 @@ int main(int argc, char** argv) {
   auto images = torch::randn({a.batch, 3, size, size}).to(device);
   const auto precision = alexnet::precision_from_string(a.precision);
   const auto labels = torch::randint(0, 1000, {a.batch}).to(device);
-  double seconds = 0;
+  std::function<void()> step;
+  std::unique_ptr<alexnet::Trainer> trainer;
   std::unique_ptr<alexnet::ProcessGroup> group;
   if (parallel) {
     if (device.is_cuda()) dist.cuda_device = device.index();
@@ -199,12 +260,10 @@ int main(int argc, char** argv) {
   if (a.mode == "train") {
     // The loop users run: Trainer::step (autocast, loss scaling, the overlapped
     // all-reduce under data parallelism, the paper's update).
-    alexnet::Trainer trainer(model, alexnet::TrainOptions()
-                                        .precision(precision)
-                                        .channels_last(a.channels_last)
-                                        .tf32(a.tf32));
-    if (group) trainer.distribute(*group);
-    seconds = seconds_per([&] { trainer.step(images, labels); }, a.iterations);
+    trainer = std::make_unique<alexnet::Trainer>(
+        model, alexnet::TrainOptions().precision(precision).channels_last(a.channels_last).tf32(a.tf32));
+    if (group) trainer->distribute(*group);
+    step = [&] { trainer->step(images, labels); };
   } else if (a.mode == "infer") {
     if (a.channels_last) {
       images = images.contiguous(at::MemoryFormat::ChannelsLast);
@@ -214,24 +273,31 @@ int main(int argc, char** argv) {
       }
     }
     model->eval();
-    torch::NoGradGuard no_grad;
-    seconds = seconds_per(
-        [&] {
-          const alexnet::AutocastGuard autocast(device.type(), precision);
-          model->forward(images);
-        },
-        a.iterations);
+    step = [&] {
+      torch::NoGradGuard no_grad;
+      const alexnet::AutocastGuard autocast(device.type(), precision);
+      model->forward(images);
+    };
   } else {
     return usage();
+  }
+  // The Trainer runs bf16 on CPUs channels-last whatever it is asked.
+  const bool channels_last =
+      a.channels_last || (a.mode == "train" && precision == alexnet::Precision::kBf16 && device.is_cpu());
+  const double seconds = seconds_per(step, a.iterations);
+  if (!a.profile.empty()) {
+    torch::autograd::profiler::RecordProfile trace(a.profile);
+    step();
   }
   if (group && group->rank() != 0) return 0;
   std::printf("{\"figure\":\"%s_images_per_s\",\"arch\":\"%s\",\"execution\":\"%s\",\"batch\":%lld,"
               "\"input\":%lld,\"ours\":%.2f,\"threads\":%d,\"keep_memory\":%s,\"device\":\"%s\","
               "\"processes\":%d,\"step_ms\":%.1f,\"precision\":\"%s\",\"channels_last\":%s,"
-              "\"backend\":\"%s\",\"tf32\":%s}\n",
+              "\"backend\":\"%s\",\"tf32\":%s,\"mult_adds\":%lld}\n",
               a.mode.c_str(), a.arch.c_str(), a.execution.c_str(), static_cast<long long>(a.batch),
               static_cast<long long>(size), world * a.batch / seconds, a.threads, a.keep_memory ? "true" : "false",
-              a.device.c_str(), world, 1e3 * seconds, a.precision.c_str(), a.channels_last ? "true" : "false",
-              group ? group->options().backend.c_str() : "none", a.tf32 ? "true" : "false");
+              a.device.c_str(), world, 1e3 * seconds, a.precision.c_str(), channels_last ? "true" : "false",
+              group ? group->options().backend.c_str() : "none", a.tf32 ? "true" : "false",
+              static_cast<long long>(alexnet::summarize(*model).macs));
   return 0;
 }

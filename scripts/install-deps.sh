@@ -17,6 +17,9 @@ packages=(
   zlib1g-dev dataset-fashion-mnist
   # References for parity tests and baselines in benchmarks: the same LibTorch 1.13
   python3-torch python3-torchvision python3-numpy
+  # The allocators PyTorch's CPU performance guide recommends, preloaded into the
+  # Python baselines of scripts/bench.sh (the fastest is the one ratios are against)
+  libtcmalloc-minimal4 libjemalloc2
   # ONNX's checker validates every exported file; OpenCV's DNN (Python) runs them in the README
   python3-onnx python3-opencv
   # Real photographs (and a palette PNG) for the data tests and benchmark

@@ -211,3 +211,44 @@ TEST_CASE("LRN of float16 and bfloat16 accumulates in float32 on CUDA", "[lrn][c
   }
   check_reduced_precision(c10::Device("cuda:0"));
 }
+
+// The fused CPU kernels for channels-last input ([N, H, W, C] in memory, what oneDNN's
+// convolutions produce) and for bfloat16 (arithmetic in float32): the same numbers as
+// the definition, the layout kept, and gradients that agree with the composite form
+// in double.
+TEST_CASE("LRN of channels-last and bfloat16 input matches the formula and keeps the layout", "[lrn]") {
+  torch::manual_seed(15);
+  for (const int64_t size : {5, 4}) {
+    for (const int64_t groups : {1, 2}) {
+      for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+        for (const bool channels_last : {false, true}) {
+          INFO("size " << size << ", groups " << groups << ", " << dtype << (channels_last ? ", channels-last" : ""));
+          const auto options = LRNOptions::paper().size(size);
+          const auto x = (at::randn({3, 12, 5, 7}) * 40).relu_();
+          auto input = x.to(dtype);
+          if (channels_last) input = input.contiguous(at::MemoryFormat::ChannelsLast);
+          input.requires_grad_(true);
+          const auto out = alexnet::local_response_norm(input, options, groups);
+          CHECK(out.scalar_type() == dtype);
+          CHECK(out.is_contiguous(channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
+          // bfloat16: the output's own rounding (8 bits of mantissa), no more.
+          const double tolerance = dtype == at::kBFloat16 ? 4e-3 : 1e-6;
+          const auto rounded_input = input.detach().to(at::kDouble).contiguous();
+          CHECK(relative_error(out.to(at::kDouble).contiguous(), reference_lrn(rounded_input, options, groups)) <
+                tolerance);
+
+          const auto weights = at::randn_like(x);
+          (out * weights.to(dtype)).sum().backward();
+          auto reference = rounded_input.clone().requires_grad_(true);
+          (alexnet::detail::local_response_norm_composite(reference, options, groups) *
+           weights.to(dtype).to(at::kDouble))
+              .sum()
+              .backward();
+          CHECK(input.grad().scalar_type() == dtype);
+          CHECK(relative_error(input.grad().to(at::kDouble).contiguous(), reference.grad()) <
+                (dtype == at::kBFloat16 ? 1e-2 : 1e-5));
+        }
+      }
+    }
+  }
+}

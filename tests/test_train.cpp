@@ -53,7 +53,10 @@ TEST_CASE("bf16 mixed precision trains on the CPU, fp16 asks for CUDA", "[train]
   const auto& [root, run, source, stats] = colours;
   torch::manual_seed(1);
   AlexNet model(AlexNetOptions::torchvision().input_size(67).num_classes(2));
-  Trainer trainer(model, source, source, stats, small_options(5).lr(0.01).precision(Precision::kBf16));
+  // lr 0.003: at 0.01 twelve images drive the logits to saturation (a loss of exactly
+  // 0) within two epochs; from there a bf16 run blew up in one summation order
+  // (channels-last) and not in another (NCHW).
+  Trainer trainer(model, source, source, stats, small_options(5).lr(0.003).precision(Precision::kBf16));
   REQUIRE(trainer.fit(run) == Trainer::Outcome::kFinished);
   const auto& h = trainer.history();
   INFO("first epoch " << h.front().to_json() << "\nlast epoch " << h.back().to_json());

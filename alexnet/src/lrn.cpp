@@ -1,6 +1,9 @@
 #include <alexnet/lrn.h>
 
+#include "kernels.h"
+
 #include <ATen/Dispatch.h>
+#include <ATen/record_function.h>
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
 
@@ -12,6 +15,10 @@
 
 namespace alexnet {
 namespace {
+
+using detail::acc_t;
+using detail::narrow;
+using detail::parallel_for_vectorized;
 
 // Positions along the non-channel dimensions handled by one task: small enough that
 // a task's channel planes stay in cache, large enough to vectorise.
@@ -52,7 +59,7 @@ inline T inverse_power(T s, T beta) {
 template <typename F>
 void for_each_block(int64_t outer, int64_t channels, int64_t inner, const F& body) {
   const int64_t blocks = (inner + kBlock - 1) / kBlock;
-  at::parallel_for(0, outer * blocks, 1, [&](int64_t begin, int64_t end) {
+  parallel_for_vectorized(0, outer * blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t o = task / blocks;
       const int64_t x0 = (task % blocks) * kBlock;
@@ -64,38 +71,47 @@ void for_each_block(int64_t outer, int64_t channels, int64_t inner, const F& bod
 // Calls `visit(c, sum)` for every channel c of one block, `sum` holding the sum of
 // squares over c's window. The sum slides: add the channel entering, subtract the one
 // leaving. `a` points at the block's first position in channel 0.
-template <typename T, typename F>
+template <typename T, typename F, typename A = acc_t<T>>
 inline void slide_squares(const T* a, int64_t channels, int64_t inner, int64_t len, Window w,
                           const F& visit) {
-  T sum[kBlock] = {};
+  A sum[kBlock] = {};
   for (int64_t j = 0; j <= std::min(channels - 1, w.after); ++j) {
     const T* aj = a + j * inner;
-    for (int64_t x = 0; x < len; ++x) sum[x] += aj[x] * aj[x];
+    for (int64_t x = 0; x < len; ++x) {
+      const A v = static_cast<A>(aj[x]);
+      sum[x] += v * v;
+    }
   }
   for (int64_t c = 0; c < channels; ++c) {
-    visit(c, static_cast<const T*>(sum));
+    visit(c, static_cast<const A*>(sum));
     if (c + 1 + w.after < channels) {
       const T* in = a + (c + 1 + w.after) * inner;
-      for (int64_t x = 0; x < len; ++x) sum[x] += in[x] * in[x];
+      for (int64_t x = 0; x < len; ++x) {
+        const A v = static_cast<A>(in[x]);
+        sum[x] += v * v;
+      }
     }
     if (c - w.before >= 0) {
       const T* out = a + (c - w.before) * inner;
       // Clamped: rounding in the sliding sum must never make a sum of squares negative.
-      for (int64_t x = 0; x < len; ++x) sum[x] = std::max(T(0), sum[x] - out[x] * out[x]);
+      for (int64_t x = 0; x < len; ++x) {
+        const A v = static_cast<A>(out[x]);
+        sum[x] = std::max(A(0), sum[x] - v * v);
+      }
     }
   }
 }
 
 // b = a * (k + alpha * sum)^-beta in one pass over the channels. Only b is written:
 // on memory-bound CPUs the scale is cheaper to recompute in backward than to store.
-template <Power P, typename T>
+template <Power P, typename T, typename A = acc_t<T>>
 void forward_cpu(const T* a, T* b, int64_t outer, int64_t channels, int64_t inner, Window w,
-                 T k, T alpha, T beta) {
+                 A k, A alpha, A beta) {
   for_each_block(outer, channels, inner, [&](int64_t base, int64_t x0, int64_t len) {
-    slide_squares(a + base + x0, channels, inner, len, w, [&](int64_t c, const T* sum) {
+    slide_squares(a + base + x0, channels, inner, len, w, [&](int64_t c, const A* sum) {
       const int64_t off = base + c * inner + x0;
       for (int64_t x = 0; x < len; ++x) {
-        b[off + x] = a[off + x] * inverse_power<P>(k + alpha * sum[x], beta);
+        b[off + x] = narrow<T>(static_cast<A>(a[off + x]) * inverse_power<P>(k + alpha * sum[x], beta));
       }
     });
   });
@@ -105,40 +121,111 @@ void forward_cpu(const T* a, T* b, int64_t outer, int64_t channels, int64_t inne
 // with s = k + alpha * (window sum of a^2) and p = s^-beta. It reuses the forward's
 // output b; s and p are recomputed from a in the same sliding pass. The i whose window
 // holds j form the mirrored window [j - after, j + before].
-template <Power P, typename T>
+template <Power P, typename T, typename A = acc_t<T>>
 void backward_cpu(const T* g, const T* a, const T* b, T* grad, int64_t outer, int64_t channels,
-                  int64_t inner, Window w, T k, T alpha, T beta) {
-  const T coef = T(2) * alpha * beta;
+                  int64_t inner, Window w, A k, A alpha, A beta) {
+  const A coef = A(2) * alpha * beta;
   for_each_block(outer, channels, inner, [&](int64_t base, int64_t x0, int64_t len) {
-    // First pass: t = g b / s into scratch, and p into grad (overwritten below).
-    std::vector<T> t(static_cast<size_t>(channels * len));
-    slide_squares(a + base + x0, channels, inner, len, w, [&](int64_t c, const T* sum) {
+    // First pass: t = g b / s and p into scratch.
+    std::vector<A> t(static_cast<size_t>(channels * len));
+    std::vector<A> p(static_cast<size_t>(channels * len));
+    slide_squares(a + base + x0, channels, inner, len, w, [&](int64_t c, const A* sum) {
       const int64_t off = base + c * inner + x0;
-      T* tc = t.data() + c * len;
+      A* tc = t.data() + c * len;
+      A* pc = p.data() + c * len;
       for (int64_t x = 0; x < len; ++x) {
-        const T s = k + alpha * sum[x];
-        tc[x] = g[off + x] * b[off + x] / s;
-        grad[off + x] = inverse_power<P>(s, beta);
+        const A s = k + alpha * sum[x];
+        tc[x] = static_cast<A>(g[off + x]) * static_cast<A>(b[off + x]) / s;
+        pc[x] = inverse_power<P>(s, beta);
       }
     });
     // Second pass: slide the mirrored window over t.
-    T sum[kBlock] = {};
+    A sum[kBlock] = {};
     for (int64_t i = 0; i <= std::min(channels - 1, w.before); ++i) {
-      const T* ti = t.data() + i * len;
+      const A* ti = t.data() + i * len;
       for (int64_t x = 0; x < len; ++x) sum[x] += ti[x];
     }
     for (int64_t j = 0; j < channels; ++j) {
       const int64_t off = base + j * inner + x0;
+      const A* pj = p.data() + j * len;
       for (int64_t x = 0; x < len; ++x) {
-        grad[off + x] = g[off + x] * grad[off + x] - coef * a[off + x] * sum[x];
+        grad[off + x] = narrow<T>(static_cast<A>(g[off + x]) * pj[x] -
+                                       coef * static_cast<A>(a[off + x]) * sum[x]);
       }
       if (j + 1 + w.before < channels) {
-        const T* in = t.data() + (j + 1 + w.before) * len;
+        const A* in = t.data() + (j + 1 + w.before) * len;
         for (int64_t x = 0; x < len; ++x) sum[x] += in[x];
       }
       if (j - w.after >= 0) {
-        const T* out = t.data() + (j - w.after) * len;
+        const A* out = t.data() + (j - w.after) * len;
         for (int64_t x = 0; x < len; ++x) sum[x] -= out[x];
+      }
+    }
+  });
+}
+
+// Channels-last ([N, H, W, C] in memory): a position's channels are contiguous, so
+// each group's window sums are `size` shifted adds over a zero-padded row of squares.
+// Positions per task: enough to amortise the scheduling, few enough to balance.
+constexpr int64_t kPositionsPerTask = 64;
+
+// sq[before + c] = a[c]^2 with `before` zeros ahead and `after` behind; then
+// sum[c] = SUM_{m < size} sq[c + m], the window sum of channel c.
+template <typename T, typename A>
+inline void window_sums(const T* a, int64_t channels, Window w, A* sq, A* sum) {
+  const int64_t size = w.before + w.after + 1;
+  for (int64_t c = 0; c < channels; ++c) {
+    const A v = static_cast<A>(a[c]);
+    sq[w.before + c] = v * v;
+  }
+  for (int64_t c = 0; c < channels; ++c) sum[c] = sq[c];
+  for (int64_t m = 1; m < size; ++m) {
+    for (int64_t c = 0; c < channels; ++c) sum[c] += sq[c + m];
+  }
+}
+
+template <Power P, typename T, typename A = acc_t<T>>
+void forward_channels_last(const T* a, T* b, int64_t positions, int64_t groups, int64_t channels, Window w,
+                           A k, A alpha, A beta) {
+  parallel_for_vectorized(0, positions, kPositionsPerTask, [&](int64_t begin, int64_t end) {
+    std::vector<A> sq(static_cast<size_t>(channels + w.before + w.after), A(0));
+    std::vector<A> sum(static_cast<size_t>(channels));
+    for (int64_t i = begin * groups; i < end * groups; ++i) {
+      const T* ai = a + i * channels;
+      T* bi = b + i * channels;
+      window_sums(ai, channels, w, sq.data(), sum.data());
+      for (int64_t c = 0; c < channels; ++c) {
+        bi[c] = narrow<T>(static_cast<A>(ai[c]) * inverse_power<P>(k + alpha * sum[c], beta));
+      }
+    }
+  });
+}
+
+template <Power P, typename T, typename A = acc_t<T>>
+void backward_channels_last(const T* g, const T* a, const T* b, T* grad, int64_t positions, int64_t groups,
+                            int64_t channels, Window w, A k, A alpha, A beta) {
+  const A coef = A(2) * alpha * beta;
+  const int64_t size = w.before + w.after + 1;
+  parallel_for_vectorized(0, positions, kPositionsPerTask, [&](int64_t begin, int64_t end) {
+    std::vector<A> sq(static_cast<size_t>(channels + size - 1), A(0));
+    std::vector<A> sum(static_cast<size_t>(channels));
+    std::vector<A> p(static_cast<size_t>(channels));
+    // t = g b / s with `after` zeros ahead and `before` behind: the mirrored window.
+    std::vector<A> t(static_cast<size_t>(channels + size - 1), A(0));
+    for (int64_t i = begin * groups; i < end * groups; ++i) {
+      const int64_t off = i * channels;
+      window_sums(a + off, channels, w, sq.data(), sum.data());
+      for (int64_t c = 0; c < channels; ++c) {
+        const A s = k + alpha * sum[c];
+        p[c] = inverse_power<P>(s, beta);
+        t[w.after + c] = static_cast<A>(g[off + c]) * static_cast<A>(b[off + c]) / s;
+      }
+      for (int64_t c = 0; c < channels; ++c) sum[c] = t[c];
+      for (int64_t m = 1; m < size; ++m) {
+        for (int64_t c = 0; c < channels; ++c) sum[c] += t[c + m];
+      }
+      for (int64_t c = 0; c < channels; ++c) {
+        grad[off + c] = narrow<T>(static_cast<A>(g[off + c]) * p[c] - coef * static_cast<A>(a[off + c]) * sum[c]);
       }
     }
   });
@@ -169,16 +256,21 @@ class LRNFunction : public torch::autograd::Function<LRNFunction> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input,
                                int64_t size, double alpha, double beta, double k, int64_t groups) {
-    const auto a = input.contiguous();
-    const Geometry geo = geometry_of(a, groups);
+    // Channels-last input stays channels-last (no copy to NCHW and back): the layout
+    // oneDNN's convolutions on either side run in.
+    const auto a = input.contiguous(layout_of(input));
     auto b = torch::empty_like(a);
-    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "alexnet_lrn_forward", [&] {
-      with_power(beta, [&](auto power) {
-        forward_cpu<decltype(power)::value, scalar_t>(
-            a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), geo.outer, geo.channels, geo.inner,
-            window_of(size), static_cast<scalar_t>(k), static_cast<scalar_t>(alpha),
-            static_cast<scalar_t>(beta));
-      });
+    run(a, size, beta, groups, [&](auto power, auto* tag, auto nchw, const Geometry& geo, Window w) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      using A = acc_t<T>;
+      constexpr Power P = decltype(power)::value;
+      if constexpr (decltype(nchw)::value) {
+        forward_cpu<P>(a.data_ptr<T>(), b.data_ptr<T>(), geo.outer, geo.channels, geo.inner, w, A(k), A(alpha),
+                       A(beta));
+      } else {
+        forward_channels_last<P>(a.data_ptr<T>(), b.data_ptr<T>(), geo.outer, groups, geo.channels, w, A(k),
+                                 A(alpha), A(beta));
+      }
     });
     ctx->save_for_backward({a, b});
     ctx->saved_data["size"] = size;
@@ -194,23 +286,54 @@ class LRNFunction : public torch::autograd::Function<LRNFunction> {
     const auto saved = ctx->get_saved_variables();
     const auto& a = saved[0];
     const auto& b = saved[1];
-    const auto g = grad_outputs[0].contiguous();
+    const auto g = grad_outputs[0].to(a.scalar_type()).contiguous(layout_of(a));
     const int64_t size = ctx->saved_data["size"].toInt();
     const double alpha = ctx->saved_data["alpha"].toDouble();
     const double beta = ctx->saved_data["beta"].toDouble();
     const double k = ctx->saved_data["k"].toDouble();
-    const Geometry geo = geometry_of(a, ctx->saved_data["groups"].toInt());
+    const int64_t groups = ctx->saved_data["groups"].toInt();
     auto grad = torch::empty_like(a);
-    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "alexnet_lrn_backward", [&] {
-      with_power(beta, [&](auto power) {
-        backward_cpu<decltype(power)::value, scalar_t>(
-            g.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
-            grad.data_ptr<scalar_t>(), geo.outer, geo.channels, geo.inner, window_of(size),
-            static_cast<scalar_t>(k), static_cast<scalar_t>(alpha), static_cast<scalar_t>(beta));
-      });
+    run(a, size, beta, groups, [&](auto power, auto* tag, auto nchw, const Geometry& geo, Window w) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      using A = acc_t<T>;
+      constexpr Power P = decltype(power)::value;
+      if constexpr (decltype(nchw)::value) {
+        backward_cpu<P>(g.data_ptr<T>(), a.data_ptr<T>(), b.data_ptr<T>(), grad.data_ptr<T>(), geo.outer,
+                        geo.channels, geo.inner, w, A(k), A(alpha), A(beta));
+      } else {
+        backward_channels_last<P>(g.data_ptr<T>(), a.data_ptr<T>(), b.data_ptr<T>(), grad.data_ptr<T>(),
+                                  geo.outer, groups, geo.channels, w, A(k), A(alpha), A(beta));
+      }
     });
     return {grad, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
             torch::Tensor()};
+  }
+
+ private:
+  // Channels-last for a 4-d input in that layout, else contiguous (NCHW).
+  static at::MemoryFormat layout_of(const torch::Tensor& x) {
+    return x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)
+               ? at::MemoryFormat::ChannelsLast
+               : at::MemoryFormat::Contiguous;
+  }
+
+  // Calls f(power, (T*)nullptr, nchw, geometry, window) with the element type, the power
+  // beta selects and whether `a` is NCHW (else channels-last: geometry.outer counts
+  // positions N * H * W, geometry.channels the channels of one group).
+  template <typename F>
+  static void run(const torch::Tensor& a, int64_t size, double beta, int64_t groups, const F& f) {
+    const bool nchw = a.is_contiguous();
+    const Geometry geo = nchw ? geometry_of(a, groups)
+                              : Geometry{a.numel() / std::max<int64_t>(1, a.size(1)), a.size(1) / groups, 1};
+    AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, a.scalar_type(), "alexnet_lrn", [&] {
+      with_power(beta, [&](auto power) {
+        if (nchw) {
+          f(power, static_cast<scalar_t*>(nullptr), std::true_type(), geo, window_of(size));
+        } else {
+          f(power, static_cast<scalar_t*>(nullptr), std::false_type(), geo, window_of(size));
+        }
+      });
+    });
   }
 };
 
@@ -242,8 +365,10 @@ std::string to_string(LRNMode mode) { return name_of(mode); }
 torch::Tensor local_response_norm(const torch::Tensor& input, const LRNOptions& options,
                                   int64_t groups) {
   check_arguments(input, options, groups);
+  RECORD_USER_SCOPE("alexnet::local_response_norm");  // named in LibTorch's profiler
   const bool fused = input.device().is_cpu() && input.layout() == torch::kStrided &&
-                     (input.scalar_type() == torch::kFloat || input.scalar_type() == torch::kDouble);
+                     (input.scalar_type() == torch::kFloat || input.scalar_type() == torch::kDouble ||
+                      input.scalar_type() == torch::kBFloat16);
   if (!fused || input.numel() == 0) {
     return detail::local_response_norm_composite(input, options, groups);
   }

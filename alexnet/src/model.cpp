@@ -2,6 +2,8 @@
 
 #include "graph.h"
 
+#include <alexnet/pooling.h>
+
 #include <c10/core/Event.h>
 #include <c10/core/StreamGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
@@ -31,8 +33,7 @@ constexpr int64_t kMinInput = 67;
 constexpr int64_t kMaxInput = 4096, kMaxClasses = int64_t{1} << 20;
 
 torch::Tensor pool(const torch::Tensor& x, bool ceil) {
-  return torch::max_pool2d(x, {kPoolSize, kPoolSize}, {kPoolStride, kPoolStride}, /*padding=*/{0, 0},
-                           /*dilation=*/{1, 1}, ceil);
+  return max_pool2d(x, kPoolSize, kPoolStride, ceil);
 }
 
 torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t pad) {

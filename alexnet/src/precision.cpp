@@ -7,6 +7,10 @@
 
 #include <stdexcept>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
+
 namespace alexnet {
 namespace {
 
@@ -49,6 +53,37 @@ const std::vector<std::pair<std::string, Precision>>& names<Precision>() {
 }
 
 std::string to_string(Precision p) { return name_of(p); }
+
+CpuBf16 cpu_bf16() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  // AVX-512 with its byte/word, vector-length and doubleword extensions is what
+  // oneDNN's bf16 kernels need (LibTorch's mkldnn_bf16_device_check); __builtin_cpu_supports
+  // also checks that the OS saves the AVX-512 registers.
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl") ||
+      !__builtin_cpu_supports("avx512dq")) {
+    return CpuBf16::kNone;
+  }
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool avx512_bf16 = __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 5));  // AVX512_BF16
+  const bool amx_bf16 = __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (edx & (1u << 22));    // AMX-BF16
+  return avx512_bf16 || amx_bf16 ? CpuBf16::kNative : CpuBf16::kEmulated;
+#else
+  return CpuBf16::kNone;
+#endif
+}
+
+std::string describe(CpuBf16 support) {
+  switch (support) {
+    case CpuBf16::kNative:
+      return "this CPU multiplies in bf16 (AVX512_BF16 or AMX): bf16 runs channels-last, faster than fp32";
+    case CpuBf16::kEmulated:
+      return "this CPU has AVX-512 but no bf16 instructions: bf16 is converted to fp32 and no faster";
+    case CpuBf16::kNone:
+      return "this CPU has no AVX-512: bf16 runs in LibTorch's reference kernels, slower than fp32";
+  }
+  return {};
+}
 
 Precision precision_from_string(const std::string& name) { return parse<Precision>("precision", name); }
 

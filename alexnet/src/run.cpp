@@ -161,7 +161,7 @@ const std::vector<Setting>& table() {
       ALEXNET_TRAIN_SETTING(precision, Kind::kText, name_of(o.precision()),
                             o.precision(choice<Precision>("precision", t)), false, "fp32; bf16 (autocast, CPU or CUDA); fp16 (autocast and loss scaling, CUDA)", name_list<Precision>()),
       ALEXNET_TRAIN_SETTING(channels_last, Kind::kFlag, o.channels_last() ? "true" : "false",
-                            o.channels_last(flag("channels_last", t)), false, "Channels-last (NHWC) convolutions, faster on GPUs", {}),
+                            o.channels_last(flag("channels_last", t)), false, "Channels-last (NHWC) convolutions, faster on GPUs (always on for bf16 on CPUs)", {}),
       ALEXNET_TRAIN_SETTING(mean, Kind::kText, o.mean() ? name_of(*o.mean()) : std::string(),
                             o.mean(t.empty() ? c10::optional<Mean>() : c10::optional<Mean>(choice<Mean>("mean", t))),
                             false, "Subtract the mean image or the channel means (none: image for two towers, channels for torchvision)", name_list<Mean>()),
@@ -290,6 +290,9 @@ const std::vector<RunConfig::Setting>& RunConfig::settings() {
   static const std::vector<RunConfig::Setting> out = [] {
     std::vector<RunConfig::Setting> all;
     for (const auto& s : table()) all.push_back({s.name, s.help, s.choices, s.kind == Kind::kFlag});
+    for (auto& s : all) {
+      if (s.name == "precision") s.help += ". Here: " + describe(cpu_bf16());  // found at run time
+    }
     return all;
   }();
   return out;

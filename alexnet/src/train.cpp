@@ -152,7 +152,7 @@ Trainer::Trainer(AlexNet model, TrainOptions options) : impl_(std::make_unique<I
   }
   m.scaler = LossScaler(options.precision() == Precision::kFp16);
   set_tf32(options.tf32());
-  if (options.channels_last()) {
+  if (m.channels_last()) {
     torch::NoGradGuard no_grad;
     for (auto& p : m.model->parameters()) {
       if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
@@ -192,7 +192,7 @@ Trainer::StepResult Trainer::step(const torch::Tensor& images, const torch::Tens
   const auto device = m.device();
   m.model->train();
   auto x = images.to(device);
-  if (m.options.channels_last()) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+  if (m.channels_last()) x = x.contiguous(at::MemoryFormat::ChannelsLast);
   const auto y = labels.to(device);
   torch::Tensor logits;
   {

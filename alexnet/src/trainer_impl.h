@@ -40,6 +40,11 @@ struct Trainer::Impl {
   bool parallel() const { return group && group->size() > 1; }
   bool writer() const { return !group || group->rank() == 0; }
   c10::Device device() const { return model->tower_devices().front(); }
+  // Channels-last when asked for, and always for bf16 on the CPU: oneDNN's bf16
+  // convolutions and the fused LRN and pooling then need no layout conversions.
+  bool channels_last() const {
+    return options.channels_last() || (options.precision() == Precision::kBf16 && device().is_cpu());
+  }
   void update();
   void write(const std::string& path, bool inference_only) const;
   void check_replicas(const TrainHooks& hooks) const;

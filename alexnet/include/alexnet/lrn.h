@@ -10,10 +10,12 @@
 // window is centred; for even n it reaches n/2 channels back and (n - 1)/2 forward,
 // as LibTorch's and Caffe's do.
 //
-// On the CPU, float and double run one fused pass over the channels with a sliding
-// window sum; the backward pass reuses the scale the forward computed. Other devices
-// and dtypes use a composite of ATen operators with the same numbers. Half and
-// bfloat16 inputs (autocast) are normalised in float32 and returned in their own type.
+// On the CPU, float, double and bfloat16 run one fused pass over the channels, NCHW
+// (a sliding window sum) or channels-last (shifted sums over each pixel's channels),
+// the output in the input's layout; the backward pass recomputes the scale from the
+// input. bfloat16 (autocast) is read and written as bfloat16, its arithmetic in
+// float32. Other devices and dtypes use a composite of ATen operators with the same
+// numbers, half and bfloat16 normalised in float32 and returned in their own type.
 
 #include <alexnet/names.h>
 

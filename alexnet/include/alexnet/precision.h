@@ -31,6 +31,17 @@ std::string to_string(Precision precision);
 /// "fp32", "bf16" or "fp16"; throws naming the value and the choices.
 Precision precision_from_string(const std::string& name);
 
+/// What bfloat16 arithmetic this CPU offers LibTorch's oneDNN (its CPU convolutions
+/// and bf16 matrix products), found at run time from CPUID.
+enum class CpuBf16 {
+  kNative,    ///< AVX512_BF16 or AMX-BF16: bf16 dot products, about twice float32's rate
+  kEmulated,  ///< AVX-512 without them: oneDNN converts to float32, no faster than fp32
+  kNone,      ///< no AVX-512 (or not x86-64): LibTorch's reference kernels, slower than fp32
+};
+CpuBf16 cpu_bf16();
+/// One line for help texts and logs: what `--precision bf16` does on this CPU.
+std::string describe(CpuBf16 support);
+
 /// Autocast on `device` at `precision` while it lives (nothing for fp32).
 class AutocastGuard {
  public:

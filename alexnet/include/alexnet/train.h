@@ -79,8 +79,11 @@ struct TrainOptions {
   /// Unreadable images: stop (kFail) or leave them out and count them.
   TORCH_ARG(data::OnError, on_error) = data::OnError::kFail;
   /// fp32, or autocast to bf16 (CPU or CUDA) or fp16 with dynamic loss scaling (CUDA).
+  /// bf16 on a CPU runs channels-last whatever `channels_last` says; cpu_bf16() tells
+  /// whether this CPU multiplies in bf16 (then faster than fp32) or emulates it.
   TORCH_ARG(Precision, precision) = Precision::kFp32;
-  /// Convolution weights and inputs in channels-last (NHWC) layout, faster on GPUs.
+  /// Convolution weights and inputs in channels-last (NHWC) layout, faster on GPUs
+  /// (and always taken for bf16 on CPUs).
   TORCH_ARG(bool, channels_last) = false;
   /// What is subtracted from the pixels; none: the mean image for two-tower networks
   /// (Section 2, as Caffe), channel means for torchvision's.
