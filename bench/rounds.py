@@ -4,8 +4,9 @@ both; each figure is the median over rounds, each ratio the median of the per-ro
 ratios with its range. Prints one JSON object per line, then a table.
 
 Baselines: Python on Debian's python3-torch (the same LibTorch) with glibc's allocator
-and with tcmalloc and jemalloc preloaded (PyTorch's CPU performance guide recommends
-either); a ratio is against the fastest of them in that round. Roofline: the CPU's
+and with tcmalloc and jemalloc preloaded, jemalloc with the MALLOC_CONF of PyTorch's
+CPU performance guide (which recommends either); a ratio is against the fastest of
+them in that round. Roofline: the CPU's
 GEMM rate at the same precision and thread count (alexnet_bench gemm), beside each
 network's achieved GFLOP/s (multiply-adds per image from alexnet::summarize, x 3 for
 training: forward, and the two products of the backward pass).
@@ -121,6 +122,9 @@ def main():
                 env = dict(os.environ)
                 if path:
                     env["LD_PRELOAD"] = path
+                if name == "jemalloc":  # PyTorch's CPU performance guide's settings for it
+                    env["MALLOC_CONF"] = ("oversize_threshold:1,background_thread:true,metadata_thp:auto,"
+                                          "dirty_decay_ms:9000000000,muzzy_decay_ms:9000000000")
                 base = run_json([PYTHON, os.path.join(HERE, "baseline.py"), mode, "--arch", arch, "--precision",
                                  precision, "--batch", str(args.batch)] + common, env=env)
                 add(key + (name,), base["baseline"])
