@@ -24,6 +24,7 @@ struct TrainFlags {
   std::vector<std::string> given;  // settings named on the command line
   std::string out, resume, dist_backend = "auto";
   bool overwrite = false, allow_changes = false;
+  bool precision_auto = false;  // --precision auto
   int nproc_per_node = 1;
   double dist_timeout = 300;
 
@@ -41,6 +42,11 @@ void run_train(TrainFlags& f) {
   const auto dir = resuming ? f.resume : f.out;
   if (dir.empty()) throw std::invalid_argument("give --out RUN for a new run, or --resume RUN");
   std::vector<std::string> changes;
+  if (f.precision_auto) {
+    const auto& devices = f.config.devices();
+    const bool cpu = std::all_of(devices.begin(), devices.end(), [](const c10::Device& d) { return d.is_cpu(); });
+    f.config.set("precision", cpu && cpu_bf16() == CpuBf16::kNative ? "bf16" : "fp32");
+  }
   RunConfig config = f.config;
   if (resuming) {
     try {
@@ -117,10 +123,26 @@ void add_train_commands(CLI::App& app) {
         cmd->add_flag_function(flag_of(name), [f, name](int64_t) { f->set(name, "true"); }, setting.help);
         continue;
       }
+      auto choices = setting.choices;
+      auto help = setting.help;
+      if (name == "precision") {
+        // auto: bf16 where the CPU multiplies in bf16, else fp32; the run records which.
+        choices.push_back("auto");
+        help += ". auto: bf16 for a run on a CPU that multiplies in bf16, else fp32";
+      }
       auto* option = cmd->add_option_function<std::string>(
-          flag_of(name), [f, name](const std::string& v) { f->set(name, v); }, setting.help);
+          flag_of(name),
+          [f, name](const std::string& v) {
+            if (name == "precision" && v == "auto") {
+              f->precision_auto = true;  // resolved once the devices are known
+              f->given.push_back(name);
+              return;
+            }
+            f->set(name, v);
+          },
+          help);
       option->default_str(defaults.get(name));
-      if (!setting.choices.empty()) option->check(CLI::IsMember(setting.choices));
+      if (!choices.empty()) option->check(CLI::IsMember(choices));
     }
     cmd->add_flag_function("--skip-bad", [f](int64_t) { f->set("on_error", "skip"); },
                            "Leave out unreadable images instead of stopping (--on-error skip)");

@@ -265,7 +265,8 @@ int main(int argc, char** argv) {
     if (group) trainer->distribute(*group);
     step = [&] { trainer->step(images, labels); };
   } else if (a.mode == "infer") {
-    if (a.channels_last) {
+    // bf16 on CPUs runs channels-last, as the Trainer does.
+    if (a.channels_last || (precision == alexnet::Precision::kBf16 && device.is_cpu())) {
       images = images.contiguous(at::MemoryFormat::ChannelsLast);
       torch::NoGradGuard no_grad;
       for (auto& p : model->parameters()) {
@@ -281,9 +282,8 @@ int main(int argc, char** argv) {
   } else {
     return usage();
   }
-  // The Trainer runs bf16 on CPUs channels-last whatever it is asked.
-  const bool channels_last =
-      a.channels_last || (a.mode == "train" && precision == alexnet::Precision::kBf16 && device.is_cpu());
+  // bf16 on CPUs runs channels-last whatever it is asked (the Trainer's rule).
+  const bool channels_last = a.channels_last || (precision == alexnet::Precision::kBf16 && device.is_cpu());
   const double seconds = seconds_per(step, a.iterations);
   if (!a.profile.empty()) {
     torch::autograd::profiler::RecordProfile trace(a.profile);

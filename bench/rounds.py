@@ -5,8 +5,8 @@ ratios with its range. Prints one JSON object per line, then a table.
 
 Baselines: Python on Debian's python3-torch (the same LibTorch) with glibc's allocator
 and with tcmalloc and jemalloc preloaded, jemalloc with the MALLOC_CONF of PyTorch's
-CPU performance guide (which recommends either); a ratio is against the fastest of
-them in that round. Roofline: the CPU's
+CPU performance guide (which recommends either), and for bf16 also channels-last (as
+the guide runs CNNs); a ratio is against the fastest of them in that round. Roofline: the CPU's
 GEMM rate at the same precision and thread count (alexnet_bench gemm), beside each
 network's achieved GFLOP/s (multiply-adds per image from alexnet::summarize, x 3 for
 training: forward, and the two products of the backward pass).
@@ -118,15 +118,20 @@ def main():
                              str(args.batch)] + common)
             add(key + ("ours",), ours["ours"])
             add(key + ("mult_adds",), ours["mult_adds"])
-            for name, path in allocs.items():
+            variants = list(allocs.items())
+            if precision == "bf16" and "tcmalloc" in allocs:
+                # PyTorch's guide also runs bf16 CNNs channels-last on CPUs.
+                variants.append(("tcmalloc_channels_last", allocs["tcmalloc"]))
+            for name, path in variants:
                 env = dict(os.environ)
                 if path:
                     env["LD_PRELOAD"] = path
                 if name == "jemalloc":  # PyTorch's CPU performance guide's settings for it
                     env["MALLOC_CONF"] = ("oversize_threshold:1,background_thread:true,metadata_thp:auto,"
                                           "dirty_decay_ms:9000000000,muzzy_decay_ms:9000000000")
+                layout = ["--channels-last"] if name.endswith("channels_last") else []
                 base = run_json([PYTHON, os.path.join(HERE, "baseline.py"), mode, "--arch", arch, "--precision",
-                                 precision, "--batch", str(args.batch)] + common, env=env)
+                                 precision, "--batch", str(args.batch)] + layout + common, env=env)
                 add(key + (name,), base["baseline"])
         if args.only in ("", "lrn", "pool"):
             for kernel in ("lrn", "pool"):
@@ -154,7 +159,8 @@ def main():
     for mode, arch, precision in networks:
         key = (mode, arch, precision)
         ours = samples[key + ("ours",)]
-        bases = {name: samples[key + (name,)] for name in allocs}
+        bases = {name: samples[key + (name,)] for name in list(allocs) + ["tcmalloc_channels_last"]
+                 if key + (name,) in samples}
         # Per round: ours against the fastest baseline of that round.
         best_per_round = [max(bases[name][i] for name in bases) for i in range(len(ours))]
         ratios = [o / b for o, b in zip(ours, best_per_round)]

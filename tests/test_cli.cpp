@@ -1,5 +1,7 @@
 #include "helpers.h"
 
+#include <alexnet/precision.h>
+
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -91,6 +93,11 @@ TEST_CASE("alexnet train, evaluate and classify work from the command line, Ctrl
   for (const char* file : {"last.pt", "best.pt", "metrics.jsonl", "options.txt", "train.log", "stats.pt"}) {
     CHECK(std::filesystem::exists(dir + "/run/" + file));
   }
+  // --precision auto: bf16 where this CPU multiplies in bf16, else fp32, as the run records.
+  REQUIRE(run(kCli + " train" + common + " --epochs 1 --precision auto --out " + dir + "/auto", out, true) == 0);
+  REQUIRE(run("cat " + dir + "/auto/options.txt", out) == 0);
+  CHECK_THAT(out, Catch::Contains(alexnet::cpu_bf16() == alexnet::CpuBf16::kNative ? "\nprecision=bf16\n"
+                                                                                   : "\nprecision=fp32\n"));
   CHECK(run(kCli + " train" + common + " --epochs 2 --out " + dir + "/run", out, true) == 1);
   CHECK(out == "error: run '" + dir + "/run' exists: --resume " + dir + "/run to continue it, or --overwrite to replace it\n");
 
