@@ -248,6 +248,8 @@ int main(int argc, char** argv) {
   auto images = torch::randn({a.batch, 3, size, size}).to(device);
   const auto precision = alexnet::precision_from_string(a.precision);
   const auto labels = torch::randint(0, 1000, {a.batch}).to(device);
+  // bf16 on CPUs runs channels-last whatever it is asked (the Trainer's rule).
+  const bool channels_last = a.channels_last || (precision == alexnet::Precision::kBf16 && device.is_cpu());
   std::function<void()> step;
   std::unique_ptr<alexnet::Trainer> trainer;
   std::unique_ptr<alexnet::ProcessGroup> group;
@@ -265,8 +267,7 @@ int main(int argc, char** argv) {
     if (group) trainer->distribute(*group);
     step = [&] { trainer->step(images, labels); };
   } else if (a.mode == "infer") {
-    // bf16 on CPUs runs channels-last, as the Trainer does.
-    if (a.channels_last || (precision == alexnet::Precision::kBf16 && device.is_cpu())) {
+    if (channels_last) {
       images = images.contiguous(at::MemoryFormat::ChannelsLast);
       torch::NoGradGuard no_grad;
       for (auto& p : model->parameters()) {
@@ -282,8 +283,6 @@ int main(int argc, char** argv) {
   } else {
     return usage();
   }
-  // bf16 on CPUs runs channels-last whatever it is asked (the Trainer's rule).
-  const bool channels_last = a.channels_last || (precision == alexnet::Precision::kBf16 && device.is_cpu());
   const double seconds = seconds_per(step, a.iterations);
   if (!a.profile.empty()) {
     torch::autograd::profiler::RecordProfile trace(a.profile);

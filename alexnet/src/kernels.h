@@ -5,6 +5,7 @@
 // vector units the CPU has.
 
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
 #include <c10/util/BFloat16.h>
 
 #include <cstdint>
@@ -16,6 +17,14 @@ namespace alexnet::detail {
 /// The arithmetic type for storage type T: float for bfloat16, T itself otherwise.
 template <typename T>
 using acc_t = std::conditional_t<std::is_same_v<T, c10::BFloat16>, float, T>;
+
+/// The layout a kernel runs `x` in: channels-last for a 4-D tensor in that layout (what
+/// oneDNN's convolutions give), else contiguous (NCHW). A tensor both are, runs NCHW.
+inline at::MemoryFormat kernel_layout(const at::Tensor& x) {
+  return x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)
+             ? at::MemoryFormat::ChannelsLast
+             : at::MemoryFormat::Contiguous;
+}
 
 /// `value` rounded to T: for bfloat16, to nearest even (NaN stays a quiet NaN), as
 /// c10::BFloat16's constructor, but without its branch.

@@ -17,6 +17,7 @@ namespace alexnet {
 namespace {
 
 using detail::acc_t;
+using detail::kernel_layout;
 using detail::narrow;
 using detail::parallel_for_vectorized;
 
@@ -258,7 +259,7 @@ class LRNFunction : public torch::autograd::Function<LRNFunction> {
                                int64_t size, double alpha, double beta, double k, int64_t groups) {
     // Channels-last input stays channels-last (no copy to NCHW and back): the layout
     // oneDNN's convolutions on either side run in.
-    const auto a = input.contiguous(layout_of(input));
+    const auto a = input.contiguous(kernel_layout(input));
     auto b = torch::empty_like(a);
     run(a, size, beta, groups, [&](auto power, auto* tag, auto nchw, const Geometry& geo, Window w) {
       using T = std::remove_pointer_t<decltype(tag)>;
@@ -286,7 +287,7 @@ class LRNFunction : public torch::autograd::Function<LRNFunction> {
     const auto saved = ctx->get_saved_variables();
     const auto& a = saved[0];
     const auto& b = saved[1];
-    const auto g = grad_outputs[0].to(a.scalar_type()).contiguous(layout_of(a));
+    const auto g = grad_outputs[0].to(a.scalar_type()).contiguous(kernel_layout(a));
     const int64_t size = ctx->saved_data["size"].toInt();
     const double alpha = ctx->saved_data["alpha"].toDouble();
     const double beta = ctx->saved_data["beta"].toDouble();
@@ -310,13 +311,6 @@ class LRNFunction : public torch::autograd::Function<LRNFunction> {
   }
 
  private:
-  // Channels-last for a 4-d input in that layout, else contiguous (NCHW).
-  static at::MemoryFormat layout_of(const torch::Tensor& x) {
-    return x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)
-               ? at::MemoryFormat::ChannelsLast
-               : at::MemoryFormat::Contiguous;
-  }
-
   // Calls f(power, (T*)nullptr, nchw, geometry, window) with the element type, the power
   // beta selects and whether `a` is NCHW (else channels-last: geometry.outer counts
   // positions N * H * W, geometry.channels the channels of one group).

@@ -18,6 +18,7 @@ namespace alexnet {
 namespace {
 
 using detail::acc_t;
+using detail::kernel_layout;
 using detail::narrow;
 using detail::parallel_for_vectorized;
 
@@ -189,10 +190,6 @@ void backward_channels_last(const T* g, const T* in, const T* out, T* grad, cons
   });
 }
 
-bool channels_last(const at::Tensor& x) {
-  return !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
-}
-
 Shape shape_of(const at::Tensor& x, int64_t kernel, int64_t stride, bool ceil_mode) {
   return {x.size(0), x.size(1), x.size(2), x.size(3), pooled_size(x.size(2), kernel, stride, ceil_mode),
           pooled_size(x.size(3), kernel, stride, ceil_mode), kernel, stride};
@@ -202,11 +199,12 @@ class MaxPoolFunction : public torch::autograd::Function<MaxPoolFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, int64_t kernel,
                             int64_t stride, bool ceil_mode) {
-    const bool last = channels_last(input);
-    const auto x = input.contiguous(last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+    const auto layout = kernel_layout(input);
+    const bool last = layout == at::MemoryFormat::ChannelsLast;
+    const auto x = input.contiguous(layout);
     const Shape s = shape_of(x, kernel, stride, ceil_mode);
     auto y = at::empty({s.n, s.c, s.oh, s.ow},
-                       x.options().memory_format(last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
+                       x.options().memory_format(layout));
     AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "alexnet_max_pool2d", [&] {
       if (last) {
         forward_channels_last(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), s);
@@ -226,11 +224,11 @@ class MaxPoolFunction : public torch::autograd::Function<MaxPoolFunction> {
     const auto saved = ctx->get_saved_variables();
     const auto& x = saved[0];
     const auto& y = saved[1];
-    const bool last = channels_last(x);
+    const auto layout = kernel_layout(x);
+    const bool last = layout == at::MemoryFormat::ChannelsLast;
     const Shape s = shape_of(x, ctx->saved_data["kernel"].toInt(), ctx->saved_data["stride"].toInt(),
                              ctx->saved_data["ceil_mode"].toBool());
-    const auto g = grad_outputs[0].to(x.scalar_type()).contiguous(last ? at::MemoryFormat::ChannelsLast
-                                                                       : at::MemoryFormat::Contiguous);
+    const auto g = grad_outputs[0].to(x.scalar_type()).contiguous(layout);
     auto grad = at::empty_like(x);
     AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "alexnet_max_pool2d_backward", [&] {
       if (last) {
