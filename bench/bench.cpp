@@ -159,24 +159,33 @@ int main(int argc, char** argv) {
   }
 
   if (a.mode == "lrn") {
-    // conv1's activations at batch 128 (Section 3.3: LRN after conv1's ReLU).
-    const auto x = (torch::randn({a.batch, 96, 55, 55}) * 20).relu_();
+    // conv1's activations at batch 128 (Section 3.3: LRN after conv1's ReLU), in the
+    // precision and layout a training step gives it. LibTorch's module runs in float32
+    // on the same values (its bfloat16 path is a float32 composite too).
+    auto x = (torch::randn({a.batch, 96, 55, 55}) * 20).relu_();
+    if (a.precision == "bf16") x = x.to(torch::kBFloat16);
+    if (a.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
     const auto grad = torch::randn_like(x);
     auto ours = [&] {
       auto input = x.detach().requires_grad_(true);
       alexnet::local_response_norm(input, alexnet::LRNOptions::paper(), 2).backward(grad);
     };
+    auto ours_forward = [&] { alexnet::local_response_norm(x, alexnet::LRNOptions::paper(), 2); };
     torch::nn::LocalResponseNorm reference(torch::nn::LocalResponseNormOptions(5).alpha(5e-4).beta(0.75).k(2.0));
+    const auto x_ref = x.to(torch::kFloat);
+    const auto grad_ref = grad.to(torch::kFloat);
     auto libtorch = [&] {
-      auto input = x.detach().requires_grad_(true);
-      reference(input).backward(grad);
+      auto input = x_ref.detach().requires_grad_(true);
+      reference(input).backward(grad_ref);
     };
     const double t_ours = seconds_per(ours, a.iterations);
     const double t_ref = seconds_per(libtorch, a.iterations);
-    std::printf("{\"figure\":\"lrn_forward_backward_ms\",\"shape\":[%lld,96,55,55],\"ours\":%.2f,"
-                "\"libtorch\":%.2f,\"speedup\":%.2f,\"threads\":%d,\"keep_memory\":%s}\n",
-                static_cast<long long>(a.batch), 1e3 * t_ours, 1e3 * t_ref, t_ref / t_ours, a.threads,
-                a.keep_memory ? "true" : "false");
+    const double f_ours = seconds_per(ours_forward, a.iterations);
+    std::printf("{\"figure\":\"lrn_forward_backward_ms\",\"shape\":[%lld,96,55,55],\"precision\":\"%s\","
+                "\"channels_last\":%s,\"ours\":%.2f,\"libtorch\":%.2f,\"speedup\":%.2f,\"forward_ours\":%.2f,"
+                "\"threads\":%d,\"keep_memory\":%s}\n",
+                static_cast<long long>(a.batch), a.precision.c_str(), a.channels_last ? "true" : "false", 1e3 * t_ours,
+                1e3 * t_ref, t_ref / t_ours, 1e3 * f_ours, a.threads, a.keep_memory ? "true" : "false");
     return 0;
   }
 

@@ -137,8 +137,11 @@ def main():
             for kernel in ("lrn", "pool"):
                 if args.only not in ("", kernel):
                     continue
-                for precision in ("fp32", "bf16") if kernel == "pool" else ("fp32",):
-                    k = run_json([args.bench, kernel, "--precision", precision, "--batch", str(args.batch)] + common)
+                for precision in ("fp32", "bf16"):
+                    # In the layout a training step gives the kernel: bf16 trains channels-last.
+                    layout = ["--channels-last", "1" if precision == "bf16" else "0"]
+                    k = run_json([args.bench, kernel, "--precision", precision, "--batch", str(args.batch)] + layout
+                                 + common)
                     add((kernel, precision, "ours"), k["ours"])
                     add((kernel, precision, "libtorch"), k["libtorch"])
         other, load = monitor.others()
@@ -183,10 +186,11 @@ def main():
         if a and b:
             print(json.dumps({"figure": f"{mode}_bf16_over_fp32", "arch": "paper",
                               "ratio": spread([x / y for x, y in zip(a, b)])}), flush=True)
-    for kernel, precision in (("lrn", "fp32"), ("pool", "fp32"), ("pool", "bf16")):
+    for kernel, precision in (("lrn", "fp32"), ("lrn", "bf16"), ("pool", "fp32"), ("pool", "bf16")):
         if (kernel, precision, "ours") in samples:
             ours, ref = samples[(kernel, precision, "ours")], samples[(kernel, precision, "libtorch")]
             print(json.dumps({"figure": f"{kernel}_forward_backward_ms", "precision": precision,
+                              "channels_last": precision == "bf16",
                               "ours": spread(ours), "libtorch": spread(ref),
                               "speedup": spread([r / o for o, r in zip(ours, ref)])}), flush=True)
     for p, v in gemm.items():

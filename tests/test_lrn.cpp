@@ -85,6 +85,18 @@ TEST_CASE("LRN handles odd channel counts, windows wider than the channels and 5
   for (int64_t channels : {1, 2, 3, 7, 97}) {
     const auto x = at::randn({3, channels, 4, 3}) * 10;
     CHECK(relative_error(alexnet::local_response_norm(x, options), reference_lrn(x, options)) < 1e-5);
+    // Channels-last, with gradients: 36 positions span two of the kernel's row blocks.
+    if (channels == 1) continue;  // one channel is both layouts at once, and runs NCHW
+    INFO(channels << " channels, channels-last");
+    auto input = x.contiguous(at::MemoryFormat::ChannelsLast).requires_grad_(true);
+    const auto out = alexnet::local_response_norm(input, options);
+    CHECK(out.is_contiguous(at::MemoryFormat::ChannelsLast));
+    CHECK(relative_error(out.contiguous(), reference_lrn(x, options)) < 1e-5);
+    const auto weights = at::randn_like(x);
+    (out * weights).sum().backward();
+    auto reference = x.to(at::kDouble).requires_grad_(true);
+    (alexnet::detail::local_response_norm_composite(reference, options) * weights.to(at::kDouble)).sum().backward();
+    CHECK(relative_error(input.grad().to(at::kDouble).contiguous(), reference.grad()) < 1e-5);
   }
   // Positions beyond one block of the kernel (256) and a 5-D tensor.
   const auto big = at::randn({1, 9, 17, 19}) * 10;

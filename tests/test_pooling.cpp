@@ -6,6 +6,8 @@
 #include <catch2/catch.hpp>
 
 #include <limits>
+#include <utility>
+#include <vector>
 
 using alexnet::test::relative_error;
 
@@ -69,6 +71,37 @@ TEST_CASE("Overlapping max pooling propagates NaN and routes its gradient as Lib
     CHECK(out.isnan().equal(ref.isnan()));
     CHECK(at::equal(out.nan_to_num(), ref.nan_to_num()));
     CHECK(at::equal(input.grad().contiguous(), ref_input.grad()));
+  }
+}
+
+// Windows other than the paper's: non-overlapping, stride 1 (each pixel in up to nine
+// windows), and strides wider than the window (rows and columns no window covers get
+// a zero gradient), with ties, in both layouts; channel counts that are not a multiple
+// of any vector width.
+TEST_CASE("Max pooling with other window sizes and strides matches LibTorch's", "[pooling]") {
+  torch::manual_seed(22);
+  for (const auto& [kernel, stride] : std::vector<std::pair<int64_t, int64_t>>{{2, 2}, {3, 1}, {2, 3}, {1, 2}, {4, 3}}) {
+    for (const bool ceil : {false, true}) {
+      for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+        for (const bool channels_last : {false, true}) {
+          INFO("kernel " << kernel << ", stride " << stride << (ceil ? ", ceil" : "") << ", " << dtype
+                         << (channels_last ? ", channels-last" : ""));
+          auto x = at::randint(-3, 4, {2, 19, 11, 14}).to(dtype);
+          if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+          auto input = x.clone().requires_grad_(true);
+          const auto out = alexnet::max_pool2d(input, kernel, stride, ceil);
+          const auto g = at::randn(out.sizes()).to(dtype);
+          out.backward(g);
+          auto ref_input = x.detach().to(at::kDouble).contiguous().requires_grad_(true);
+          const auto ref = at::max_pool2d(ref_input, {kernel, kernel}, {stride, stride}, {0, 0}, {1, 1}, ceil);
+          ref.backward(g.to(at::kDouble).contiguous());
+          REQUIRE(out.sizes() == ref.sizes());
+          CHECK(at::equal(out.to(at::kDouble).contiguous(), ref));
+          CHECK(relative_error(input.grad().to(at::kDouble).contiguous(), ref_input.grad()) <
+                (dtype == at::kBFloat16 ? 4e-3 : 1e-7));
+        }
+      }
+    }
   }
 }
 

@@ -165,71 +165,118 @@ void backward_cpu(const T* g, const T* a, const T* b, T* grad, int64_t outer, in
   });
 }
 
-// Channels-last ([N, H, W, C] in memory): a position's channels are contiguous, so
-// each group's window sums are `size` shifted adds over a zero-padded row of squares.
-// Positions per task: enough to amortise the scheduling, few enough to balance.
+// Channels-last ([N, H, W, C] in memory): a position's channels are contiguous, so a
+// group's window sums are `size` shifted loads from a zero-padded row of squares, all
+// in one loop over the channels (a sliding sum would be a chain the vector units cannot
+// split). Positions per task: enough to amortise the scheduling, few enough to balance.
 constexpr int64_t kPositionsPerTask = 64;
 
-// sq[before + c] = a[c]^2 with `before` zeros ahead and `after` behind; then
-// sum[c] = SUM_{m < size} sq[c + m], the window sum of channel c.
-template <typename T, typename A>
-inline void window_sums(const T* a, int64_t channels, Window w, A* sq, A* sum) {
-  const int64_t size = w.before + w.after + 1;
-  for (int64_t c = 0; c < channels; ++c) {
-    const A v = static_cast<A>(a[c]);
-    sq[w.before + c] = v * v;
+// v[0] + ... + v[size - 1]. S is the window size when known at compile time (the
+// paper's 5: the loop unrolls and the loop around it vectorises), else 0.
+template <int S, typename A>
+inline A window_sum(const A* v, int64_t size) {
+  A sum = v[0];
+  if constexpr (S > 0) {
+    for (int m = 1; m < S; ++m) sum += v[m];
+  } else {
+    for (int64_t m = 1; m < size; ++m) sum += v[m];
   }
-  for (int64_t c = 0; c < channels; ++c) sum[c] = sq[c];
-  for (int64_t m = 1; m < size; ++m) {
-    for (int64_t c = 0; c < channels; ++c) sum[c] += sq[c + m];
+  return sum;
+}
+
+// Rows (one position's channels of one group) per block: the block's squares are all
+// written before the window sums read them back at shifted offsets (a load straddling
+// two just-issued stores would wait for them), and its scratch stays in L1.
+constexpr int64_t kRowsPerBlock = 32;
+
+// Calls body(first_row, rows) for the blocks of rows [begin, end).
+template <typename F>
+inline void for_each_row_block(int64_t begin, int64_t end, const F& body) {
+  for (int64_t i = begin; i < end; i += kRowsPerBlock) body(i, std::min(kRowsPerBlock, end - i));
+}
+
+// Rows [0, rows) of a block, `channels` each: sq[r * stride + before + c] = a^2, where
+// stride = channels + size - 1 leaves the window's zeros on either side untouched.
+template <typename T, typename A>
+inline void pad_squares(const T* a, int64_t rows, int64_t channels, Window w, A* sq) {
+  const int64_t stride = channels + w.before + w.after;
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* ar = a + r * channels;
+    A* q = sq + r * stride + w.before;
+    for (int64_t c = 0; c < channels; ++c) {
+      const A v = static_cast<A>(ar[c]);
+      q[c] = v * v;
+    }
   }
 }
 
-template <Power P, typename T, typename A = acc_t<T>>
+template <Power P, int S, typename T, typename A = acc_t<T>>
 void forward_channels_last(const T* a, T* b, int64_t positions, int64_t groups, int64_t channels, Window w,
                            A k, A alpha, A beta) {
+  const int64_t size = w.before + w.after + 1;
+  const int64_t stride = channels + size - 1;  // a padded row
   parallel_for_vectorized(0, positions, kPositionsPerTask, [&](int64_t begin, int64_t end) {
-    std::vector<A> sq(static_cast<size_t>(channels + w.before + w.after), A(0));
-    std::vector<A> sum(static_cast<size_t>(channels));
-    for (int64_t i = begin * groups; i < end * groups; ++i) {
-      const T* ai = a + i * channels;
-      T* bi = b + i * channels;
-      window_sums(ai, channels, w, sq.data(), sum.data());
-      for (int64_t c = 0; c < channels; ++c) {
-        bi[c] = narrow<T>(static_cast<A>(ai[c]) * inverse_power<P>(k + alpha * sum[c], beta));
+    std::vector<A> sq(static_cast<size_t>(kRowsPerBlock * stride), A(0));
+    for_each_row_block(begin * groups, end * groups, [&](int64_t first, int64_t rows) {
+      pad_squares(a + first * channels, rows, channels, w, sq.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* ai = a + (first + r) * channels;
+        T* bi = b + (first + r) * channels;
+        const A* q = sq.data() + r * stride;
+        for (int64_t c = 0; c < channels; ++c) {
+          const A s = k + alpha * window_sum<S>(q + c, size);
+          bi[c] = narrow<T>(static_cast<A>(ai[c]) * inverse_power<P>(s, beta));
+        }
       }
-    }
+    });
   });
 }
 
-template <Power P, typename T, typename A = acc_t<T>>
+template <Power P, int S, typename T, typename A = acc_t<T>>
 void backward_channels_last(const T* g, const T* a, const T* b, T* grad, int64_t positions, int64_t groups,
                             int64_t channels, Window w, A k, A alpha, A beta) {
   const A coef = A(2) * alpha * beta;
   const int64_t size = w.before + w.after + 1;
+  const int64_t stride = channels + size - 1;
   parallel_for_vectorized(0, positions, kPositionsPerTask, [&](int64_t begin, int64_t end) {
-    std::vector<A> sq(static_cast<size_t>(channels + size - 1), A(0));
-    std::vector<A> sum(static_cast<size_t>(channels));
-    std::vector<A> p(static_cast<size_t>(channels));
+    std::vector<A> sq(static_cast<size_t>(kRowsPerBlock * stride), A(0));
     // t = g b / s with `after` zeros ahead and `before` behind: the mirrored window.
-    std::vector<A> t(static_cast<size_t>(channels + size - 1), A(0));
-    for (int64_t i = begin * groups; i < end * groups; ++i) {
-      const int64_t off = i * channels;
-      window_sums(a + off, channels, w, sq.data(), sum.data());
-      for (int64_t c = 0; c < channels; ++c) {
-        const A s = k + alpha * sum[c];
-        p[c] = inverse_power<P>(s, beta);
-        t[w.after + c] = static_cast<A>(g[off + c]) * static_cast<A>(b[off + c]) / s;
+    std::vector<A> t(static_cast<size_t>(kRowsPerBlock * stride), A(0));
+    std::vector<A> p(static_cast<size_t>(kRowsPerBlock * channels));
+    for_each_row_block(begin * groups, end * groups, [&](int64_t first, int64_t rows) {
+      pad_squares(a + first * channels, rows, channels, w, sq.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t off = (first + r) * channels;
+        const A* q = sq.data() + r * stride;
+        A* pr = p.data() + r * channels;
+        A* tr = t.data() + r * stride + w.after;
+        for (int64_t c = 0; c < channels; ++c) {
+          const A s = k + alpha * window_sum<S>(q + c, size);
+          pr[c] = inverse_power<P>(s, beta);
+          tr[c] = static_cast<A>(g[off + c]) * static_cast<A>(b[off + c]) / s;
+        }
       }
-      for (int64_t c = 0; c < channels; ++c) sum[c] = t[c];
-      for (int64_t m = 1; m < size; ++m) {
-        for (int64_t c = 0; c < channels; ++c) sum[c] += t[c + m];
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t off = (first + r) * channels;
+        const A* pr = p.data() + r * channels;
+        const A* tr = t.data() + r * stride;
+        for (int64_t c = 0; c < channels; ++c) {
+          grad[off + c] = narrow<T>(static_cast<A>(g[off + c]) * pr[c] -
+                                    coef * static_cast<A>(a[off + c]) * window_sum<S>(tr + c, size));
+        }
       }
-      for (int64_t c = 0; c < channels; ++c) {
-        grad[off + c] = narrow<T>(static_cast<A>(g[off + c]) * p[c] - coef * static_cast<A>(a[off + c]) * sum[c]);
-      }
-    }
+    });
   });
+}
+
+// Calls f(std::integral_constant<int, S>()) with S = 5 for the paper's window and beta
+// (the unrolled kernels), else 0.
+template <Power P, typename F>
+void with_window(int64_t size, const F& f) {
+  if constexpr (P == Power::kThreeQuarters) {
+    if (size == 5) return f(std::integral_constant<int, 5>());
+  }
+  f(std::integral_constant<int, 0>());
 }
 
 // Calls f.template operator()<P>() with the Power that beta selects.
@@ -269,8 +316,10 @@ class LRNFunction : public torch::autograd::Function<LRNFunction> {
         forward_cpu<P>(a.data_ptr<T>(), b.data_ptr<T>(), geo.outer, geo.channels, geo.inner, w, A(k), A(alpha),
                        A(beta));
       } else {
-        forward_channels_last<P>(a.data_ptr<T>(), b.data_ptr<T>(), geo.outer, groups, geo.channels, w, A(k),
-                                 A(alpha), A(beta));
+        with_window<P>(size, [&](auto window) {
+          forward_channels_last<P, decltype(window)::value>(a.data_ptr<T>(), b.data_ptr<T>(), geo.outer, groups,
+                                                            geo.channels, w, A(k), A(alpha), A(beta));
+        });
       }
     });
     ctx->save_for_backward({a, b});
@@ -302,8 +351,11 @@ class LRNFunction : public torch::autograd::Function<LRNFunction> {
         backward_cpu<P>(g.data_ptr<T>(), a.data_ptr<T>(), b.data_ptr<T>(), grad.data_ptr<T>(), geo.outer,
                         geo.channels, geo.inner, w, A(k), A(alpha), A(beta));
       } else {
-        backward_channels_last<P>(g.data_ptr<T>(), a.data_ptr<T>(), b.data_ptr<T>(), grad.data_ptr<T>(),
-                                  geo.outer, groups, geo.channels, w, A(k), A(alpha), A(beta));
+        with_window<P>(size, [&](auto window) {
+          backward_channels_last<P, decltype(window)::value>(g.data_ptr<T>(), a.data_ptr<T>(), b.data_ptr<T>(),
+                                                             grad.data_ptr<T>(), geo.outer, groups, geo.channels, w,
+                                                             A(k), A(alpha), A(beta));
+        });
       }
     });
     return {grad, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),

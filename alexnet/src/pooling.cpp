@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -80,23 +82,34 @@ void forward_nchw(const T* in, T* out, const Shape& s) {
   });
 }
 
-// Channels-last forward: a window's pixels each hold C contiguous channels.
+// Channels-last forward: per output row, the maximum over the window's input rows,
+// pixel by pixel (one flat loop over W * C contiguous values), then over each
+// window's columns (C contiguous channels per pixel).
 template <typename T, typename A = acc_t<T>>
 void forward_channels_last(const T* in, T* out, const Shape& s) {
   parallel_for_vectorized(0, s.n * s.oh, 1, [&](int64_t begin, int64_t end) {
+    const int64_t row = s.w * s.c;
+    std::vector<A> rowmax(static_cast<size_t>(row));
     std::vector<A> m(static_cast<size_t>(s.c));
+    A* r = rowmax.data();
+    A* mc = m.data();
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / s.oh, oh = task % s.oh;
+      const T* x = in + (n * s.h + oh * s.stride) * row;
+      for (int64_t i = 0; i < row; ++i) r[i] = static_cast<A>(x[i]);
+      for (int64_t kh = 1; kh < s.rows(oh); ++kh) {
+        const T* xk = x + kh * row;
+        for (int64_t i = 0; i < row; ++i) r[i] = nan_max(r[i], static_cast<A>(xk[i]));
+      }
       for (int64_t ow = 0; ow < s.ow; ++ow) {
-        std::fill(m.begin(), m.end(), -std::numeric_limits<A>::infinity());
-        for (int64_t kh = 0; kh < s.rows(oh); ++kh) {
-          for (int64_t kw = 0; kw < s.cols(ow); ++kw) {
-            const T* p = in + ((n * s.h + oh * s.stride + kh) * s.w + ow * s.stride + kw) * s.c;
-            for (int64_t c = 0; c < s.c; ++c) m[c] = nan_max(m[c], static_cast<A>(p[c]));
-          }
+        const A* window = r + ow * s.stride * s.c;
+        for (int64_t c = 0; c < s.c; ++c) mc[c] = window[c];
+        for (int64_t kw = 1; kw < s.cols(ow); ++kw) {
+          const A* p = window + kw * s.c;
+          for (int64_t c = 0; c < s.c; ++c) mc[c] = nan_max(mc[c], p[c]);
         }
         T* y = out + ((n * s.oh + oh) * s.ow + ow) * s.c;
-        for (int64_t c = 0; c < s.c; ++c) y[c] = narrow<T>(m[c]);
+        for (int64_t c = 0; c < s.c; ++c) y[c] = narrow<T>(mc[c]);
       }
     }
   });
@@ -145,47 +158,96 @@ void backward_nchw(const T* g, const T* in, const T* out, T* grad, const Shape& 
   });
 }
 
+// Over one pixel's channels: where the input equals the maximum m, the gradient left
+// goes to the sum and is zeroed. The arrays do not overlap (`__restrict`: the loop
+// vectorises without run-time overlap checks, once per pixel).
+template <typename T, typename A>
+inline void take_first(const T* __restrict x, const A* __restrict m, A* __restrict sum, A* __restrict left,
+                       int64_t channels) {
+  for (int64_t c = 0; c < channels; ++c) {
+    const bool hit = static_cast<A>(x[c]) == m[c];
+    sum[c] += hit ? left[c] : A(0);
+    left[c] = hit ? A(0) : left[c];
+  }
+}
+
+// Channels-last backward, one image per task. Each window's pixels are visited in
+// row-major order over C contiguous channels: the first equal to the maximum takes
+// the gradient, which is then zeroed so that later equal pixels add nothing (a select
+// per channel: no branch, no index). A gradient no pixel took belongs to a NaN window.
+// The sums live in a float (A) buffer of the `kernel` input rows the current output
+// row's windows cover; rows no later window reaches are written out (rounded once)
+// as the windows move down.
 template <typename T, typename A = acc_t<T>>
 void backward_channels_last(const T* g, const T* in, const T* out, T* grad, const Shape& s) {
+  using Bits = std::conditional_t<sizeof(A) == 4, uint32_t, uint64_t>;
   parallel_for_vectorized(0, s.n, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> sum(static_cast<size_t>(s.h * s.w * s.c));
+    const int64_t row = s.w * s.c;
+    std::vector<A> sum(static_cast<size_t>(s.kernel * row));
     std::vector<A> m(static_cast<size_t>(s.c));
-    std::vector<int32_t> arg(static_cast<size_t>(s.c));  // the position in the window
+    std::vector<A> left(static_cast<size_t>(s.c));  // the gradient no pixel has taken yet
+    A* acc = sum.data();
+    A* mc = m.data();
+    A* lc = left.data();
     for (int64_t n = begin; n < end; ++n) {
-      const T* x = in + n * s.h * s.w * s.c;
+      const T* x = in + n * s.h * row;
+      T* gx = grad + n * s.h * row;
       std::fill(sum.begin(), sum.end(), A(0));
       for (int64_t oh = 0; oh < s.oh; ++oh) {
+        const int64_t top = oh * s.stride;  // acc's first row
         for (int64_t ow = 0; ow < s.ow; ++ow) {
           const int64_t o = (n * s.oh + oh) * s.ow + ow;
           const T* y = out + o * s.c;
-          bool nan = false;
+          const T* gy = g + o * s.c;
           for (int64_t c = 0; c < s.c; ++c) {
-            m[c] = static_cast<A>(y[c]);
-            arg[c] = 0;
-            nan |= m[c] != m[c];
+            mc[c] = static_cast<A>(y[c]);
+            lc[c] = static_cast<A>(gy[c]);
           }
-          const int64_t first = oh * s.stride * s.w + ow * s.stride;
-          const int64_t cols = s.cols(ow);
-          const auto pixel = [&](int32_t q) { return first + (q / cols) * s.w + q % cols; };
-          for (auto q = static_cast<int32_t>(s.rows(oh) * cols - 1); q >= 0; --q) {
-            const T* p = x + pixel(q) * s.c;
-            for (int64_t c = 0; c < s.c; ++c) arg[c] = static_cast<A>(p[c]) == m[c] ? q : arg[c];
-          }
-          if (nan) {
-            for (int64_t c = 0; c < s.c; ++c) {
-              if (m[c] == m[c]) continue;
-              for (int32_t q = 0; q < s.rows(oh) * cols; ++q) {
-                const A v = static_cast<A>(x[pixel(q) * s.c + c]);
-                if (v != v) arg[c] = q;
-              }
+          const int64_t left_col = ow * s.stride;
+          for (int64_t kh = 0; kh < s.rows(oh); ++kh) {
+            for (int64_t kw = 0; kw < s.cols(ow); ++kw) {
+              take_first(x + (top + kh) * row + (left_col + kw) * s.c, mc, acc + kh * row + (left_col + kw) * s.c,
+                         lc, s.c);
             }
           }
-          const T* gy = g + o * s.c;
-          for (int64_t c = 0; c < s.c; ++c) sum[pixel(arg[c]) * s.c + c] += static_cast<A>(gy[c]);
+          // Any gradient left (its bits, sign aside, not all zero)? An integer
+          // reduction, which vectorises where a float one would not.
+          Bits untaken = 0;
+          for (int64_t c = 0; c < s.c; ++c) {
+            Bits b;
+            std::memcpy(&b, lc + c, sizeof b);
+            untaken |= b << 1;
+          }
+          if (untaken != 0) {  // NaN windows (rare): the gradient goes to the last NaN
+            for (int64_t c = 0; c < s.c; ++c) {
+              if (lc[c] == A(0)) continue;
+              int64_t last = 0;
+              for (int64_t kh = 0; kh < s.rows(oh); ++kh) {
+                for (int64_t kw = 0; kw < s.cols(ow); ++kw) {
+                  const A v = static_cast<A>(x[(top + kh) * row + (left_col + kw) * s.c + c]);
+                  if (v != v) last = kh * row + (left_col + kw) * s.c;
+                }
+              }
+              acc[last + c] += lc[c];
+            }
+          }
         }
+        // Rows [top, next) are final: no later window starts above `next`.
+        const int64_t next = oh + 1 < s.oh ? top + s.stride : s.h;
+        for (int64_t r = top; r < next; ++r) {
+          T* gr = gx + r * row;
+          if (r - top < s.kernel) {
+            const A* a = acc + (r - top) * row;
+            for (int64_t i = 0; i < row; ++i) gr[i] = narrow<T>(a[i]);
+          } else {
+            for (int64_t i = 0; i < row; ++i) gr[i] = T(0);  // between or below the windows
+          }
+        }
+        // The rows the next windows share move to the front; the rest start at zero.
+        const int64_t shift = std::min(next - top, s.kernel);
+        std::copy(acc + shift * row, acc + s.kernel * row, acc);
+        std::fill(acc + (s.kernel - shift) * row, acc + s.kernel * row, A(0));
       }
-      T* gx = grad + n * s.h * s.w * s.c;
-      for (int64_t i = 0; i < s.h * s.w * s.c; ++i) gx[i] = narrow<T>(sum[i]);
     }
   });
 }
