@@ -56,6 +56,19 @@ inline T inverse_power(T s, T beta) {
   }
 }
 
+// The same from s and r = 1 / s, which the backward pass needs anyway: for 3/4,
+// r s^(1/4), two roots and no second division.
+template <Power P, typename T>
+inline T inverse_power(T s, T r, T beta) {
+  if constexpr (P == Power::kThreeQuarters) {
+    return r * std::sqrt(std::sqrt(s));
+  } else if constexpr (P == Power::kHalf) {
+    return std::sqrt(r);
+  } else {
+    return std::pow(s, -beta);
+  }
+}
+
 // Runs `body(plane_offset, block_start, block_length)` over [N * groups] x blocks.
 template <typename F>
 void for_each_block(int64_t outer, int64_t channels, int64_t inner, const F& body) {
@@ -127,17 +140,19 @@ void backward_cpu(const T* g, const T* a, const T* b, T* grad, int64_t outer, in
                   int64_t inner, Window w, A k, A alpha, A beta) {
   const A coef = A(2) * alpha * beta;
   for_each_block(outer, channels, inner, [&](int64_t base, int64_t x0, int64_t len) {
-    // First pass: t = g b / s and p into scratch.
-    std::vector<A> t(static_cast<size_t>(channels * len));
-    std::vector<A> p(static_cast<size_t>(channels * len));
+    // First pass: t = g b / s and p into scratch, one of each per thread.
+    thread_local std::vector<A> t, p;
+    t.resize(static_cast<size_t>(channels * len));
+    p.resize(static_cast<size_t>(channels * len));
     slide_squares(a + base + x0, channels, inner, len, w, [&](int64_t c, const A* sum) {
       const int64_t off = base + c * inner + x0;
       A* tc = t.data() + c * len;
       A* pc = p.data() + c * len;
       for (int64_t x = 0; x < len; ++x) {
         const A s = k + alpha * sum[x];
-        tc[x] = static_cast<A>(g[off + x]) * static_cast<A>(b[off + x]) / s;
-        pc[x] = inverse_power<P>(s, beta);
+        const A r = A(1) / s;
+        tc[x] = static_cast<A>(g[off + x]) * static_cast<A>(b[off + x]) * r;
+        pc[x] = inverse_power<P>(s, r, beta);
       }
     });
     // Second pass: slide the mirrored window over t.
@@ -252,8 +267,9 @@ void backward_channels_last(const T* g, const T* a, const T* b, T* grad, int64_t
         A* tr = t.data() + r * stride + w.after;
         for (int64_t c = 0; c < channels; ++c) {
           const A s = k + alpha * window_sum<S>(q + c, size);
-          pr[c] = inverse_power<P>(s, beta);
-          tr[c] = static_cast<A>(g[off + c]) * static_cast<A>(b[off + c]) / s;
+          const A r = A(1) / s;
+          pr[c] = inverse_power<P>(s, r, beta);
+          tr[c] = static_cast<A>(g[off + c]) * static_cast<A>(b[off + c]) * r;
         }
       }
       for (int64_t r = 0; r < rows; ++r) {

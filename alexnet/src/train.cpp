@@ -12,6 +12,7 @@
 #include "trainer_impl.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/record_function.h>
 #include <torch/nn/functional/loss.h>
 
 #include <cmath>
@@ -173,6 +174,7 @@ void Trainer::distribute(ProcessGroup& group) {
 }
 
 void Trainer::Impl::update() {
+  RECORD_USER_SCOPE("alexnet::sgd_update");  // named in LibTorch's profiler
   torch::NoGradGuard no_grad;
   const double decay = options.weight_decay() * lr;
   for (auto& item : model->named_parameters()) {
