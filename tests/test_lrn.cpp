@@ -264,3 +264,52 @@ TEST_CASE("LRN of channels-last and bfloat16 input matches the formula and keeps
     }
   }
 }
+
+// Squares that overflow float, a NaN, huge finite values and (k = 0) windows of zeros:
+// the NCHW kernel (its sliding sums would carry inf - inf, or a huge square's rounding,
+// past the window) and the channels-last one give the formula's infinities, zeros and
+// NaNs alike, in the forward and backward passes.
+TEST_CASE("LRN keeps overflow, NaN and zero windows exact in both layouts", "[lrn]") {
+  torch::manual_seed(17);
+  for (const double k : {2.0, 0.0}) {
+    INFO("k = " << k);
+    const auto options = LRNOptions::paper().k(k);
+    auto x = (at::randn({2, 64, 3, 3}) * 30).relu_();
+    x[0][3][0][0] = 1e20;                  // its square overflows float: s = inf
+    x[0][40][1][2] = 3e12;                 // s = alpha * 9e24 > 2^64 (finite)
+    x[1][20][2][2] = std::nan("");         // a NaN window
+    x[1].narrow(0, 32, 32).zero_();        // all-zero windows: s = k (0 when k = 0)
+    const auto b = x.to(at::kBFloat16);
+    auto nchw = b.clone().requires_grad_(true);
+    auto last = b.contiguous(at::MemoryFormat::ChannelsLast).requires_grad_(true);
+    const auto expected = alexnet::local_response_norm(nchw, options, 2);
+    const auto out = alexnet::local_response_norm(last, options, 2);
+    CHECK(out.is_contiguous(at::MemoryFormat::ChannelsLast));
+    CHECK(torch::allclose(out.to(at::kFloat), expected.to(at::kFloat), 1e-2, 0, /*equal_nan=*/true));
+    const auto g = at::randn_like(expected);
+    expected.backward(g);
+    out.backward(g);
+    CHECK(torch::allclose(last.grad().to(at::kFloat), nchw.grad().to(at::kFloat), 1e-2, 1e-3, /*equal_nan=*/true));
+  }
+}
+
+// Large activations beside near-zero ones: the NCHW kernel's sliding window sum would
+// keep the rounding of a large square after it leaves the window (at 3,000, an error of
+// ~1e-4 in the neighbours' outputs); such blocks are summed window by window.
+TEST_CASE("LRN in float32 NCHW stays exact beside large activations", "[lrn]") {
+  torch::manual_seed(18);
+  const auto options = LRNOptions::paper();
+  for (const double scale : {100.0, 3000.0, 1e6}) {
+    INFO("activations of " << scale);
+    const auto x = (at::rand({2, 96, 8, 8}) < 0.3).to(at::kFloat) * scale + at::rand({2, 96, 8, 8}) * 0.01;
+    auto input = x.clone().requires_grad_(true);
+    const auto out = alexnet::local_response_norm(input, options, 2);
+    const auto expected = reference_lrn(x.to(at::kDouble), options, 2);
+    CHECK(((out.to(at::kDouble) - expected).abs() / expected.abs()).max().item<double>() < 4e-6);
+    const auto weights = at::randn_like(x);
+    (out * weights).sum().backward();
+    auto reference = x.to(at::kDouble).requires_grad_(true);
+    (alexnet::detail::local_response_norm_composite(reference, options, 2) * weights.to(at::kDouble)).sum().backward();
+    CHECK(relative_error(input.grad(), reference.grad()) < 1e-5);
+  }
+}

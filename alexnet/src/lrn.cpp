@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <ostream>
 #include <type_traits>
 #include <vector>
@@ -82,18 +83,62 @@ void for_each_block(int64_t outer, int64_t channels, int64_t inner, const F& bod
   });
 }
 
+// 1 if v is infinite or NaN (all exponent bits set), else 0: an integer test, so that
+// `flag |= not_finite(v)` stays an or-reduction the loops around it vectorise.
+template <typename A>
+inline auto not_finite(A v) {
+  using Bits = std::conditional_t<sizeof(A) == 4, uint32_t, uint64_t>;
+  constexpr Bits exponent = sizeof(A) == 4 ? Bits(0x7F800000u) : Bits(0x7FF0000000000000ull);
+  Bits u;
+  std::memcpy(&u, &v, sizeof u);
+  return static_cast<Bits>((u & exponent) == exponent);
+}
+
+// Whether v[0, len) are all finite.
+template <typename A>
+inline bool all_finite(const A* v, int64_t len) {
+  decltype(not_finite(A())) bad = 0;
+  for (int64_t x = 0; x < len; ++x) bad |= not_finite(v[x]);
+  return bad == 0;
+}
+
+// The bits of a non-negative (or NaN) A as an unsigned integer: ordered as the values
+// are, NaNs above infinity, so that a running maximum is an integer reduction.
+template <typename A>
+inline auto magnitude_bits(A v) {
+  std::conditional_t<sizeof(A) == 4, uint32_t, uint64_t> u;
+  std::memcpy(&u, &v, sizeof u);
+  return u;
+}
+
+// The largest square a sliding sum takes: k / alpha, whose rounding, left in the sum
+// after it slides out, k still dominates in s = k + alpha * sum (float32 outputs within
+// 1.4e-6 of the formula in double, measured with such squares beside near-zero ones;
+// without the limit, a square of 2^24 k / alpha would leave the sum wrong). Larger
+// squares (and any, when k = 0) take direct_squares.
+template <typename A>
+A sliding_limit(A k, A alpha) {
+  const A limit = alpha > A(0) ? k / alpha : std::numeric_limits<A>::max();
+  return std::min(limit, std::numeric_limits<A>::max());
+}
+
 // Calls `visit(c, sum)` for every channel c of one block, `sum` holding the sum of
 // squares over c's window. The sum slides: add the channel entering, subtract the one
-// leaving. `a` points at the block's first position in channel 0.
+// leaving. `a` points at the block's first position in channel 0. Returns false if a
+// square exceeded `limit` (sliding_limit) or was not finite (a NaN input, or a square
+// beyond the type's range): the sliding sum then carried its rounding (or inf - inf)
+// past its window, and the caller visits the block again with direct_squares.
 template <typename T, typename F, typename A = acc_t<T>>
-inline void slide_squares(const T* a, int64_t channels, int64_t inner, int64_t len, Window w,
+inline bool slide_squares(const T* a, int64_t channels, int64_t inner, int64_t len, Window w, A limit,
                           const F& visit) {
   A sum[kBlock] = {};
+  decltype(magnitude_bits(A())) peak = 0;
   for (int64_t j = 0; j <= std::min(channels - 1, w.after); ++j) {
     const T* aj = a + j * inner;
     for (int64_t x = 0; x < len; ++x) {
       const A v = static_cast<A>(aj[x]);
       sum[x] += v * v;
+      peak = std::max(peak, magnitude_bits(v * v));
     }
   }
   for (int64_t c = 0; c < channels; ++c) {
@@ -103,6 +148,7 @@ inline void slide_squares(const T* a, int64_t channels, int64_t inner, int64_t l
       for (int64_t x = 0; x < len; ++x) {
         const A v = static_cast<A>(in[x]);
         sum[x] += v * v;
+        peak = std::max(peak, magnitude_bits(v * v));
       }
     }
     if (c - w.before >= 0) {
@@ -114,6 +160,26 @@ inline void slide_squares(const T* a, int64_t channels, int64_t inner, int64_t l
       }
     }
   }
+  return peak <= magnitude_bits(limit);
+}
+
+// The same visits with each window's sum computed on its own: infinities and NaNs stay
+// in the windows that hold them, as in the formula.
+template <typename T, typename F, typename A = acc_t<T>>
+inline void direct_squares(const T* a, int64_t channels, int64_t inner, int64_t len, Window w,
+                           const F& visit) {
+  A sum[kBlock];
+  for (int64_t c = 0; c < channels; ++c) {
+    std::fill(sum, sum + len, A(0));
+    for (int64_t j = std::max<int64_t>(0, c - w.before); j <= std::min(channels - 1, c + w.after); ++j) {
+      const T* aj = a + j * inner;
+      for (int64_t x = 0; x < len; ++x) {
+        const A v = static_cast<A>(aj[x]);
+        sum[x] += v * v;
+      }
+    }
+    visit(c, static_cast<const A*>(sum));
+  }
 }
 
 // b = a * (k + alpha * sum)^-beta in one pass over the channels. Only b is written:
@@ -121,13 +187,17 @@ inline void slide_squares(const T* a, int64_t channels, int64_t inner, int64_t l
 template <Power P, typename T, typename A = acc_t<T>>
 void forward_cpu(const T* a, T* b, int64_t outer, int64_t channels, int64_t inner, Window w,
                  A k, A alpha, A beta) {
+  const A limit = sliding_limit(k, alpha);
   for_each_block(outer, channels, inner, [&](int64_t base, int64_t x0, int64_t len) {
-    slide_squares(a + base + x0, channels, inner, len, w, [&](int64_t c, const A* sum) {
+    const auto visit = [&](int64_t c, const A* sum) {
       const int64_t off = base + c * inner + x0;
       for (int64_t x = 0; x < len; ++x) {
         b[off + x] = narrow<T>(static_cast<A>(a[off + x]) * inverse_power<P>(k + alpha * sum[x], beta));
       }
-    });
+    };
+    if (!slide_squares(a + base + x0, channels, inner, len, w, limit, visit)) {
+      direct_squares(a + base + x0, channels, inner, len, w, visit);
+    }
   });
 }
 
@@ -139,12 +209,13 @@ template <Power P, typename T, typename A = acc_t<T>>
 void backward_cpu(const T* g, const T* a, const T* b, T* grad, int64_t outer, int64_t channels,
                   int64_t inner, Window w, A k, A alpha, A beta) {
   const A coef = A(2) * alpha * beta;
+  const A limit = sliding_limit(k, alpha);
   for_each_block(outer, channels, inner, [&](int64_t base, int64_t x0, int64_t len) {
     // First pass: t = g b / s and p into scratch, one of each per thread.
     thread_local std::vector<A> t, p;
     t.resize(static_cast<size_t>(channels * len));
     p.resize(static_cast<size_t>(channels * len));
-    slide_squares(a + base + x0, channels, inner, len, w, [&](int64_t c, const A* sum) {
+    const auto visit = [&](int64_t c, const A* sum) {
       const int64_t off = base + c * inner + x0;
       A* tc = t.data() + c * len;
       A* pc = p.data() + c * len;
@@ -154,8 +225,27 @@ void backward_cpu(const T* g, const T* a, const T* b, T* grad, int64_t outer, in
         tc[x] = static_cast<A>(g[off + x]) * static_cast<A>(b[off + x]) * r;
         pc[x] = inverse_power<P>(s, r, beta);
       }
-    });
-    // Second pass: slide the mirrored window over t.
+    };
+    // Second pass: the mirrored window over t, its sums direct where the squares' were
+    // (a large a would multiply the sliding sum's rounding) or a t is not finite.
+    const auto direct_t = [&] {
+      for (int64_t j = 0; j < channels; ++j) {
+        const int64_t off = base + j * inner + x0;
+        const A* pj = p.data() + j * len;
+        for (int64_t x = 0; x < len; ++x) {
+          A window = 0;
+          for (int64_t i = std::max<int64_t>(0, j - w.after); i <= std::min(channels - 1, j + w.before); ++i) {
+            window += t[static_cast<size_t>(i * len + x)];
+          }
+          grad[off + x] =
+              narrow<T>(static_cast<A>(g[off + x]) * pj[x] - coef * static_cast<A>(a[off + x]) * window);
+        }
+      }
+    };
+    if (!slide_squares(a + base + x0, channels, inner, len, w, limit, visit)) {
+      direct_squares(a + base + x0, channels, inner, len, w, visit);
+      return direct_t();
+    }
     A sum[kBlock] = {};
     for (int64_t i = 0; i <= std::min(channels - 1, w.before); ++i) {
       const A* ti = t.data() + i * len;
@@ -177,6 +267,9 @@ void backward_cpu(const T* g, const T* a, const T* b, T* grad, int64_t outer, in
         for (int64_t x = 0; x < len; ++x) sum[x] -= out[x];
       }
     }
+    // Every t entered the sum once: one not finite (a NaN or infinite input or output
+    // gradient) left it so for good.
+    if (!all_finite(sum, len)) direct_t();
   });
 }
 
