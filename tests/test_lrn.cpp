@@ -265,6 +265,33 @@ TEST_CASE("LRN of channels-last and bfloat16 input matches the formula and keeps
   }
 }
 
+// bfloat16 channels-last (what bf16 training runs) computes s^(-3/4) and 1/s from an
+// estimate of s^(-1/4) refined in float multiplications: a few float ulp from exact,
+// so the rounded output is the exactly rounded one for all but a few elements, each
+// at most one bfloat16 step away. (With one Newton step instead of three, ~10% differ.)
+TEST_CASE("LRN of bfloat16 channels-last rounds as the exact formula does", "[lrn]") {
+  torch::manual_seed(16);
+  const auto options = LRNOptions::paper();
+  // Spread over the range activations take: s from k = 2 to ~2e4.
+  const auto x = (at::randn({8, 96, 13, 13}) * at::rand({8, 96, 13, 13}).mul(6).exp2()).relu_().to(at::kBFloat16);
+  const auto input = x.contiguous(at::MemoryFormat::ChannelsLast).requires_grad_(true);
+  const auto out = alexnet::local_response_norm(input, options, 2);
+  const auto exact = reference_lrn(x.to(at::kDouble), options, 2).to(at::kBFloat16);
+  const auto mismatched = out.ne(exact).sum().item<int64_t>();
+  INFO(mismatched << " of " << out.numel() << " elements differ from the exactly rounded value");
+  CHECK(mismatched <= out.numel() / 2000);
+  // Where they differ, by one bfloat16 step (2^-7 relative at most).
+  CHECK(((out.to(at::kDouble) - exact.to(at::kDouble)).abs() <= exact.to(at::kDouble).abs() * 0x1p-7).all().item<bool>());
+
+  // Gradients: the same estimate gives 1/s; against the composite form in double,
+  // from the same bfloat16 input and output gradient, to bfloat16's rounding.
+  const auto weights = at::randn_like(out);
+  (out * weights).sum().backward();
+  auto reference = x.to(at::kDouble).requires_grad_(true);
+  (alexnet::detail::local_response_norm_composite(reference, options, 2) * weights.to(at::kDouble)).sum().backward();
+  CHECK(relative_error(input.grad().to(at::kDouble).contiguous(), reference.grad()) < 4e-3);
+}
+
 // Squares that overflow float, a NaN, huge finite values and (k = 0) windows of zeros:
 // the NCHW kernel (its sliding sums would carry inf - inf, or a huge square's rounding,
 // past the window) and the channels-last one give the formula's infinities, zeros and
