@@ -1,8 +1,8 @@
 """Interleaved benchmark rounds for scripts/bench.sh: ours and each baseline run one
 after another (A, B, C, A, B, C, ...) so that a change in the machine's load touches
-both, and ours in fp32 and bf16 back to back (order alternating by round) for the
-bf16-over-fp32 ratio; each figure is the median over rounds, each ratio the median of the per-round
-ratios with its range. Prints one JSON object per line, then a table.
+both (fp32 baselines, ours fp32, ours bf16, bf16 baselines, reversed every other
+round, so that bf16 over fp32 also compares adjacent runs); each figure is the median
+over rounds, each ratio the median of the per-round ratios with its range. Prints one JSON object per line, then a table.
 
 Baselines: Python on Debian's python3-torch (the same LibTorch) with glibc's allocator
 and with tcmalloc and jemalloc preloaded, jemalloc with the MALLOC_CONF of PyTorch's
@@ -113,37 +113,41 @@ def main():
             g = run_json([args.bench, "gemm", "--precision", precision, "--threads", str(args.threads),
                           "--iterations", "3"])
             add(("gemm", precision), g["gflop_per_s"])
-        # Ours in each precision of a network back to back, in an order that alternates
-        # by round, so that bf16 over fp32 compares runs seconds apart (not minutes,
-        # with the baselines between them); then the baselines.
+        # Per network: its fp32 baselines, ours in fp32, ours in bf16, its bf16 baselines
+        # (reversed every other round): ours stays next to its baselines, and bf16 over
+        # fp32 compares runs seconds apart, not minutes with the baselines between.
+        def baselines(mode, arch, precision):
+            key = (mode, arch, precision)
+            variants = list(allocs.items())
+            if precision == "bf16" and "tcmalloc" in allocs:
+                # PyTorch's guide also runs bf16 CNNs channels-last on CPUs.
+                variants.append(("tcmalloc_channels_last", allocs["tcmalloc"]))
+            for name, path in variants:
+                env = dict(os.environ)
+                if path:
+                    env["LD_PRELOAD"] = path
+                if name == "jemalloc":  # PyTorch's CPU performance guide's settings for it
+                    env["MALLOC_CONF"] = ("oversize_threshold:1,background_thread:true,metadata_thp:auto,"
+                                          "dirty_decay_ms:9000000000,muzzy_decay_ms:9000000000")
+                layout = ["--channels-last"] if name.endswith("channels_last") else []
+                base = run_json([PYTHON, os.path.join(HERE, "baseline.py"), mode, "--arch", arch, "--precision",
+                                 precision, "--batch", str(args.batch)] + layout + common, env=env)
+                add(key + (name,), base["baseline"])
+
         groups = {}
         for mode, arch, precision in networks:
             groups.setdefault((mode, arch), []).append(precision)
         for (mode, arch), precisions in groups.items():
-            for precision in (precisions if r % 2 else precisions[::-1]):
-                key = (mode, arch, precision)
+            order = precisions if r % 2 else precisions[::-1]
+            if len(order) > 1:
+                baselines(mode, arch, order[0])
+            for precision in order:
                 ours = run_json([args.bench, mode, "--arch", arch, "--precision", precision, "--batch",
                                  str(args.batch)] + common)
-                add(key + ("ours",), ours["ours"])
-                add(key + ("mult_adds",), ours["mult_adds"])
-            for precision in precisions:
-                key = (mode, arch, precision)
-                variants = list(allocs.items())
-                if precision == "bf16" and "tcmalloc" in allocs:
-                    # PyTorch's guide also runs bf16 CNNs channels-last on CPUs.
-                    variants.append(("tcmalloc_channels_last", allocs["tcmalloc"]))
-                for name, path in variants:
-                    env = dict(os.environ)
-                    if path:
-                        env["LD_PRELOAD"] = path
-                    if name == "jemalloc":  # PyTorch's CPU performance guide's settings for it
-                        env["MALLOC_CONF"] = ("oversize_threshold:1,background_thread:true,metadata_thp:auto,"
-                                              "dirty_decay_ms:9000000000,muzzy_decay_ms:9000000000")
-                    layout = ["--channels-last"] if name.endswith("channels_last") else []
-                    base = run_json([PYTHON, os.path.join(HERE, "baseline.py"), mode, "--arch", arch,
-                                     "--precision", precision, "--batch", str(args.batch)] + layout + common,
-                                    env=env)
-                    add(key + (name,), base["baseline"])
+                add((mode, arch, precision, "ours"), ours["ours"])
+                add((mode, arch, precision, "mult_adds"), ours["mult_adds"])
+            for precision in (order[1:] if len(order) > 1 else order):
+                baselines(mode, arch, precision)
         if args.only in ("", "lrn", "pool"):
             for kernel in ("lrn", "pool"):
                 if args.only not in ("", kernel):
