@@ -26,6 +26,16 @@ inline at::MemoryFormat kernel_layout(const at::Tensor& x) {
              : at::MemoryFormat::Contiguous;
 }
 
+/// The bits of a float or double as the unsigned integer of its size (for tests and
+/// reductions in integer arithmetic, which vectorise where float ones would not).
+template <typename A>
+inline auto bits_of(A value) {
+  static_assert(sizeof(A) == 4 || sizeof(A) == 8, "bits_of: float or double");
+  std::conditional_t<sizeof(A) == 4, uint32_t, uint64_t> u;
+  std::memcpy(&u, &value, sizeof u);
+  return u;
+}
+
 /// `value` rounded to T: for bfloat16, to nearest even (NaN stays a quiet NaN), as
 /// c10::BFloat16's constructor, but without its branch.
 template <typename T, typename A>

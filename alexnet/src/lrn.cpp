@@ -18,6 +18,7 @@ namespace alexnet {
 namespace {
 
 using detail::acc_t;
+using detail::bits_of;
 using detail::kernel_layout;
 using detail::narrow;
 using detail::parallel_for_vectorized;
@@ -113,11 +114,9 @@ void for_each_block(int64_t outer, int64_t channels, int64_t inner, const F& bod
 // `flag |= not_finite(v)` stays an or-reduction the loops around it vectorise.
 template <typename A>
 inline auto not_finite(A v) {
-  using Bits = std::conditional_t<sizeof(A) == 4, uint32_t, uint64_t>;
+  using Bits = decltype(bits_of(v));
   constexpr Bits exponent = sizeof(A) == 4 ? Bits(0x7F800000u) : Bits(0x7FF0000000000000ull);
-  Bits u;
-  std::memcpy(&u, &v, sizeof u);
-  return static_cast<Bits>((u & exponent) == exponent);
+  return static_cast<Bits>((bits_of(v) & exponent) == exponent);
 }
 
 // Whether v[0, len) are all finite.
@@ -126,15 +125,6 @@ inline bool all_finite(const A* v, int64_t len) {
   decltype(not_finite(A())) bad = 0;
   for (int64_t x = 0; x < len; ++x) bad |= not_finite(v[x]);
   return bad == 0;
-}
-
-// The bits of a non-negative (or NaN) A as an unsigned integer: ordered as the values
-// are, NaNs above infinity, so that a running maximum is an integer reduction.
-template <typename A>
-inline auto magnitude_bits(A v) {
-  std::conditional_t<sizeof(A) == 4, uint32_t, uint64_t> u;
-  std::memcpy(&u, &v, sizeof u);
-  return u;
 }
 
 // The largest square a sliding sum takes: k / alpha, whose rounding, left in the sum
@@ -158,13 +148,15 @@ template <typename T, typename F, typename A = acc_t<T>>
 inline bool slide_squares(const T* a, int64_t channels, int64_t inner, int64_t len, Window w, A limit,
                           const F& visit) {
   A sum[kBlock] = {};
-  decltype(magnitude_bits(A())) peak = 0;
+  // The largest square's bits: squares are non-negative (or NaN), so their bits order
+  // as their values do, NaNs above infinity, and the maximum is an integer reduction.
+  decltype(bits_of(A())) peak = 0;
   for (int64_t j = 0; j <= std::min(channels - 1, w.after); ++j) {
     const T* aj = a + j * inner;
     for (int64_t x = 0; x < len; ++x) {
       const A v = static_cast<A>(aj[x]);
       sum[x] += v * v;
-      peak = std::max(peak, magnitude_bits(v * v));
+      peak = std::max(peak, bits_of(v * v));
     }
   }
   for (int64_t c = 0; c < channels; ++c) {
@@ -174,7 +166,7 @@ inline bool slide_squares(const T* a, int64_t channels, int64_t inner, int64_t l
       for (int64_t x = 0; x < len; ++x) {
         const A v = static_cast<A>(in[x]);
         sum[x] += v * v;
-        peak = std::max(peak, magnitude_bits(v * v));
+        peak = std::max(peak, bits_of(v * v));
       }
     }
     if (c - w.before >= 0) {
@@ -186,7 +178,7 @@ inline bool slide_squares(const T* a, int64_t channels, int64_t inner, int64_t l
       }
     }
   }
-  return peak <= magnitude_bits(limit);
+  return peak <= bits_of(limit);
 }
 
 // The same visits with each window's sum computed on its own: infinities and NaNs stay

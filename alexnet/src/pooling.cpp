@@ -20,6 +20,7 @@ namespace alexnet {
 namespace {
 
 using detail::acc_t;
+using detail::bits_of;
 using detail::kernel_layout;
 using detail::narrow;
 using detail::parallel_for_vectorized;
@@ -180,7 +181,6 @@ inline void take_first(const T* __restrict x, const A* __restrict m, A* __restri
 // as the windows move down.
 template <typename T, typename A = acc_t<T>>
 void backward_channels_last(const T* g, const T* in, const T* out, T* grad, const Shape& s) {
-  using Bits = std::conditional_t<sizeof(A) == 4, uint32_t, uint64_t>;
   parallel_for_vectorized(0, s.n, 1, [&](int64_t begin, int64_t end) {
     const int64_t row = s.w * s.c;
     std::vector<A> sum(static_cast<size_t>(s.kernel * row));
@@ -212,12 +212,8 @@ void backward_channels_last(const T* g, const T* in, const T* out, T* grad, cons
           }
           // Any gradient left (its bits, sign aside, not all zero)? An integer
           // reduction, which vectorises where a float one would not.
-          Bits untaken = 0;
-          for (int64_t c = 0; c < s.c; ++c) {
-            Bits b;
-            std::memcpy(&b, lc + c, sizeof b);
-            untaken |= b << 1;
-          }
+          decltype(bits_of(A())) untaken = 0;
+          for (int64_t c = 0; c < s.c; ++c) untaken |= bits_of(lc[c]) << 1;
           if (untaken != 0) {  // NaN windows (rare): the gradient goes to the last NaN
             for (int64_t c = 0; c < s.c; ++c) {
               if (lc[c] == A(0)) continue;
