@@ -4,7 +4,8 @@
 // Subcommands parse flags, build the library's config structs and call the library:
 // nothing another C++ program would need lives here.
 
-#include <alexnet/inference.h>
+#include <alexnet/network/numbers.h>
+#include <alexnet/train/inference.h>
 
 #include <CLI/CLI.hpp>
 
@@ -24,12 +25,8 @@ inline std::string number_text(double v) {
 inline CLI::Validator at_least(double low) {
   return CLI::Validator(
       [low](std::string& text) -> std::string {
-        try {
-          size_t used = 0;
-          const double v = std::stod(text, &used);
-          if (used == text.size() && v >= low) return "";
-        } catch (const std::exception&) {
-        }
+        const auto v = to_number<double>(text);
+        if (v && *v >= low) return "";
         return "must be at least " + number_text(low) + ", got " + text;
       },
       ">=" + number_text(low));
@@ -38,12 +35,8 @@ inline CLI::Validator at_least(double low) {
 inline CLI::Validator positive() {
   return CLI::Validator(
       [](std::string& text) -> std::string {
-        try {
-          size_t used = 0;
-          const double v = std::stod(text, &used);
-          if (used == text.size() && v > 0) return "";
-        } catch (const std::exception&) {
-        }
+        const auto v = to_number<double>(text);
+        if (v && *v > 0) return "";
         return "must be positive, got " + text;
       },
       ">0");

@@ -1,12 +1,12 @@
 #include "commands.h"
 
-#include <alexnet/checkpoint.h>
-#include <alexnet/pytorch.h>
-#include <alexnet/preprocessing.h>
-#include <alexnet/torchscript.h>
+#include <alexnet/network/checkpoint.h>
+#include <alexnet/network/pytorch.h>
+#include <alexnet/network/preprocessing.h>
+#include <alexnet/network/torchscript.h>
 #ifdef ALEXNET_INTEROP
-#include <alexnet/caffe.h>
-#include <alexnet/onnx.h>
+#include <alexnet/interop/caffe.h>
+#include <alexnet/interop/onnx.h>
 #endif
 
 #include <spdlog/spdlog.h>
@@ -134,7 +134,7 @@ void add_convert_commands(CLI::App& app) {
       auto model = load(f->weights);
       const bool torchvision = model->options.architecture() == Architecture::kTorchvision;
       if (torchvision != (f->format == "torchvision")) {
-        throw std::runtime_error("'" + f->weights + "' holds the " + to_string(model->options.architecture()) +
+        throw std::runtime_error("'" + f->weights + "' holds the " + name_of(model->options.architecture()) +
                                  " network; export it with --format " + (torchvision ? "torchvision" : "grouped"));
       }
       const auto state = to_state_dict(*model);

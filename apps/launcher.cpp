@@ -1,6 +1,6 @@
 #include "launcher.h"
 
-#include <alexnet/distributed.h>
+#include <alexnet/network/distributed.h>
 
 #include <spdlog/spdlog.h>
 #include <torch/cuda.h>
@@ -68,7 +68,7 @@ void stop_on_signals(bool announce) {
 bool launched_ranks(int nproc) {
   if (nproc <= 1 || DistributedOptions::in_environment()) return false;
   const int status = launch_local(nproc);
-  if (status != 0) std::exit(status);
+  if (status != 0) throw ExitStatus{status};
   return true;
 }
 

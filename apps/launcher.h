@@ -3,7 +3,7 @@
 // `--nproc-per-node N`: this executable started N times on this machine as the ranks
 // of one data-parallel world, with the environment torchrun would give them.
 
-#include <alexnet/distributed.h>
+#include <alexnet/network/distributed.h>
 
 #include <atomic>
 #include <memory>
@@ -12,12 +12,18 @@
 
 namespace alexnet::app {
 
+/// Thrown by a command to end the program with `code` (after saying why): main returns
+/// it. No command exits the process itself.
+struct ExitStatus {
+  int code;
+};
+
 /// Remembers the command line, so that the launcher can start it again.
 void set_command_line(int argc, char** argv);
 
 /// `--nproc-per-node N`: when N > 1 and this process is not already a rank, runs the
-/// N ranks (launch_local), exits with their status if one failed, and returns true:
-/// the caller is done. Otherwise returns false and the caller runs as a rank (or alone).
+/// N ranks (launch_local), throws ExitStatus with their status if one failed, and
+/// returns true: the caller is done. Otherwise returns false and the caller runs as a rank (or alone).
 bool launched_ranks(int nproc);
 
 /// Runs N copies of the command (without --nproc-per-node) as ranks 0..N-1 on

@@ -3,8 +3,8 @@
 #include "commands.h"
 #include "launcher.h"
 
-#include <alexnet/error.h>
-#include <alexnet/runtime.h>
+#include <alexnet/network/error.h>
+#include <alexnet/network/runtime.h>
 
 #include <ATen/Parallel.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -44,6 +44,8 @@ int main(int argc, char** argv) {
     if (e.get_exit_code() == 0) return app.exit(e);
     spdlog::error("{} (see alexnet --help)", e.what());
     return 2;
+  } catch (const alexnet::app::ExitStatus& e) {
+    return e.code;
   } catch (const alexnet::OptionError& e) {
     // The library names its options ("batch_size"); here they are flags ("--batch-size").
     spdlog::error("{} {}", alexnet::app::flag_of(e.option()), e.rest());

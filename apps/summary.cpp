@@ -1,6 +1,6 @@
 #include "commands.h"
 
-#include <alexnet/summary.h>
+#include <alexnet/network/summary.h>
 
 #include <iostream>
 #include <memory>

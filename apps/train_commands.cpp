@@ -5,11 +5,12 @@
 #include "launcher.h"
 #include "progress.h"
 
-#include <alexnet/distributed.h>
-#include <alexnet/inference.h>
-#include <alexnet/run.h>
+#include <alexnet/network/distributed.h>
+#include <alexnet/train/inference.h>
+#include <alexnet/train/run.h>
 
 #include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -21,83 +22,101 @@ namespace {
 
 struct TrainFlags {
   RunConfig config;
-  std::vector<std::string> given;  // settings named on the command line
+  std::vector<std::pair<std::string, std::string>> given;  // settings named on the command line, in order
   std::string out, resume, dist_backend = "auto";
   bool overwrite = false, allow_changes = false;
-  bool precision_auto = false;  // --precision auto
   int nproc_per_node = 1;
   double dist_timeout = 300;
 
   void set(const std::string& setting, const std::string& value) {
     config.set(setting, value);
-    given.push_back(setting);
+    given.emplace_back(setting, value);
   }
 };
 
-void run_train(TrainFlags& f) {
+// The log of a run, RUN/train.log: what was said while the run was opened (kept in
+// memory until then: the folder may not exist yet), then everything after.
+class RunLog {
+ public:
+  RunLog() : early_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(1000)) {
+    spdlog::default_logger()->sinks().push_back(early_);
+  }
+  void open(const std::string& dir) {
+    auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>((fs::path(dir) / "train.log").string());
+    file->set_pattern("[%Y-%m-%d %H:%M:%S] %l: %v");
+    for (const auto& message : early_->last_raw()) file->log(message);
+    auto& sinks = spdlog::default_logger()->sinks();
+    sinks.erase(std::remove(sinks.begin(), sinks.end(), early_), sinks.end());
+    sinks.push_back(file);
+    spdlog::default_logger()->flush_on(spdlog::level::info);  // `tail -f train.log` sees each line
+  }
+  ~RunLog() {
+    auto& sinks = spdlog::default_logger()->sinks();
+    sinks.erase(std::remove(sinks.begin(), sinks.end(), early_), sinks.end());
+  }
+
+ private:
+  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> early_;
+};
+
+void run_train(const TrainFlags& f) {
   if (launched_ranks(f.nproc_per_node)) return;
-  const auto world = world_from_environment();
-  const bool writer = world.rank == 0;
   const bool resuming = !f.resume.empty();
   const auto dir = resuming ? f.resume : f.out;
   if (dir.empty()) throw std::invalid_argument("give --out RUN for a new run, or --resume RUN");
-  std::vector<std::string> changes;
-  if (f.precision_auto) {
-    const auto& devices = f.config.devices();
-    const bool cpu = std::all_of(devices.begin(), devices.end(), [](const c10::Device& d) { return d.is_cpu(); });
-    f.config.set("precision", cpu && cpu_bf16() == CpuBf16::kNative ? "bf16" : "fp32");
-  }
-  RunConfig config = f.config;
-  if (resuming) {
-    try {
-      config = Run::resume_config(dir, f.config, f.given, f.allow_changes, &changes);
-    } catch (const ChangeRefused& e) {
-      throw std::invalid_argument(flag_of(e.option()) + " " + e.rest() + " (--allow-changes resumes anyway)");
-    }
-  } else if (writer) {
-    try {
-      Run::prepare(dir, config, f.overwrite);
-    } catch (const RunExists&) {
-      throw std::runtime_error("run '" + dir + "' exists: --resume " + dir + " to continue it, or --overwrite to replace it");
-    }
-  }
-  if (writer) {
-    auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>((fs::path(dir) / "train.log").string());
-    sink->set_pattern("[%Y-%m-%d %H:%M:%S] %l: %v");
-    spdlog::default_logger()->sinks().push_back(sink);
-    spdlog::default_logger()->flush_on(spdlog::level::info);  // `tail -f train.log` sees each line
-  }
-  for (const auto& change : changes) spdlog::info("resume: {} (kept for the next resume)", change);
-  // Joined after rank 0 has set up the run directory (the rendezvous waits for every
-  // rank), so that no rank reads a stats.pt that --overwrite is about to remove.
-  auto devices = config.devices();
+  const auto world = world_from_environment();
+  // This rank's devices (shifted by LOCAL_RANK under data parallelism) and its group.
+  auto devices = (resuming && std::none_of(f.given.begin(), f.given.end(), [](const auto& g) { return g.first == "devices"; }))
+                     ? Run::config_of(dir).devices()
+                     : f.config.devices();
   const auto group = join_world(world, f.dist_timeout, f.dist_backend, &devices);
-  config.devices(devices);
 
   ProgressLine progress("epoch");
   TrainHooks hooks;
   hooks.on_info = [](const std::string& text) { spdlog::info("{}", text); };
   hooks.on_warning = [](const std::string& text) { spdlog::warn("{}", text); };
-  const auto batch = config.train().batch_size();
+  int64_t batch = 0;  // the run's, once it is open
   hooks.on_step = [&, epoch = int64_t(0)](int64_t e, int64_t step, int64_t steps, double loss, double) mutable {
-    if (!writer) return;
     if (e != epoch) progress.restart("epoch " + std::to_string(epoch = e));
     progress.update(static_cast<size_t>(step * batch), static_cast<size_t>(steps * batch), fmt::format("loss {:.4f}", loss));
   };
   hooks.on_epoch = [](const EpochMetrics& m) { spdlog::info("{}", m.to_text()); };
   hooks.stop = &stop_flag();
+  const auto options =
+      RunOptions().overwrite(f.overwrite).allow_changes(f.allow_changes).group(group.get()).hooks(hooks);
+
+  // A run's log lives in its folder: at once for a run that exists (what its resume
+  // says goes there, a failure too), once made for a new one.
+  RunLog log;
+  std::error_code error;
+  const bool lead = lead_rank(group.get());
+  if (resuming && lead && fs::is_directory(dir, error)) log.open(dir);
   auto run = [&] {
+    if (!resuming) {
+      auto config = f.config;
+      config.devices(devices);
+      try {
+        return Run::create(dir, config, options);
+      } catch (const RunExists&) {
+        throw std::runtime_error("run '" + dir + "' exists: --resume " + dir + " to continue it, or --overwrite to replace it");
+      }
+    }
     try {
-      return Run(dir, config, resuming, group.get(), hooks);
-    } catch (...) {
-      if (!resuming && writer) fs::remove_all(dir);  // a new run that never started leaves nothing behind
-      throw;
+      return Run::resume(dir, [&](RunConfig& c) {
+        for (const auto& [setting, value] : f.given) c.set(setting, value);
+        c.devices(devices);
+      }, options);
+    } catch (const ChangeRefused& e) {
+      throw OptionError(e.option(), e.rest() + " (--allow-changes resumes anyway)");
     }
   }();
-  stop_on_signals(/*announce=*/writer);  // from here on, Ctrl-C checkpoints
-  if (run.fit() == Trainer::Outcome::kStopped) {
-    if (writer) spdlog::warn("stopped: checkpoint in {}; continue with: alexnet train --resume {}", run.last(), dir);
-    std::exit(130);
+  batch = run.config().train().batch_size();
+  if (!resuming && lead) log.open(dir);
+  for (const auto& change : run.changes()) spdlog::info("resume: {} (kept for the next resume)", change);
+  stop_on_signals(/*announce=*/lead);  // from here on, Ctrl-C checkpoints
+  if (run.fit() == Run::Outcome::kStopped) {
+    if (lead) spdlog::warn("stopped: checkpoint in {}; continue with: alexnet train --resume {}", run.last(), dir);
+    throw ExitStatus{130};
   }
   spdlog::info("done: {} (last), {} (best)", run.last(), run.best());
 }
@@ -119,30 +138,14 @@ void add_train_commands(CLI::App& app) {
     const RunConfig defaults;
     for (const auto& setting : RunConfig::settings()) {
       const auto name = setting.name;
-      if (setting.is_switch) {
+      if (setting.kind == RunConfig::Setting::Kind::kSwitch) {
         cmd->add_flag_function(flag_of(name), [f, name](int64_t) { f->set(name, "true"); }, setting.help);
         continue;
       }
-      auto choices = setting.choices;
-      auto help = setting.help;
-      if (name == "precision") {
-        // auto: bf16 where the CPU multiplies in bf16, else fp32; the run records which.
-        choices.push_back("auto");
-        help += ". auto: bf16 for a run on a CPU that multiplies in bf16, else fp32";
-      }
       auto* option = cmd->add_option_function<std::string>(
-          flag_of(name),
-          [f, name](const std::string& v) {
-            if (name == "precision" && v == "auto") {
-              f->precision_auto = true;  // resolved once the devices are known
-              f->given.push_back(name);
-              return;
-            }
-            f->set(name, v);
-          },
-          help);
+          flag_of(name), [f, name](const std::string& v) { f->set(name, v); }, setting.help);
       option->default_str(defaults.get(name));
-      if (!choices.empty()) option->check(CLI::IsMember(choices));
+      if (!setting.choices.empty()) option->check(CLI::IsMember(setting.choices));
     }
     cmd->add_flag_function("--skip-bad", [f](int64_t) { f->set("on_error", "skip"); },
                            "Leave out unreadable images instead of stopping (--on-error skip)");

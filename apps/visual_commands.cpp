@@ -1,9 +1,10 @@
 #include "commands.h"
 
-#include <alexnet/checkpoint.h>
+#include <alexnet/network/checkpoint.h>
+#include <alexnet/network/numbers.h>
 #include <alexnet/data.h>
-#include <alexnet/inference.h>
-#include <alexnet/visualize.h>
+#include <alexnet/train/inference.h>
+#include <alexnet/train/visualize.h>
 
 #include <spdlog/spdlog.h>
 
@@ -17,18 +18,15 @@ namespace alexnet::app {
 namespace fs = std::filesystem;
 namespace {
 
-// FILE.npy's companion: the rows' images, one per line.
-std::string paths_file(const std::string& npy) {
-  return (fs::path(npy).replace_extension(".txt")).string();
-}
-
 // An image by the name `features` recorded: a file, or "DIR record N" of a packed set.
 data::Image image_named(const std::string& name) {
   static const std::regex record("^(.*) record ([0-9]+)$");
   std::smatch m;
   if (std::regex_match(name, m, record)) {
+    const auto index = to_number<size_t>(m[2].str());
     const auto source = data::open_packed(m[1].str());
-    return data::to_rgb(source->image(std::stoul(m[2].str()), 96));
+    if (!index || *index >= source->size()) throw std::invalid_argument("'" + name + "': no such record");
+    return data::to_rgb(source->image(*index, 96));
   }
   return data::decode_resized(name, 96);
 }
@@ -57,13 +55,14 @@ void add_visual_commands(CLI::App& app) {
       const bool collection = f->data.size() == 1 && (fs::is_directory(f->data[0], error) ||
                                                       fs::path(f->data[0]).extension() == ".txt");
       const auto source = collection ? data::open_source(f->data[0]) : data::open_image_files(f->data);
-      const auto features = extract_features(model, source, pre, layer_from_string(f->layer), f->options);
-      std::vector<std::string> names;
-      for (size_t i = 0; i < source->size(); ++i) names.push_back(source->describe(i));
-      write_npy(features, f->out);
-      write_row_names(names, paths_file(f->out));
-      spdlog::info("{} x {} {} features in {} (images in {})", features.size(0), features.size(1), f->layer, f->out,
-                   paths_file(f->out));
+      Features features;
+      features.layer = parse<Layer>("layer", f->layer);
+      features.weights = f->weights;
+      features.values = extract_features(model, source, pre, *features.layer, f->options);
+      for (size_t i = 0; i < source->size(); ++i) features.images.push_back(source->describe(i));
+      write_features(features, f->out);
+      spdlog::info("{} x {} {} features in {} (images and layer beside it, .txt and .json)", features.values.size(0),
+                   features.values.size(1), f->layer, f->out);
     });
   }
   {
@@ -75,34 +74,28 @@ void add_visual_commands(CLI::App& app) {
     auto* cmd = app.add_subcommand("neighbours", "Nearest images by Euclidean distance between features (Figure 4)");
     cmd->add_option("--features", f->features, "A .npy file written by alexnet features")->required();
     cmd->add_option("--query", f->query, "A row number of the features, or an image file (needs --weights)")->required();
-    cmd->add_option("--weights", f->weights, "Checkpoint, to compute an image query's features");
+    cmd->add_option("--weights", f->weights,
+                    "Checkpoint for an image query's features (default: the one the features were computed with)");
     cmd->add_option("--k", f->k, "How many neighbours")->check(at_least(1))->capture_default_str();
     cmd->add_option("--grid", f->grid, "Also draw the query and its neighbours to this PNG");
     cmd->callback([f] {
-      const auto features = read_npy(f->features);
-      const auto names = fs::exists(paths_file(f->features)) ? read_row_names(paths_file(f->features))
-                                                             : std::vector<std::string>{};
+      const auto file = read_features(f->features);
+      const auto& features = file.values;
+      const auto& names = file.images;
       torch::Tensor query;
       int64_t exclude = -1;
       std::string query_name = f->query;
       if (!f->query.empty() && f->query.find_first_not_of("0123456789") == std::string::npos) {
-        exclude = std::stoll(f->query);
-        if (exclude >= features.size(0)) {
+        const auto row = to_number<int64_t>(f->query);
+        if (!row || *row >= features.size(0)) {
           throw std::invalid_argument("--query " + f->query + ": the features have " +
                                       std::to_string(features.size(0)) + " rows");
         }
+        exclude = *row;
         query = features[exclude];
         if (static_cast<size_t>(exclude) < names.size()) query_name = names[static_cast<size_t>(exclude)];
       } else {
-        if (f->weights.empty()) throw std::invalid_argument("an image --query needs --weights to compute its features");
-        auto [model, pre] = load_for_inference(f->weights);
-        const auto layer = features.size(1) == 4096 ? Layer::kFc7 : Layer::kPool5;
-        query = extract_features(model, data::open_image_files({f->query}), pre, layer,
-                                 InferenceOptions().batch_size(1).workers(0))[0];
-        if (query.size(0) != features.size(1)) {
-          throw std::invalid_argument("the query's features have " + std::to_string(query.size(0)) +
-                                      " values, the file's " + std::to_string(features.size(1)));
-        }
+        query = features_like(file, f->query, f->weights);
       }
       const auto [indices, distances] = nearest(features, query, f->k, exclude);
       std::cout << "query " << query_name << "\n";

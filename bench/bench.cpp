@@ -9,18 +9,19 @@
 //   alexnet_bench onnx-reference --out DIR   ONNX models with inputs and our logits, for
 //                               ONNX Runtime on the GPU machine (scripts/device_check.sh)
 
-#include <alexnet/distributed.h>
-#include <alexnet/lrn.h>
-#include <alexnet/model.h>
+#include <alexnet/network/distributed.h>
+#include <alexnet/network/lrn.h>
+#include <alexnet/network/model.h>
 #ifdef ALEXNET_INTEROP
-#include <alexnet/onnx.h>
-#include <alexnet/preprocessing.h>
+#include <alexnet/interop/onnx.h>
+#include <alexnet/network/preprocessing.h>
 #endif
-#include <alexnet/pooling.h>
-#include <alexnet/precision.h>
-#include <alexnet/runtime.h>
-#include <alexnet/summary.h>
-#include <alexnet/train.h>
+#include <alexnet/network/pooling.h>
+#include <alexnet/network/numbers.h>
+#include <alexnet/network/precision.h>
+#include <alexnet/network/runtime.h>
+#include <alexnet/network/summary.h>
+#include <alexnet/network/trainer.h>
 
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
@@ -131,9 +132,9 @@ int main(int argc, char** argv) {
     const std::string value = argv[i + 1];
     if (flag == "--arch") a.arch = value;
     else if (flag == "--execution") a.execution = value;
-    else if (flag == "--batch") a.batch = std::stoll(value);
-    else if (flag == "--iterations") a.iterations = std::stoi(value);
-    else if (flag == "--threads") a.threads = std::stoi(value);
+    else if (flag == "--batch") a.batch = alexnet::parse_number<int64_t>("--batch", value);
+    else if (flag == "--iterations") a.iterations = alexnet::parse_number<int>("--iterations", value);
+    else if (flag == "--threads") a.threads = alexnet::parse_number<int>("--threads", value);
     else if (flag == "--keep-memory") a.keep_memory = value == "1";
     else if (flag == "--device") a.device = value;
     else if (flag == "--precision") a.precision = value;
@@ -251,14 +252,13 @@ int main(int argc, char** argv) {
                                      .front()
                                : c10::Device(a.device);
   auto options = alexnet::preset(a.arch).num_classes(1000).devices({device});
-  options.execution(alexnet::execution_from_string(a.execution));
+  options.execution(alexnet::parse<alexnet::Execution>("execution", a.execution));
   alexnet::AlexNet model(options);
   const auto size = options.input_size();
   auto images = torch::randn({a.batch, 3, size, size}).to(device);
-  const auto precision = alexnet::precision_from_string(a.precision);
+  const auto precision = alexnet::parse<alexnet::Precision>("precision", a.precision);
   const auto labels = torch::randint(0, 1000, {a.batch}).to(device);
-  // bf16 on CPUs runs channels-last whatever it is asked (the Trainer's rule).
-  const bool channels_last = a.channels_last || (precision == alexnet::Precision::kBf16 && device.is_cpu());
+  const bool channels_last = alexnet::runs_channels_last(precision, device, a.channels_last);
   std::function<void()> step;
   std::unique_ptr<alexnet::Trainer> trainer;
   std::unique_ptr<alexnet::ProcessGroup> group;
@@ -272,7 +272,7 @@ int main(int argc, char** argv) {
     // The loop users run: Trainer::step (autocast, loss scaling, the overlapped
     // all-reduce under data parallelism, the paper's update).
     trainer = std::make_unique<alexnet::Trainer>(
-        model, alexnet::TrainOptions().precision(precision).channels_last(a.channels_last).tf32(a.tf32));
+        model, alexnet::TrainerOptions().precision(precision).channels_last(a.channels_last).tf32(a.tf32));
     if (group) trainer->distribute(*group);
     step = [&] { trainer->step(images, labels); };
   } else if (a.mode == "infer") {

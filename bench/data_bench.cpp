@@ -6,8 +6,9 @@
 // VERIFY 0 reads a packed set without checking its records' checksums (1, the default,
 // checks each record the first time it is read: the cost bench_data.sh reports).
 
+#include <alexnet/network/numbers.h>
 #include <alexnet/data.h>
-#include <alexnet/runtime.h>
+#include <alexnet/network/runtime.h>
 
 #include <ATen/Parallel.h>
 #include <torch/data/dataloader.h>
@@ -25,8 +26,8 @@ int main(int argc, char** argv) {
   alexnet::use_caching_cpu_allocator();
   const std::string data = argv[1];
   const auto stats = alexnet::data::Statistics::load(argv[2]);
-  const size_t workers = std::stoul(argv[3]);
-  const size_t batches = std::stoul(argv[4]);
+  const auto workers = alexnet::parse_number<size_t>("WORKERS", argv[3]);
+  const auto batches = alexnet::parse_number<size_t>("BATCHES", argv[4]);
   const bool verify = argc < 6 || std::string(argv[5]) != "0";
   const auto source = alexnet::data::open_source(data, alexnet::data::ReadOptions().verify(verify));
   // The paper's training transforms, at torchvision's crop for a like-for-like count.

@@ -2,7 +2,7 @@
 // CodedInputStream with every length bounded, and the mapping onto AlexNet's layers.
 #include "common.h"
 
-#include <alexnet/caffe.h>
+#include <alexnet/interop/caffe.h>
 
 #include <stdexcept>
 

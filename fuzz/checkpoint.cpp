@@ -1,9 +1,11 @@
-// Checkpoints: LibTorch's archive, our options text and extras, the weights' checks,
-// and the preprocessing that inference reads.
+// Checkpoints: LibTorch's archive, the model options (JSON, and the first format's
+// text), the extras of both formats, the weights' checks, and the preprocessing that
+// inference reads.
 #include "common.h"
 
-#include <alexnet/checkpoint.h>
-#include <alexnet/preprocessing.h>
+#include <alexnet/network/checkpoint.h>
+#include <alexnet/network/model.h>
+#include <alexnet/network/preprocessing.h>
 
 #include <stdexcept>
 
@@ -16,7 +18,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const std::exception&) {
   }
   try {
-    (void)alexnet::options_from_string(std::string(reinterpret_cast<const char*>(data), size));
+    (void)alexnet::AlexNetOptions::from_json(std::string(reinterpret_cast<const char*>(data), size));
   } catch (const std::exception&) {
   }
   return 0;

@@ -2,7 +2,7 @@
 // sizes), OpenCV's decoders, the reduced-scale and memory checks, resize and crop.
 #include "common.h"
 
-#include <alexnet/image.h>
+#include <alexnet/data/image.h>
 
 #include <stdexcept>
 

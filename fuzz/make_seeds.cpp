@@ -5,10 +5,10 @@
 //
 //   make_seeds PHOTO CORPUS_DIR
 
-#include <alexnet/checkpoint.h>
+#include <alexnet/network/checkpoint.h>
 #include <alexnet/data.h>
-#include <alexnet/preprocessing.h>
-#include <alexnet/pytorch.h>
+#include <alexnet/network/preprocessing.h>
+#include <alexnet/network/pytorch.h>
 
 #include <torch/serialize/output-archive.h>
 #include <zlib.h>
@@ -65,11 +65,12 @@ int main(int argc, char** argv) {
   put(out + "/state_dict/small-zip.pth", slurp(tmp + "/small.pth"));
 
   // A checkpoint's archive, as save() writes one, with tiny tensors (a real model's
-  // would be megabytes): the options, the tensors, the preprocessing extras.
+  // would be megabytes): the options, the tensors, the preprocessing extras. (The
+  // corpus keeps seeds of the first format, which exercise its reader.)
   {
     torch::serialize::OutputArchive archive;
-    archive.write("format", c10::IValue(std::string("alexnet-checkpoint-1")));
-    archive.write("options", c10::IValue(options_to_string(AlexNetOptions::caffe().num_classes(2).input_size(67))));
+    archive.write("format", c10::IValue(std::string("alexnet-checkpoint-2")));
+    archive.write("options", c10::IValue(AlexNetOptions::caffe().num_classes(2).input_size(67).to_json()));
     c10::Dict<std::string, torch::Tensor> tensors;
     tensors.insert("tower0.conv1.weight", torch::zeros({2, 3}));
     archive.write("tensors", c10::IValue(tensors));
@@ -84,7 +85,7 @@ int main(int argc, char** argv) {
     archive.write("extra_strings", c10::IValue(extra_strings));
     archive.save_to(tmp + "/checkpoint.pt");
     put(out + "/checkpoint/archive.pt", slurp(tmp + "/checkpoint.pt"));
-    put(out + "/checkpoint/options.txt", options_to_string(AlexNetOptions::paper()));
+    put(out + "/checkpoint/options.json", AlexNetOptions::paper().to_json());
   }
 
   // A packed set of two 8x8 records: meta.txt, classes.txt, the shard, in the packed

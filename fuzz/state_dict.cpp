@@ -2,7 +2,7 @@
 // storages) and the legacy format.
 #include "common.h"
 
-#include <alexnet/pytorch.h>
+#include <alexnet/network/pytorch.h>
 
 #include <stdexcept>
 

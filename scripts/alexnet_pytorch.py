@@ -64,7 +64,7 @@ class GroupedAlexNet(nn.Module):
     @classmethod
     def load(cls, path, **options):
         """The network a grouped state dict describes (classes and pool5 size from its shapes)."""
-        state = torch.load(path, map_location="cpu")
+        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only, nothing run
         pool5 = math.isqrt(state["fc6.weight"].shape[1] // 256)
         net = cls(num_classes=state["fc8.weight"].shape[0], pool5_size=pool5, **options)
         net.load_state_dict(state)

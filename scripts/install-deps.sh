@@ -11,8 +11,9 @@ packages=(
   libopencv-dev libcli11-dev libspdlog-dev catch2
   # JSON (metrics, evaluations, statistics, run configurations): header-only, private
   nlohmann-json3-dev
-  # ONNX export and Caffe import: the ONNX and protobuf libraries Debian's LibTorch links
-  libonnx-dev libprotobuf-dev
+  # ONNX export and Caffe import: the ONNX and protobuf libraries Debian's LibTorch links,
+  # and protoc for the classes of Caffe's messages (src/interop/caffe.proto)
+  libonnx-dev libprotobuf-dev protobuf-compiler
   # zlib reads Fashion-MNIST's gzip'd IDX files; the data set is the main job's default
   zlib1g-dev dataset-fashion-mnist
   # References for parity tests and baselines in benchmarks: the same LibTorch 1.13

@@ -2,7 +2,7 @@
 
 #include "helpers.h"
 
-#include <alexnet/image.h>
+#include <alexnet/data/image.h>
 
 #include <filesystem>
 #include <random>

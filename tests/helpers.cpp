@@ -1,6 +1,7 @@
 #include "helpers.h"
 
 #include <catch2/catch.hpp>
+#include <torch/serialize/output-archive.h>
 
 #include <array>
 #include <fstream>
@@ -121,6 +122,28 @@ void python_reference(const std::string& args) {
   INFO(out);
   REQUIRE(status == 0);
   if (!out.empty()) WARN(out);
+}
+
+void save_format1(const torch::nn::Module& model, const std::string& path, const std::string& options,
+                  const std::map<std::string, at::Tensor>& tensors, const std::map<std::string, std::string>& strings) {
+  torch::serialize::OutputArchive archive;
+  archive.write("format", c10::IValue(std::string("alexnet-checkpoint-1")));
+  archive.write("options", c10::IValue(options));
+  c10::Dict<std::string, at::Tensor> weights, extra_tensors;
+  for (const auto& p : model.named_parameters()) weights.insert(p.key(), p.value().detach());
+  for (const auto& [name, tensor] : tensors) extra_tensors.insert(name, tensor);
+  c10::Dict<std::string, std::string> extra_strings;
+  for (const auto& [name, text] : strings) extra_strings.insert(name, text);
+  archive.write("tensors", c10::IValue(weights));
+  archive.write("extra_tensors", c10::IValue(extra_tensors));
+  archive.write("extra_strings", c10::IValue(extra_strings));
+  archive.save_to(path);
+}
+
+std::string format1_caffe_options(int classes) {
+  return "architecture=two_tower\nnum_classes=" + std::to_string(classes) +
+         "\ninput_size=67\nconv1_padding=0\ndropout=0\ninit=caffe\nexecution=grouped\nlrn_across_towers=1\n"
+         "pool_before_lrn=0\nceil_mode=1\nlrn.size=5\nlrn.alpha=0.0001\nlrn.beta=0.75\nlrn.k=1\nlrn.mode=average\n";
 }
 
 }  // namespace alexnet::test

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,16 @@ struct Listener {
   Listener& operator=(const Listener&) = delete;
   void close();
 };
+
+/// Writes a checkpoint as the first format ("alexnet-checkpoint-1") did: the model's
+/// parameters, its options as the given "key=value" lines, the extras as given.
+void save_format1(const torch::nn::Module& model, const std::string& path, const std::string& options,
+                  const std::map<std::string, at::Tensor>& tensors = {},
+                  const std::map<std::string, std::string>& strings = {});
+
+/// The model options of AlexNetOptions::caffe() at input 67 with `classes` classes and
+/// no dropout, as the first checkpoint format wrote them.
+std::string format1_caffe_options(int classes);
 
 /// A loopback port that was free a moment ago.
 int free_port();

@@ -98,7 +98,9 @@ def make(out, what):
 def check_torchvision(path, io_path):
     import torchvision
     net = torchvision.models.alexnet(weights=None).eval()
-    net.load_state_dict(torch.load(path), strict=True)
+    # weights_only: what torch.load does by default since PyTorch 2.6; a state dict
+    # written by torch::pickle_save would be refused here (its type tag is no weight).
+    net.load_state_dict(torch.load(path, weights_only=True), strict=True)
     io = torch.load(io_path)
     with torch.no_grad():
         e = error(net(io["input"]), io["logits"])

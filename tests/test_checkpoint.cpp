@@ -1,7 +1,7 @@
 #include "helpers.h"
 
-#include <alexnet/checkpoint.h>
-#include <alexnet/error.h>
+#include <alexnet/network/checkpoint.h>
+#include <alexnet/network/error.h>
 
 #include <catch2/catch.hpp>
 #include <torch/serialize.h>
@@ -45,7 +45,7 @@ TEST_CASE("A checkpoint holds weights and options and loads into either executio
   CHECK(std::distance(fs::directory_iterator(dir), fs::directory_iterator()) == 1);
 
   const auto options = alexnet::read_options(path);
-  CHECK(alexnet::options_to_string(options) == alexnet::options_to_string(model->options));
+  CHECK(options.to_json() == model->options.to_json());
   auto loaded = alexnet::load(path);
   CHECK(loaded->options.dropout() == 0.3);
   CHECK(loaded->options.lrn()->beta() == 0.7);
@@ -140,21 +140,48 @@ TEST_CASE("A save that cannot complete leaves nothing behind", "[checkpoint]") {
   fs::remove_all(dir);
 }
 
-TEST_CASE("Options round-trip through text and bad text is named", "[checkpoint]") {
+TEST_CASE("Options round-trip through JSON, and bad options are named, in both formats", "[checkpoint]") {
   for (const auto& options : {AlexNetOptions::paper(), AlexNetOptions::caffe(), AlexNetOptions::torchvision()}) {
-    const auto text = alexnet::options_to_string(options);
-    CHECK(alexnet::options_to_string(alexnet::options_from_string(text)) == text);
+    const auto json = options.to_json();
+    CHECK(AlexNetOptions::from_json(json).to_json() == json);
   }
-  CHECK(failure([] { alexnet::options_from_string("architecture\n"); }) ==
-        "options line 1 is not key=value: 'architecture'");
-  auto text = alexnet::options_to_string(AlexNetOptions());
-  CHECK(failure([&] { alexnet::options_from_string(text + "colour=blue\n"); }) == "unknown option 'colour'");
-  CHECK(failure([&] { alexnet::options_from_string(text.replace(text.find("num_classes=1000"), 16, "num_classes=ten")); }) ==
-        "option 'num_classes' is not a whole number: 'ten'");
+  CHECK_THAT(failure([] { AlexNetOptions::from_json("architecture\n"); }), Catch::StartsWith("model options: not JSON ("));
+  const auto json = AlexNetOptions().to_json();
+  auto with = [&](const std::string& from, const std::string& to) {
+    auto text = json;
+    REQUIRE(text.find(from) != std::string::npos);
+    return text.replace(text.find(from), from.size(), to);
+  };
+  CHECK(failure([&] { AlexNetOptions::from_json(with("{", "{\"colour\":\"blue\",")); }) ==
+        "model options: unknown field 'colour'");
+  CHECK(failure([&] { AlexNetOptions::from_json(with("\"num_classes\":1000", "\"num_classes\":\"ten\"")); }) ==
+        "model options: 'num_classes' is not a whole number: \"ten\"");
   // Found by fuzz/checkpoint.cpp: 1e300 was cast to int64 (undefined behaviour).
-  text = alexnet::options_to_string(AlexNetOptions());
-  CHECK(failure([&] { alexnet::options_from_string(text.replace(text.find("num_classes=1000"), 16, "num_classes=1e300")); }) ==
-        "option 'num_classes' is not a whole number: '1e300'");
+  CHECK(failure([&] { AlexNetOptions::from_json(with("\"num_classes\":1000", "\"num_classes\":1e300")); }) ==
+        "model options: 'num_classes' is not a whole number: 1e+300");
+  CHECK(failure([&] { AlexNetOptions::from_json(with("\"init\":\"paper\"", "\"init\":\"he\"")); }) ==
+        "model options: 'init' is 'he', not one of paper, caffe, pytorch");
+  // The first format's "key=value" lines, read by its own reader, as strictly.
+  const auto dir = alexnet::test::temp_dir("format1-options");
+  const auto path = dir + "/old.pt";
+  const AlexNet model(small_options().num_classes(2).dropout(0));
+  auto options_of = [&](const std::string& text) {
+    alexnet::test::save_format1(*model, path, text);
+    return alexnet::read_options(path);
+  };
+  const auto text = alexnet::test::format1_caffe_options(2);
+  CHECK(options_of(text).to_json() == model->options.to_json());
+  CHECK(failure([&] { options_of("architecture\n"); }) ==
+        "checkpoint '" + path + "': options line 1 is not key=value: 'architecture'");
+  CHECK(failure([&] { options_of(text + "colour=blue\n"); }) == "checkpoint '" + path + "': unknown option 'colour'");
+  auto replaced = [&](const std::string& value) {
+    auto t = text;
+    return t.replace(t.find("num_classes=2"), 13, "num_classes=" + value);
+  };
+  CHECK(failure([&] { options_of(replaced("ten")); }) ==
+        "checkpoint '" + path + "': option 'num_classes' is not a whole number: 'ten'");
+  CHECK(failure([&] { options_of(replaced("1e300")); }) ==
+        "checkpoint '" + path + "': option 'num_classes' is not a whole number: '1e300'");
   CHECK(failure([] { AlexNet(AlexNetOptions().num_classes(int64_t{1} << 40)); }) ==
         "AlexNet: num_classes must be at most 1048576, got 1099511627776");
 }

@@ -1,11 +1,12 @@
 #include "helpers.h"
 
-#include <alexnet/precision.h>
+#include <alexnet/network/precision.h>
 
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <filesystem>
+#include <regex>
 #include <string>
 
 using alexnet::test::run;
@@ -125,6 +126,23 @@ TEST_CASE("alexnet train, evaluate and classify work from the command line, Ctrl
   CHECK(std::filesystem::exists(dir + "/n.png"));
   CHECK(run(kCli + " neighbours --features " + dir + "/f.npy --query 9", out, true) == 1);
   CHECK(out == "error: --query 9: the features have 4 rows\n");
+  // Features know their layer: an image query against fc6 features is computed at fc6
+  // with their checkpoint (fc6 and fc7 are both 4,096 wide) and finds the image itself.
+  REQUIRE(run(kCli + " features --weights " + dir + "/run/best.pt --data " + dir + "/d --layer fc6 --out " + dir +
+                  "/f6.npy",
+              out, true) == 0);
+  CHECK(alexnet::test::read_text(dir + "/f6.json") ==
+        "{\"layer\":\"fc6\",\"weights\":\"" + dir + "/run/best.pt\",\"rows\":4,\"dimension\":4096}\n");
+  REQUIRE(run(kCli + " neighbours --features " + dir + "/f6.npy --k 2 --query " + dir + "/d/one/rocket.jpg", out) == 0);
+  std::smatch found;
+  REQUIRE(std::regex_match(out, found, std::regex("query [^\n]*\n1\t1\t([^\t]+)\t[^\n]*rocket.jpg\n2\t[0-9]+\t([^\t]+)\t[^\n]*\n")));
+  INFO(out);
+  CHECK(std::stod(found[1].str()) < 1e-4 * std::stod(found[2].str()));
+  CHECK(run(kCli + " neighbours --features " + dir + "/f6.npy --weights " + dir + "/none.pt --query " + dir +
+                "/d/one/rocket.jpg",
+            out, true) == 1);
+  CHECK(out == "error: the features are fc6 activations of '" + dir + "/run/best.pt', not of '" + dir +
+                   "/none.pt': a query must be computed with the same weights\n");
   REQUIRE(run(kCli + " kernels --weights " + dir + "/run/best.pt --out " + dir + "/k.png", out, true) == 0);
   REQUIRE(run(kCli + " plot " + dir + "/run --out " + dir + "/c.png", out, true) == 0);
   for (const char* png : {"/k.png", "/c.png"}) CHECK(std::filesystem::file_size(dir + png) > 1000);

@@ -5,8 +5,8 @@
 #include "fixtures.h"
 #include "helpers.h"
 
-#include <alexnet/checkpoint.h>
-#include <alexnet/distributed.h>
+#include <alexnet/network/checkpoint.h>
+#include <alexnet/network/distributed.h>
 
 #include <catch2/catch.hpp>
 #include <torch/cuda.h>

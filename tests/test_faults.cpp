@@ -5,11 +5,11 @@
 #include "fixtures.h"
 #include "helpers.h"
 
-#include <alexnet/checkpoint.h>
+#include <alexnet/network/checkpoint.h>
 #include <alexnet/data.h>
-#include <alexnet/inference.h>
-#include <alexnet/preprocessing.h>
-#include <alexnet/visualize.h>
+#include <alexnet/train/inference.h>
+#include <alexnet/network/preprocessing.h>
+#include <alexnet/train/visualize.h>
 
 #include <catch2/catch.hpp>
 #include <opencv2/imgcodecs.hpp>

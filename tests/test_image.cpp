@@ -1,6 +1,6 @@
 #include "helpers.h"
 
-#include <alexnet/image.h>
+#include <alexnet/data/image.h>
 
 #include <catch2/catch.hpp>
 #include <opencv2/imgcodecs.hpp>

@@ -5,11 +5,11 @@
 
 #include "helpers.h"
 
-#include <alexnet/caffe.h>
-#include <alexnet/checkpoint.h>
-#include <alexnet/onnx.h>
-#include <alexnet/pytorch.h>
-#include <alexnet/torchscript.h>
+#include <alexnet/interop/caffe.h>
+#include <alexnet/network/checkpoint.h>
+#include <alexnet/interop/onnx.h>
+#include <alexnet/network/pytorch.h>
+#include <alexnet/network/torchscript.h>
 
 #include <catch2/catch.hpp>
 #include <opencv2/dnn.hpp>
@@ -126,6 +126,10 @@ Proto blob_proto(const at::Tensor& t) {
 // One layer both as prototxt (for OpenCV) and as its binary message (v2 or V1).
 struct CaffeWriter {
   bool v1 = false;
+  // Sides given apart (kernel_h and kernel_w, stride_h and stride_w) instead of
+  // kernel_size and stride; pool_w: pooling's kernel_w (0: as kernel_h).
+  bool sides = false;
+  int64_t pool_w = 0;
   Proto net;
   std::ostringstream prototxt;
   std::string top = "data";
@@ -168,7 +172,12 @@ struct CaffeWriter {
     p << "convolution_param { num_output: " << w.size(0) << " kernel_size: " << w.size(2) << " stride: " << stride
       << " pad: " << pad << " group: " << group << " }";
     Proto m;
-    m.number(1, static_cast<uint64_t>(w.size(0))).number(4, static_cast<uint64_t>(w.size(2)));
+    m.number(1, static_cast<uint64_t>(w.size(0)));
+    if (sides) {
+      m.number(11, static_cast<uint64_t>(w.size(2))).number(12, static_cast<uint64_t>(w.size(3)));
+    } else {
+      m.number(4, static_cast<uint64_t>(w.size(2)));
+    }
     m.number(6, static_cast<uint64_t>(stride)).number(3, static_cast<uint64_t>(pad)).number(5, static_cast<uint64_t>(group));
     layer(name, "Convolution", 4, p.str(), 106, 10, m, {w, b});
     relu("relu_" + name);
@@ -199,7 +208,11 @@ struct CaffeWriter {
   // (BVLC's field 13 is round_mode, whose 1 means FLOOR: written in the text only).
   void pool(const std::string& name, bool ceil) {
     Proto m;
-    m.number(1, 0).number(2, 3).number(3, 2);
+    if (sides) {
+      m.number(1, 0).number(5, 3).number(6, static_cast<uint64_t>(pool_w ? pool_w : 3)).number(7, 2).number(8, 2);
+    } else {
+      m.number(1, 0).number(2, 3).number(3, 2);
+    }
     layer(name, "Pooling", 17,
           std::string("pooling_param { pool: MAX kernel_size: 3 stride: 2") + (ceil ? "" : " ceil_mode: false") + " }", 121,
           19, m);
@@ -214,11 +227,13 @@ struct CaffeWriter {
 };
 
 // The network as Caffe holds it: conv1 takes BGR. Paper towers as Slice/LRN/Concat.
-CaffeWriter to_caffe(const AlexNetImpl& model, bool v1) {
+// `like`, when given, lends its way of writing sides.
+CaffeWriter to_caffe(const AlexNetImpl& model, bool v1, const CaffeWriter* like = nullptr) {
   const auto& o = model.options;
   std::map<std::string, at::Tensor> p;
   for (const auto& [k, v] : to_state_dict(model)) p[k] = v.detach();
   CaffeWriter w(v1, o.input_size());
+  if (like) w.sides = like->sides, w.pool_w = like->pool_w;
   if (o.architecture() == Architecture::kTorchvision) {
     w.conv("conv1", p["features.0.weight"].flip(1), p["features.0.bias"], 4, o.conv1_padding(), 1);
     w.pool("pool1", false);
@@ -434,8 +449,23 @@ TEST_CASE("Caffe: other networks and damaged files are refused with one line", "
   Proto huge;
   huge.varint(100 << 3 | 2);
   huge.varint(0xFFFFFFF0);
-  CHECK_THAT(refuse(huge.bytes), Catch::StartsWith(prefix + "damaged (a field of 4294967280 bytes"));
+  CHECK(refuse(huge.bytes) == prefix + "damaged or not Caffe's (protobuf cannot parse it)");
   CHECK(refuse("") == prefix + "holds no layers (not a Caffe NetParameter)");
+  // Sides given apart: equal ones are a square (Caffe's rule, for convolution and
+  // pooling alike), unequal ones are not AlexNet's.
+  CaffeWriter apart(false, 227);
+  apart.sides = true;
+  apart = to_caffe(*net.model, false, &apart);
+  write(dir + "/apart.caffemodel", apart.net.bytes);
+  write(dir + "/plain.caffemodel", good);
+  CHECK(test::same(test::snapshot(*read_caffe(dir + "/apart.caffemodel").first),
+                   test::snapshot(*read_caffe(dir + "/plain.caffemodel").first)));
+  CaffeWriter wide(false, 227);
+  wide.sides = true;
+  wide.pool_w = 2;
+  wide = to_caffe(*net.model, false, &wide);
+  CHECK(refuse(wide.net.bytes) ==
+        prefix + "layer 'pool1' (Pooling): AlexNet pools the maximum over 3x3 windows at stride 2, unpadded");
   CHECK(message_of([&] { read_caffe(dir + "/missing.caffemodel"); }) ==
         "caffemodel '" + dir + "/missing.caffemodel': cannot be opened");
   // A wrong input size for the weights: fc6 names the crop size to give.

@@ -1,6 +1,6 @@
 #include "helpers.h"
 
-#include <alexnet/lrn.h>
+#include <alexnet/network/lrn.h>
 
 #include <catch2/catch.hpp>
 #include <torch/cuda.h>

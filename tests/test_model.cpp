@@ -1,7 +1,7 @@
 #include "helpers.h"
 
-#include <alexnet/model.h>
-#include <alexnet/runtime.h>
+#include <alexnet/network/model.h>
+#include <alexnet/network/runtime.h>
 
 #include <catch2/catch.hpp>
 #include <torch/cuda.h>
@@ -114,7 +114,7 @@ TEST_CASE("Bad options and inputs are refused with messages that name them", "[m
                     Catch::Contains("no LRN"));
   CHECK_THROWS_WITH(alexnet::preset("vgg"), Catch::Contains("unknown architecture preset 'vgg'") &&
                                                 Catch::Contains("paper, caffe, torchvision"));
-  CHECK_THROWS_WITH(alexnet::layer_from_string("fc9"), Catch::Contains("unknown layer 'fc9'"));
+  CHECK_THROWS_WITH(alexnet::parse<Layer>("layer", "fc9"), Catch::Contains("unknown layer 'fc9'"));
   AlexNet model(AlexNetOptions().num_classes(10));
   CHECK_THROWS_WITH(model->forward(at::randn({1, 3, 224, 224})),
                     Catch::Contains("expected images [N, 3, 227, 227]") && Catch::Contains("[1, 3, 224, 224]"));
@@ -133,7 +133,7 @@ TEST_CASE("Grouped and tower execution agree on outputs and gradients", "[model]
   check_same(grouped, towers, 1e-5);
   // Features too, at every layer where the towers meet.
   for (auto layer : {Layer::kPool5, Layer::kFc6, Layer::kFc7}) {
-    INFO("layer " << alexnet::to_string(layer));
+    INFO("layer " << alexnet::name_of(layer));
     const auto w = at::randn({3, layer == Layer::kPool5 ? 9216 : 4096});
     model->set_execution(Execution::kGrouped);
     const auto a = forward_backward(model, x, w, layer);

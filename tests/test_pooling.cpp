@@ -1,6 +1,6 @@
 #include "helpers.h"
 
-#include <alexnet/pooling.h>
+#include <alexnet/network/pooling.h>
 
 #include <ATen/ATen.h>
 #include <catch2/catch.hpp>

@@ -1,8 +1,8 @@
 #include "helpers.h"
 
-#include <alexnet/model.h>
-#include <alexnet/precision.h>
-#include <alexnet/train.h>
+#include <alexnet/network/model.h>
+#include <alexnet/network/precision.h>
+#include <alexnet/network/trainer.h>
 
 #include <catch2/catch.hpp>
 #include <torch/cuda.h>
@@ -56,8 +56,8 @@ TEST_CASE("the loss scaler unscales, skips non-finite steps and adapts its scale
   options.backoff_factor = 1.5;
   CHECK(message_of([&] { LossScaler(true, options); }) ==
         "loss scaler: the scale must be positive, growth > 1, backoff in (0, 1)");
-  CHECK(message_of([] { precision_from_string("fp8"); }) ==
-        "unknown precision 'fp8' (expected one of: fp32, bf16, fp16)");
+  CHECK(message_of([] { parse<Precision>("precision", "fp8"); }) ==
+        "unknown precision 'fp8' (expected one of: fp32, bf16, fp16, auto)");
 }
 
 TEST_CASE("bf16 autocast runs the network on the CPU and ends with its scope", "[precision]") {
@@ -88,7 +88,7 @@ std::vector<torch::Tensor> step_gradients(Precision precision, bool channels_las
   torch::manual_seed(3);
   AlexNet model(AlexNetOptions::paper().num_classes(10).input_size(99).dropout(0).init(Init::kPyTorch));
   const auto before = test::snapshot(*model);
-  Trainer trainer(model, TrainOptions().lr(1).weight_decay(0).precision(precision).channels_last(channels_last));
+  Trainer trainer(model, TrainerOptions().lr(1).weight_decay(0).precision(precision).channels_last(channels_last));
   const auto images = torch::randn({8, 3, 99, 99});
   const auto labels = torch::arange(8) % 10;
   trainer.step(images, labels);

@@ -4,10 +4,10 @@
 
 #include "helpers.h"
 
-#include <alexnet/distributed.h>
-#include <alexnet/model.h>
-#include <alexnet/runtime.h>
-#include <alexnet/train.h>
+#include <alexnet/network/distributed.h>
+#include <alexnet/network/model.h>
+#include <alexnet/network/runtime.h>
+#include <alexnet/network/trainer.h>
 
 #include <catch2/catch.hpp>
 #include <torch/cuda.h>
@@ -374,7 +374,7 @@ TEST_CASE("non-finite worker", "[.][nonfinite-worker]") {
   ProcessGroup group(options);
   torch::manual_seed(5);
   AlexNet model(AlexNetOptions::caffe().input_size(67).num_classes(4).dropout(0.0).devices({where->device}));
-  Trainer trainer(model, TrainOptions().lr(0.001).precision(fp16 ? Precision::kFp16 : Precision::kFp32));
+  Trainer trainer(model, TrainerOptions().lr(0.001).precision(fp16 ? Precision::kFp16 : Precision::kFp32));
   trainer.distribute(group);
   const auto x = (torch::randn({2, 3, 67, 67}) * 40).to(where->device);
   const auto y = torch::tensor({0, 1}).to(where->device);

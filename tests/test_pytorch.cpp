@@ -3,8 +3,8 @@
 
 #include "helpers.h"
 
-#include <alexnet/checkpoint.h>
-#include <alexnet/pytorch.h>
+#include <alexnet/network/checkpoint.h>
+#include <alexnet/network/pytorch.h>
 
 #include <caffe2/serialize/inline_container.h>
 #include <catch2/catch.hpp>

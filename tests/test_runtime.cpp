@@ -1,7 +1,7 @@
 #include "helpers.h"
 
-#include <alexnet/model.h>
-#include <alexnet/runtime.h>
+#include <alexnet/network/model.h>
+#include <alexnet/network/runtime.h>
 
 #include <catch2/catch.hpp>
 #include <torch/cuda.h>

@@ -1,6 +1,6 @@
 #include "helpers.h"
 
-#include <alexnet/summary.h>
+#include <alexnet/network/summary.h>
 
 #include <catch2/catch.hpp>
 

@@ -1,9 +1,12 @@
 #include "fixtures.h"
 #include "helpers.h"
 
-#include <alexnet/inference.h>
-#include <alexnet/train.h>
-#include <alexnet/visualize.h>
+#include <alexnet/data/dataset.h>
+#include <alexnet/data/statistics.h>
+#include <alexnet/network/trainer.h>
+#include <alexnet/train/inference.h>
+#include <alexnet/train/run.h>
+#include <alexnet/train/visualize.h>
 
 #include <catch2/catch.hpp>
 #include <torch/nn/functional/loss.h>
@@ -24,10 +27,14 @@ AlexNet small_model(uint64_t seed) {
   return AlexNet(AlexNetOptions::caffe().input_size(67).num_classes(2));
 }
 
-TrainOptions small_options(int64_t epochs) {
-  return TrainOptions().epochs(epochs).batch_size(4).lr(0.001).workers(1).resize(72).seed(5).pca_std(0.1);
+// A run on `data` (also its validation data) of the caffe preset at input 67.
+RunConfig small_config(const std::string& data, int64_t epochs) {
+  RunConfig config;
+  config.data(data).val(data).arch("caffe").input_size(67);
+  config.train().epochs(epochs).batch_size(4).workers(1).resize(72).seed(5).pca_std(0.1);
+  config.trainer().lr(0.001);
+  return config;
 }
-
 
 // A small colour set with its source and statistics, and a run folder beside it; both
 // folders go when the test ends, passed or not.
@@ -50,75 +57,76 @@ struct ColourSet {
 
 TEST_CASE("bf16 mixed precision trains on the CPU, fp16 asks for CUDA", "[train][precision]") {
   const ColourSet colours("bf16", 12);
-  const auto& [root, run, source, stats] = colours;
-  torch::manual_seed(1);
-  AlexNet model(AlexNetOptions::torchvision().input_size(67).num_classes(2));
+  const auto& [root, run_dir, source, stats] = colours;
   // lr 0.003: at 0.01 twelve images drive the logits to saturation (a loss of exactly
   // 0) within two epochs; from there a bf16 run blew up in one summation order
   // (channels-last) and not in another (NCHW).
-  Trainer trainer(model, source, source, stats, small_options(5).lr(0.003).precision(Precision::kBf16));
-  REQUIRE(trainer.fit(run) == Trainer::Outcome::kFinished);
-  const auto& h = trainer.history();
+  auto config = small_config(root, 5).arch("torchvision");
+  config.trainer().lr(0.003).precision(Precision::kBf16);
+  auto run = Run::create(run_dir, config);
+  REQUIRE(run.fit() == Run::Outcome::kFinished);
+  const auto& h = run.history();
   INFO("first epoch " << h.front().to_json() << "\nlast epoch " << h.back().to_json());
   CHECK(std::isfinite(h.back().train_loss));
   CHECK(h.back().train_loss < 0.5 * h.front().train_loss);
   CHECK(h.back().val_top1 == 1.0);
-  CHECK(trainer.model()->parameters()[0].scalar_type() == torch::kFloat);  // master weights stay float32
-  const auto fp16 = small_options(1).precision(Precision::kFp16);
-  CHECK(test::message_of([&] { Trainer(model, colours.source, colours.source, colours.stats, fp16); }) ==
+  CHECK(run.trainer().model()->parameters()[0].scalar_type() == torch::kFloat);  // master weights stay float32
+  CHECK(test::message_of([&] { Trainer(small_model(1), TrainerOptions().precision(Precision::kFp16)); }) ==
         "precision fp16 needs a CUDA device; on CPUs use bf16");
+  config.trainer().precision(Precision::kFp16);
+  CHECK(test::message_of([&] { Run::create(colours.run + "-fp16", config); }) ==
+        "precision fp16 needs a CUDA device; on CPUs use bf16");
+  CHECK_FALSE(fs::exists(run_dir + "-fp16"));  // refused before anything was made
 }
 
 TEST_CASE("Training on a small data set lowers the loss and writes the run directory", "[train]") {
   const ColourSet colours("learn", 12);
-  const auto& [root, run, source, stats] = colours;
+  const auto& [root, run_dir, source, stats] = colours;
   // LibTorch's initialisation leaves no flat start, so a few dozen steps show learning.
-  torch::manual_seed(1);
-  AlexNet model(AlexNetOptions::torchvision().input_size(67).num_classes(2));
-  Trainer trainer(model, source, source, stats, small_options(5).lr(0.01));
+  auto config = small_config(root, 5).arch("torchvision");
+  config.trainer().lr(0.01);
   std::vector<std::string> warnings;
   TrainHooks hooks;
   hooks.on_warning = [&](const std::string& w) { warnings.push_back(w); };
-  REQUIRE(trainer.fit(run, hooks) == Trainer::Outcome::kFinished);
-  const auto& h = trainer.history();
+  auto run = Run::create(run_dir, config, RunOptions().hooks(hooks));
+  REQUIRE(run.fit() == Run::Outcome::kFinished);
+  const auto& h = run.history();
   REQUIRE(h.size() == 5);
   INFO("first epoch " << h.front().to_json() << "\nlast epoch " << h.back().to_json());
   CHECK(h.back().train_loss < 0.5 * h.front().train_loss);
   CHECK(h.back().val_top1 == 1.0);
-  for (const char* file : {"last.pt", "best.pt", "metrics.jsonl"}) CHECK(fs::exists(run + "/" + file));
+  for (const char* file : {"last.pt", "best.pt", "metrics.jsonl"}) CHECK(fs::exists(run_dir + "/" + file));
   // metrics.jsonl: one JSON object per epoch, every documented field.
   std::string out;
-  CHECK(test::run("/usr/bin/python3 -c \"import json,sys; rows=[json.loads(l) for l in open('" + run +
+  CHECK(test::run("/usr/bin/python3 -c \"import json,sys; rows=[json.loads(l) for l in open('" + run_dir +
                       "/metrics.jsonl')]; print(len(rows), sorted(rows[-1]))\"",
                   out) == 0);
   CHECK(out == "5 ['epoch', 'images_per_second', 'lr', 'seconds', 'train_loss', 'train_top1', 'val_loss', "
                "'val_top1', 'val_top5']\n");
   // The checkpoint carries what inference needs.
-  const auto pre = Preprocessing::from(read_extras(run + "/best.pt"), run + "/best.pt");
+  const auto pre = Preprocessing::from(read_extras(run_dir + "/best.pt"), run_dir + "/best.pt");
   CHECK(pre.classes == std::vector<std::string>{"0", "1"});
   CHECK((pre.resize == 72 && pre.crop == 67));
   // One read gives the same model (last.pt: the final weights) and preprocessing.
-  auto [loaded, same_pre] = load_for_inference(run + "/last.pt");
+  auto [loaded, same_pre] = load_for_inference(run_dir + "/last.pt");
   CHECK(same_pre.classes == pre.classes);
   CHECK(torch::equal(same_pre.mean_rgb, pre.mean_rgb));
-  CHECK(torch::equal(loaded->parameters()[0], trainer.model()->parameters()[0]));
+  CHECK(torch::equal(loaded->parameters()[0], run.trainer().model()->parameters()[0]));
 }
 
 TEST_CASE("Resuming is bitwise exact, after an epoch and after a stop mid-epoch", "[train]") {
   const ColourSet colours("resume", 6);
-  const auto& [root, run, source, stats] = colours;
+  const auto& [root, run_dir, source, stats] = colours;
 
-  Trainer straight(small_model(2), source, source, stats, small_options(2));
-  straight.fit(run + "/straight");
-  const auto expected = test::snapshot(*straight.model());
+  auto straight = Run::create(run_dir + "/straight", small_config(root, 2));
+  straight.fit();
+  const auto expected = test::snapshot(*straight.trainer().model());
 
-  Trainer first(small_model(2), source, source, stats, small_options(1));
-  first.fit(run + "/split");
-  Trainer second(small_model(99), source, source, stats, small_options(2));
-  second.restore(run + "/split/last.pt");
-  CHECK(second.epochs_done() == 1);
-  second.fit(run + "/split");
-  CHECK(test::same(test::snapshot(*second.model()), expected));
+  Run::create(run_dir + "/split", small_config(root, 1)).fit();
+  auto second = Run::resume(run_dir + "/split", [](RunConfig& c) { c.train().epochs(2); });
+  CHECK(second.trainer().epoch() == 1);
+  second.fit();
+  CHECK(test::same(test::snapshot(*second.trainer().model()), expected));
   CHECK(second.history().size() == 2);
 
   // Stopped after the second step of the first epoch, as Ctrl-C does.
@@ -126,16 +134,50 @@ TEST_CASE("Resuming is bitwise exact, after an epoch and after a stop mid-epoch"
   TrainHooks hooks;
   hooks.stop = &stop;
   hooks.on_step = [&](int64_t, int64_t step, int64_t, double, double) { stop = step == 2; };
-  Trainer interrupted(small_model(2), source, source, stats, small_options(2));
-  REQUIRE(interrupted.fit(run + "/stopped", hooks) == Trainer::Outcome::kStopped);
-  Trainer resumed(small_model(7), source, source, stats, small_options(2));
-  resumed.restore(run + "/stopped/last.pt");
-  REQUIRE(resumed.fit(run + "/stopped") == Trainer::Outcome::kFinished);
-  CHECK(test::same(test::snapshot(*resumed.model()), expected));
+  auto interrupted = Run::create(run_dir + "/stopped", small_config(root, 2), RunOptions().hooks(hooks));
+  REQUIRE(interrupted.fit() == Run::Outcome::kStopped);
+  auto resumed = Run::resume(run_dir + "/stopped");
+  REQUIRE(resumed.fit() == Run::Outcome::kFinished);
+  CHECK(test::same(test::snapshot(*resumed.trainer().model()), expected));
   CHECK(resumed.history()[0].train_loss == straight.history()[0].train_loss);
 
-  CHECK_THROWS_WITH(Trainer(small_model(2), source, source, stats, small_options(1)).restore(root + "/0/0.png"),
+  CHECK_THROWS_WITH(read_extras(root + "/0/0.png"),
                     Catch::StartsWith("checkpoint '" + root + "/0/0.png': not a readable checkpoint"));
+}
+
+// The trainer alone: its state saved with the weights (`state`) and taken back
+// (`restore`) makes the next step bitwise the step of the trainer it came from.
+TEST_CASE("A trainer's state restores its steps exactly", "[train]") {
+  const auto dir = test::temp_dir("trainer-state");
+  const auto x = torch::randn({4, 3, 67, 67}) * 40;
+  const auto y = torch::tensor({0, 1, 1, 0});
+  Trainer first(small_model(8), TrainerOptions().lr(0.01));
+  torch::manual_seed(3);
+  first.step(x, y);
+  first.next_epoch();
+  first.step(x, y);
+  const auto state = first.state();
+  CHECK(state.strings.count("trainer") == 1);
+  CHECK(state.tensors.count("momentum/tower0.fc8.weight") == 1);
+  CHECK(state.tensors.count("rng/cpu") == 1);
+  save(*first.model(), dir + "/last.pt", state);
+  first.step(x, y);  // dropout masks from the generator as saved
+
+  Trainer second(small_model(9), TrainerOptions().lr(0.5));
+  CheckpointExtras extras;
+  load_weights(*second.model(), dir + "/last.pt", &extras);
+  second.restore(extras, dir + "/last.pt");  // the generator back as saved
+  CHECK(second.epoch() == 1);
+  CHECK(second.steps_in_epoch() == 1);
+  CHECK(second.lr() == 0.01);
+  second.step(x, y);
+  CHECK(test::same(test::snapshot(*second.model()), test::snapshot(*first.model())));
+  extras.strings["trainer"] = "{\"epoch\":1}";
+  CHECK(test::message_of([&] { second.restore(extras, "memory"); }) ==
+        "checkpoint 'memory': malformed training state: no field 'step'");
+  extras.strings.erase("trainer");
+  CHECK(test::message_of([&] { second.restore(extras, "memory"); }) ==
+        "checkpoint 'memory': has no training state to resume from");
 }
 
 TEST_CASE("Evaluation and classification agree with a direct forward pass", "[train]") {
@@ -169,13 +211,12 @@ TEST_CASE("Evaluation and classification agree with a direct forward pass", "[tr
 
 TEST_CASE("A diverging loss stops training with a message naming the step", "[train]") {
   const ColourSet colours("nan", 2);
-  const auto& [root, run, source, stats] = colours;
-  Trainer trainer(small_model(5), source, nullptr, stats, small_options(3).lr(1e4));
-  CHECK_THROWS_WITH(trainer.fit(run), Catch::Contains("the loss became") &&
-                                                    Catch::Contains(", step ") && Catch::Contains("lower the learning rate"));
-  CHECK_THROWS_WITH(Trainer(AlexNet(AlexNetOptions::caffe().input_size(67).num_classes(3)), source, nullptr, stats,
-                            small_options(1)),
-                    Catch::Contains("the training data has 2 classes but the model has 3 outputs"));
+  const auto& [root, run_dir, source, stats] = colours;
+  auto config = small_config(root, 3).val("");
+  config.trainer().lr(1e4);
+  auto run = Run::create(run_dir, config);
+  CHECK_THROWS_WITH(run.fit(), Catch::Contains("the loss became") && Catch::Contains(", step ") &&
+                                   Catch::Contains("lower the learning rate"));
 }
 
 TEST_CASE("Features export as .npy, neighbours, kernels and curves", "[train][visualize]") {
@@ -222,6 +263,53 @@ TEST_CASE("Features export as .npy, neighbours, kernels and curves", "[train][vi
 }
 
 
+// The neighbours of an image query must be computed at the features' own layer: fc6
+// and fc7 are both 4,096 wide, so nothing in the values tells them apart.
+TEST_CASE("Features know their layer: an image query against fc6 features finds itself", "[train][visualize]") {
+  const ColourSet colours("fc6", 3);
+  const auto& [root, run_dir, source, stats] = colours;
+  auto model = small_model(6);
+  const Preprocessing pre{source->classes(), stats.mean_rgb, 72, 67};
+  const auto weights = root + "/model.pt";
+  CheckpointExtras extras;
+  pre.add_to(extras);
+  save(*model, weights, extras);
+  Features features;
+  features.layer = Layer::kFc6;
+  features.weights = weights;
+  features.values = extract_features(model, source, pre, Layer::kFc6, InferenceOptions().batch_size(4).workers(1));
+  for (size_t i = 0; i < source->size(); ++i) features.images.push_back(source->describe(i));
+  write_features(features, root + "/f.npy");
+
+  const auto file = read_features(root + "/f.npy");
+  CHECK(file.layer == c10::optional<Layer>(Layer::kFc6));
+  CHECK(file.weights == weights);
+  CHECK(file.images == features.images);
+  CHECK(torch::equal(file.values, features.values));
+  const auto query = features_like(file, source->describe(4));
+  const auto [indices, distances] = nearest(file.values, query, 2);
+  REQUIRE(indices.size() == 2);
+  CHECK(indices[0] == 4);
+  INFO("distance to itself " << distances[0] << ", to the next " << distances[1]);
+  CHECK(distances[0] < 1e-4 * distances[1]);  // 0 but for the batch's summation order
+  // What a guess from the width computed: the same image at fc7, far from its fc6 row.
+  const auto fc7 = extract_features(model, data::open_image_files({source->describe(4)}), pre, Layer::kFc7,
+                                    InferenceOptions().batch_size(1).workers(0))[0];
+  CHECK((fc7 - file.values[4]).norm().item<double>() > 100 * distances[0]);
+
+  // Another checkpoint than the features', and a file from before the layer was recorded.
+  const auto other = root + "/other.pt";
+  save(*small_model(7), other, extras);
+  CHECK_THAT(test::message_of([&] { features_like(file, source->describe(4), other); }),
+             Catch::Contains("the features are fc6 activations of '" + weights + "', not of '" + other + "'"));
+  fs::remove(root + "/f.json");
+  CHECK_THAT(test::message_of([&] { features_like(read_features(colours.root + "/f.npy"), colours.source->describe(4)); }),
+             Catch::StartsWith("the features do not say which layer they are"));
+  std::ofstream(root + "/f.json") << "{\"layer\":\"fc6\",\"weights\":\"x\",\"rows\":5,\"dimension\":4096}\n";
+  CHECK_THAT(test::message_of([&] { read_features(colours.root + "/f.npy"); }),
+             Catch::Contains("describes 5 x 4096 values, the file holds [6, 4096]"));
+}
+
 // Section 5's update against LibTorch's SGD (train.h says how they relate): equal at a
 // constant rate; after the rate drops from lr0 to lr1 ours keeps the step already taken
 // at the old rate, LibTorch rescales it, so ours moves 0.9 (1 - lr1 / lr0) v further,
@@ -235,7 +323,7 @@ TEST_CASE("Trainer::step equals LibTorch's SGD at a constant rate, and differs a
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < ours->parameters().size(); ++i) theirs->parameters()[i].copy_(ours->parameters()[i]);
   }
-  Trainer trainer(ours, TrainOptions().lr(0.01).momentum(0.9).weight_decay(5e-4));
+  Trainer trainer(ours, TrainerOptions().lr(0.01).momentum(0.9).weight_decay(5e-4));
   torch::optim::SGD sgd(theirs->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(5e-4));
   theirs->train();
   auto sgd_step = [&](const torch::Tensor& x, const torch::Tensor& y) {
@@ -292,7 +380,7 @@ TEST_CASE("A loss flat at ln(classes) is reported once, after 100 steps", "[trai
       tower->fc8->bias.zero_();
     }
   }
-  Trainer trainer(model, TrainOptions().lr(1e-12).weight_decay(0));
+  Trainer trainer(model, TrainerOptions().lr(1e-12).weight_decay(0));
   std::vector<std::pair<int, std::string>> warnings;
   const auto x = torch::randn({2, 3, 67, 67});
   const auto y = torch::tensor({0, 1});

@@ -1,6 +1,6 @@
 // The README's example, built by the tests against the installed library and
 // through add_subdirectory.
-#include <alexnet/model.h>
+#include <alexnet/network/model.h>
 
 #include <iostream>
 

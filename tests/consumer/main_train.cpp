@@ -1,7 +1,7 @@
 // A run created and resumed by a program that links alexnet::train and nothing of the
 // project's apps: a data set of two colours, one epoch, then the run continued to two.
-#include <alexnet/image.h>
-#include <alexnet/run.h>
+#include <alexnet/data/image.h>
+#include <alexnet/train/run.h>
 
 #include <filesystem>
 #include <iostream>
@@ -28,15 +28,17 @@ int main(int argc, char** argv) {
   }
   alexnet::RunConfig config;
   config.data(dir + "/data").arch("caffe").input_size(67).dropout(0.0);
-  config.train().epochs(1).batch_size(4).lr(0.001).workers(1).resize(72);
+  config.train().epochs(1).batch_size(4).workers(1).resize(72);
+  config.trainer().lr(0.001);
+  alexnet::TrainHooks hooks;
+  hooks.on_epoch = [](const alexnet::EpochMetrics& m) { std::cout << m.to_text() << "\n"; };
   const auto run_dir = dir + "/run";
-  alexnet::Run::prepare(run_dir, config, /*overwrite=*/true);
-  if (alexnet::Run(run_dir, config, /*resume=*/false).fit() != alexnet::Trainer::Outcome::kFinished) return 1;
+  auto run = alexnet::Run::create(run_dir, config, alexnet::RunOptions().overwrite(true).hooks(hooks));
+  if (run.fit() != alexnet::Run::Outcome::kFinished) return 1;
 
-  alexnet::RunConfig more;
-  more.train().epochs(2);
-  alexnet::Run again(run_dir, alexnet::Run::resume_config(run_dir, more, {"epochs"}), /*resume=*/true);
-  if (again.fit() != alexnet::Trainer::Outcome::kFinished) return 1;
-  std::cout << "resumed to epoch " << again.trainer().history().size() << "\n";
-  return again.trainer().history().size() == 2 ? 0 : 1;
+  auto again = alexnet::Run::resume(run_dir, [](alexnet::RunConfig& c) { c.train().epochs(2); },
+                                    alexnet::RunOptions().hooks(hooks));
+  if (again.fit() != alexnet::Run::Outcome::kFinished) return 1;
+  std::cout << "resumed to epoch " << again.history().size() << "\n";
+  return again.history().size() == 2 ? 0 : 1;
 }

@@ -1,6 +1,7 @@
 #pragma once
 
-// The data pipeline of Sections 2 and 4.1, in one include: ImageNet-style folders,
+// The data pipeline (alexnet::data) of Sections 2 and 4.1, in one include: image
+// decoding (<alexnet/data/image.h>), ImageNet-style folders,
 // list files and packed sets (<alexnet/data/source.h>, <alexnet/data/packed.h>),
 // Fashion-MNIST (<alexnet/data/fashion_mnist.h>), the training set's statistics
 // (<alexnet/data/statistics.h>), and the transforms, batches and sampler the data
@@ -10,7 +11,7 @@
 
 #include <alexnet/data/dataset.h>
 #include <alexnet/data/fashion_mnist.h>
+#include <alexnet/data/image.h>
 #include <alexnet/data/packed.h>
 #include <alexnet/data/source.h>
 #include <alexnet/data/statistics.h>
-#include <alexnet/image.h>

@@ -13,8 +13,8 @@
 
 #include <alexnet/data/source.h>
 #include <alexnet/data/statistics.h>
-#include <alexnet/names.h>
-#include <alexnet/preprocessing.h>
+#include <alexnet/network/names.h>
+#include <alexnet/network/preprocessing.h>
 
 #include <torch/arg.h>
 #include <torch/data/datasets/base.h>

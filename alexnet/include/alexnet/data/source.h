@@ -4,8 +4,8 @@
 // list files (Caffe's `convert_imageset` format) and packed sets. A source lists
 // examples and decodes one on request; it never decodes in its constructor.
 
-#include <alexnet/image.h>
-#include <alexnet/names.h>
+#include <alexnet/data/image.h>
+#include <alexnet/network/names.h>
 
 #include <torch/arg.h>
 

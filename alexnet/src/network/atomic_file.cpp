@@ -1,0 +1,147 @@
+#include "network/atomic_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+#include <streambuf>
+#include <sys/stat.h>
+
+namespace alexnet::detail {
+namespace {
+
+std::string directory_of(const std::string& path) {
+  const auto slash = path.rfind('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// A file descriptor written through write(2), keeping the first error (errno) and
+// dropping everything after it: the writer always sees success, so that code which
+// must not fail mid-way (LibTorch's zip writer throws from its destructor when a
+// write comes up short, and that aborts the process) finishes, and the error is
+// reported once, here.
+class Sink {
+ public:
+  explicit Sink(int fd) : fd_(fd) {}
+  size_t write(const void* data, size_t n) {
+    const char* p = static_cast<const char*>(data);
+    size_t left = n;
+    while (error_ == 0 && left > 0) {
+      const ssize_t done = ::write(fd_, p, left);
+      if (done < 0) {
+        if (errno == EINTR) continue;
+        error_ = errno;
+      } else {
+        p += done;
+        left -= static_cast<size_t>(done);
+      }
+    }
+    return n;
+  }
+  int error() const { return error_; }
+  void fail(int error) {
+    if (error_ == 0) error_ = error;
+  }
+
+ private:
+  int fd_;
+  int error_ = 0;
+};
+
+// std::ostream onto a ByteSink, buffered.
+class SinkBuffer : public std::streambuf {
+ public:
+  explicit SinkBuffer(const ByteSink& sink) : sink_(sink) { setp(buffer_, buffer_ + sizeof(buffer_)); }
+
+ protected:
+  int sync() override {
+    sink_(pbase(), static_cast<size_t>(pptr() - pbase()));
+    setp(buffer_, buffer_ + sizeof(buffer_));
+    return 0;
+  }
+  int_type overflow(int_type c) override {
+    sync();
+    if (!traits_type::eq_int_type(c, traits_type::eof())) {
+      *pptr() = traits_type::to_char_type(c);
+      pbump(1);
+    }
+    return traits_type::not_eof(c);
+  }
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    if (n >= static_cast<std::streamsize>(sizeof(buffer_))) {  // large blocks go straight through
+      sync();
+      sink_(s, static_cast<size_t>(n));
+      return n;
+    }
+    return std::streambuf::xsputn(s, n);
+  }
+
+ private:
+  const ByteSink& sink_;
+  char buffer_[1 << 16];
+};
+
+std::string reason(int error) {
+  if (error == ENOSPC) return "no space left on device";
+  if (error == EFBIG) return "file too large (a file-size limit)";
+  if (error == EDQUOT) return "disk quota exceeded";
+  return std::strerror(error);
+}
+
+}  // namespace
+
+void write_atomically(const std::string& path, const std::function<void(const ByteSink&)>& write,
+                      const std::string& what) {
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  struct stat previous {};
+  const bool existed = ::stat(path.c_str(), &previous) == 0;
+  auto fail = [&](const std::string& why) {
+    std::remove(tmp.c_str());
+    throw std::runtime_error(what + " '" + path + "': " + why +
+                             (existed ? "; the previous file is intact" : "; nothing was written"));
+  };
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const int error = errno;
+    throw std::runtime_error(what + " '" + path + "': cannot write " + tmp + ": " + reason(error));
+  }
+  Sink sink(fd);
+  try {
+    write([&](const void* data, size_t n) { return sink.write(data, n); });
+  } catch (const std::exception& e) {
+    ::close(fd);
+    fail(e.what());
+  }
+  if (sink.error() == 0 && ::fsync(fd) != 0) sink.fail(errno);  // so that the rename cannot reach the disk first
+  if (::close(fd) != 0) sink.fail(errno);
+  if (sink.error() != 0) fail(reason(sink.error()));
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail("cannot rename into place: " + reason(errno));
+  const int dir = ::open(directory_of(path).c_str(), O_RDONLY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+}
+
+void write_atomically(const std::string& path, const std::function<void(std::ostream&)>& write,
+                      const std::string& what) {
+  write_atomically(
+      path,
+      [&](const ByteSink& bytes) {
+        SinkBuffer buffer(bytes);
+        std::ostream out(&buffer);
+        write(out);
+        out.flush();
+      },
+      what);
+}
+
+void write_file_atomically(const std::string& path, const std::string& bytes, const std::string& what) {
+  write_atomically(
+      path, [&](const ByteSink& out) { out(bytes.data(), bytes.size()); }, what);
+}
+
+}  // namespace alexnet::detail

@@ -1,0 +1,116 @@
+#include "network/graph.h"
+
+#include <alexnet/network/lrn.h>
+
+#include "network/json.h"
+
+#include <stdexcept>
+
+namespace alexnet::detail {
+namespace {
+
+using Kind = GraphStep::Kind;
+
+GraphStep conv(const std::string& name, int64_t kernel, int64_t stride, int64_t padding, int64_t groups) {
+  GraphStep s{Kind::kConv, name};
+  s.kernel = kernel, s.stride = stride, s.padding = padding, s.groups = groups;
+  return s;
+}
+
+GraphStep max_pool(bool ceil) {
+  GraphStep s{Kind::kMaxPool, ""};
+  s.kernel = 3, s.stride = 2, s.ceil_mode = ceil;
+  return s;
+}
+
+GraphStep linear(const std::string& name) { return GraphStep{Kind::kLinear, name}; }
+GraphStep relu() { return GraphStep{Kind::kRelu, ""}; }
+
+}  // namespace
+
+std::string preprocessing_json(const Preprocessing& pre, const std::string& mean_image_where) {
+  Json j;
+  j["input"] = {{"name", "images"}, {"layout", "NCHW"}, {"colour", "RGB"}, {"range", {0, 255}}};
+  const auto fields = Json::parse(pre.to_json());
+  for (const auto& [key, value] : fields.items()) j[key] = value;
+  if (!j["mean_image"].is_null()) j["mean_image"]["where"] = mean_image_where;
+  return dump(j);
+}
+
+int64_t pooled(int64_t n, bool ceil) {
+  if (!ceil) return (n - 3) / 2 + 1;
+  int64_t out = (n - 3 + 1) / 2 + 1;
+  if ((out - 1) * 2 >= n) --out;  // the last window must start inside the input
+  return out;
+}
+
+int64_t pool5_side(const AlexNetOptions& o) {
+  const bool ceil = o.ceil_mode();
+  const int64_t conv1 = (o.input_size() + 2 * o.conv1_padding() - 11) / 4 + 1;
+  return pooled(pooled(pooled(conv1, ceil), ceil), ceil);
+}
+
+std::vector<GraphStep> inference_graph(const AlexNetOptions& o) {
+  std::vector<GraphStep> g;
+  if (o.architecture() == Architecture::kTorchvision) {
+    g = {conv("features.0", 11, 4, o.conv1_padding(), 1), relu(), max_pool(false),
+         conv("features.3", 5, 1, 2, 1), relu(), max_pool(false),
+         conv("features.6", 3, 1, 1, 1), relu(), conv("features.8", 3, 1, 1, 1), relu(),
+         conv("features.10", 3, 1, 1, 1), relu(), max_pool(false)};
+    // AdaptiveAvgPool2d(6): the identity at 6x6, a plain average pool at multiples of 6.
+    const auto side = pool5_side(o);
+    if (side != 6) {
+      if (side % 6 != 0) {
+        throw std::invalid_argument("torchvision's adaptive pooling from " + std::to_string(side) + "x" +
+                                    std::to_string(side) + " maps (input " + std::to_string(o.input_size()) +
+                                    ") to 6x6 is not a fixed pooling; export at an input whose pool5 side is a "
+                                    "multiple of 6 (224)");
+      }
+      GraphStep pool{Kind::kAvgPool, ""};
+      pool.kernel = pool.stride = side / 6;
+      g.push_back(pool);
+    }
+    g.push_back(GraphStep{Kind::kFlatten, ""});
+    for (const auto* name : {"classifier.1", "classifier.4"}) g.push_back(linear(name)), g.push_back(relu());
+    g.push_back(linear("classifier.6"));
+    return g;
+  }
+  std::vector<GraphStep> lrn;
+  if (const auto& l = o.lrn()) {
+    if (l->size() % 2 == 0) {
+      throw std::invalid_argument("LRN window " + std::to_string(l->size()) +
+                                  " is even: ONNX and Caffe centre an even window differently; only odd windows export");
+    }
+    GraphStep s{Kind::kLRN, ""};
+    s.size = l->size();
+    // The paper's alpha multiplies the sum; the averaged form divides alpha by the window.
+    s.alpha = l->mode() == LRNMode::kSum ? l->alpha() * static_cast<double>(l->size()) : l->alpha();
+    s.beta = l->beta(), s.k = l->k();
+    s.groups = o.lrn_across_towers() ? 1 : 2;
+    lrn.push_back(s);
+  }
+  auto normalise_pool = [&] {
+    if (!o.pool_before_lrn()) g.insert(g.end(), lrn.begin(), lrn.end());
+    g.push_back(max_pool(o.ceil_mode()));
+    if (o.pool_before_lrn()) g.insert(g.end(), lrn.begin(), lrn.end());
+  };
+  g.push_back(conv("conv1", 11, 4, o.conv1_padding(), 1));
+  g.push_back(relu());
+  normalise_pool();
+  g.push_back(conv("conv2", 5, 1, 2, 2));
+  g.push_back(relu());
+  normalise_pool();
+  g.push_back(conv("conv3", 3, 1, 1, 1));
+  g.push_back(relu());
+  g.push_back(conv("conv4", 3, 1, 1, 2));
+  g.push_back(relu());
+  g.push_back(conv("conv5", 3, 1, 1, 2));
+  g.push_back(relu());
+  g.push_back(max_pool(o.ceil_mode()));
+  g.push_back(GraphStep{Kind::kFlatten, ""});
+  for (const auto* name : {"fc6", "fc7"}) g.push_back(linear(name)), g.push_back(relu());
+  g.push_back(linear("fc8"));
+  return g;
+}
+
+}  // namespace alexnet::detail
