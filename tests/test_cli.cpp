@@ -102,6 +102,21 @@ TEST_CASE("alexnet train, evaluate and classify work from the command line, Ctrl
   CHECK(run(kCli + " train" + common + " --epochs 2 --out " + dir + "/run", out, true) == 1);
   CHECK(out == "error: run '" + dir + "/run' exists: --resume " + dir + "/run to continue it, or --overwrite to replace it\n");
 
+  // Fine-tuning from the run's weights, the feature extractor frozen, fc8 at 10x.
+  REQUIRE(run(kCli + " train --data " + dir + "/d --batch-size 2 --workers 1 --epochs 1 --weights " + dir +
+                  "/run/best.pt --freeze conv1..conv5 --lr-mult fc8=10 --out " + dir + "/tuned",
+              out, true) == 0);
+  CHECK_THAT(out, Catch::Contains("fine-tuning from " + dir + "/run/best.pt: every layer loaded, fc8 2 of the 2 classes "
+                                  "kept (of its 2), 0 new; input normalised with the weights' preprocessing; frozen: "
+                                  "conv1,conv2,conv3,conv4,conv5; lr_mult fc8=10"));
+  REQUIRE(run("cat " + dir + "/tuned/options.txt", out) == 0);
+  CHECK_THAT(out, Catch::Contains("\nweights=" + dir + "/run/best.pt\n") && Catch::Contains("\nresize=72\n") &&
+                      Catch::Contains("\nfreeze=conv1,conv2,conv3,conv4,conv5\n") &&
+                      Catch::Contains("\nlr_mult=fc8=10\n"));
+  CHECK(run(kCli + " train --data " + dir + "/d --weights " + dir + "/run/best.pt --freeze conv0 --out " + dir + "/x",
+            out, true) == 1);
+  CHECK(out == "error: --freeze has 'conv0', not a layer (conv1 .. conv5, fc6 .. fc8)\n");
+
   REQUIRE(run(kCli + " evaluate --json --weights " + dir + "/run/best.pt --data " + dir + "/d", out) == 0);
   CHECK_THAT(out, Catch::StartsWith("{\"images\":4,\"top1\":") && Catch::Contains("\"label\":\"two\""));
   REQUIRE(run(kCli + " classify --json --top 2 --weights " + dir + "/run/best.pt " + dir + "/d/one/rocket.jpg", out) == 0);

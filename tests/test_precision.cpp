@@ -198,3 +198,34 @@ TEST_CASE("AMP steps on CUDA: bf16 is finite, fp16 skips overflowing steps, halv
   while (tries < 8 && !amp_step(model, fresh, Precision::kFp16, x, y)) ++tries;
   CHECK(tries < 8);
 }
+
+// Fine-tuning on a GPU: the feature extractor frozen under float16's loss scaling and
+// bf16, channels-last; frozen layers have no gradients to unscale and stay bitwise.
+TEST_CASE("Frozen layers train on CUDA in fp16 and bf16 and stay bitwise", "[precision][cuda]") {
+  if (!torch::cuda::is_available()) {
+    test::skip("no CUDA device here (LibTorch built without CUDA, or no GPU)");
+    return;
+  }
+  const auto x = torch::randn({8, 3, 227, 227}, torch::kCUDA) * 40;
+  const auto y = torch::randint(0, 10, {8}, torch::TensorOptions(torch::kLong).device(torch::kCUDA));
+  for (const auto precision : {Precision::kFp16, Precision::kBf16}) {
+    INFO(name_of(precision));
+    torch::manual_seed(4);
+    AlexNet model(AlexNetOptions::caffe().num_classes(10).devices({c10::Device("cuda:0")}));
+    const auto before = test::snapshot(*model);
+    Trainer trainer(model, TrainerOptions().lr(0.001).precision(precision).channels_last(true).freeze(
+                               {"conv1", "conv2", "conv3", "conv4", "conv5"}).lr_mult({{"fc8", 10}}));
+    int updated = 0;
+    for (int step = 0; step < 8; ++step) updated += trainer.step(x, y).updated;
+    CHECK(updated > 0);
+    const auto after = test::snapshot(*model);
+    size_t i = 0;
+    for (const auto& p : model->named_parameters()) {
+      INFO(p.key());
+      const bool conv = p.key().find(".conv") != std::string::npos;
+      CHECK(torch::equal(after[i], before[i]) == conv);
+      ++i;
+    }
+  }
+}
+

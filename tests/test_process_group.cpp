@@ -32,6 +32,26 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// This test binary run as ranks 0 and 1 of a world of two on loopback, each selecting
+// the hidden test `worker` (a tag); `env` goes before each (VAR=1 ...). Both logs, and
+// "s0=S0 s1=S1", their exit statuses: a rank left waiting fails at its group's timeout.
+struct TwoRanks {
+  std::string statuses, log0, log1;
+};
+TwoRanks run_two_ranks(const std::string& worker, const std::string& env = "") {
+  const auto self = fs::read_symlink("/proc/self/exe").string();
+  const auto dir = test::temp_dir(worker);
+  const auto cmd = "export WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()) + "; " +
+                   env + "RANK=0 LOCAL_RANK=0 " + self + " '[" + worker + "]' > " + dir + "/0.log 2>&1 & p0=$!; " +
+                   env + "RANK=1 LOCAL_RANK=1 " + self + " '[" + worker + "]' > " + dir + "/1.log 2>&1 & p1=$!; " +
+                   "wait $p0; s0=$?; wait $p1; echo s0=$s0 s1=$?";
+  TwoRanks out;
+  REQUIRE(bash(cmd, out.statuses) == 0);
+  out.log0 = read_text(dir + "/0.log");
+  out.log1 = read_text(dir + "/1.log");
+  return out;
+}
+
 // Every collective of `group`, whatever its size W, on tensors on `device`: rank r
 // contributes r + 1 (and the like), so the expected means and sums follow from W. The
 // sum goes through a CPU tensor whatever the device (NCCL stages it through the GPU).
@@ -294,17 +314,10 @@ TEST_CASE("towers inside data parallel train as one process with the global batc
   if (!ProcessGroup::has_backend("gloo") && torch::cuda::device_count() < 2) {
     return test::skip("replicas sharing a device need Gloo, which this build lacks");
   }
-  const auto self = fs::read_symlink("/proc/self/exe").string();
-  const auto dir = test::temp_dir("towers-worker");
-  const auto cmd = "export WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()) + "; " +
-                   "RANK=0 LOCAL_RANK=0 " + self + " '[towers-worker]' > " + dir + "/0.log 2>&1 & p0=$!; " +
-                   "RANK=1 LOCAL_RANK=1 " + self + " '[towers-worker]' > " + dir + "/1.log 2>&1 & p1=$!; " +
-                   "wait $p0; s0=$?; wait $p1; echo s0=$s0 s1=$?";
-  std::string out;
-  REQUIRE(bash(cmd, out) == 0);
-  const auto log = read_text(dir + "/0.log");
-  INFO(out << log << read_text(dir + "/1.log"));
-  CHECK_THAT(out, Catch::Contains("s0=0 s1=0"));
+  const auto ranks = run_two_ranks("towers-worker");
+  const auto& log = ranks.log0;
+  INFO(ranks.statuses << log << ranks.log1);
+  CHECK_THAT(ranks.statuses, Catch::Contains("s0=0 s1=0"));
   CHECK_THAT(log, Catch::Contains("All tests passed"));
   const auto line = log.find("rank 0: towers on");
   if (line != std::string::npos) WARN(log.substr(line, log.find('\n', line) - line));
@@ -401,18 +414,10 @@ namespace {
 // passed. A rank left waiting would fail at the process group's timeout (non-zero
 // exit), so no clock is needed: each rank's line says it stopped with the other.
 std::string run_nonfinite(bool fp16) {
-  const auto self = fs::read_symlink("/proc/self/exe").string();
-  const auto dir = test::temp_dir(fp16 ? "nonfinite16" : "nonfinite32");
-  const std::string env = fp16 ? "ALEXNET_TEST_FP16=1 " : "";
-  const auto cmd = "export WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()) + "; " +
-                   env + "RANK=0 LOCAL_RANK=0 " + self + " '[nonfinite-worker]' > " + dir + "/0.log 2>&1 & p0=$!; " +
-                   env + "RANK=1 LOCAL_RANK=1 " + self + " '[nonfinite-worker]' > " + dir + "/1.log 2>&1 & p1=$!; " +
-                   "wait $p0; s0=$?; wait $p1; echo s0=$s0 s1=$?";
-  std::string out;
-  REQUIRE(bash(cmd, out) == 0);
-  const auto logs = read_text(dir + "/0.log") + read_text(dir + "/1.log");
-  INFO(out << logs);
-  CHECK_THAT(out, Catch::Contains("s0=0 s1=0"));
+  const auto ranks = run_two_ranks("nonfinite-worker", fp16 ? "ALEXNET_TEST_FP16=1 " : "");
+  const auto logs = ranks.log0 + ranks.log1;
+  INFO(ranks.statuses << logs);
+  CHECK_THAT(ranks.statuses, Catch::Contains("s0=0 s1=0"));
   return logs;
 }
 
@@ -431,4 +436,51 @@ TEST_CASE("float16: a non-finite loss on one rank makes every rank skip the step
   }
   const auto logs = run_nonfinite(/*fp16=*/true);
   CHECK_THAT(logs, Catch::Contains("rank 0: skipped the step") && Catch::Contains("rank 1: skipped the step"));
+}
+
+// Run by the next test as two processes (ranks); hidden from the list. Fine-tuning's
+// feature extractor under data parallelism: conv1 .. conv5 frozen, fc8 at ten times the
+// rate, each rank its own images. The frozen layers have no gradients, so they are in
+// no all-reduce bucket: a rank that waited for them would stop at the group's timeout.
+TEST_CASE("frozen worker", "[.][frozen-worker]") {
+  auto options = DistributedOptions::from_environment();
+  REQUIRE(options.world_size == 2);
+  options.timeout = std::chrono::seconds(60);
+  options.backend = "gloo";
+  ProcessGroup group(options);
+  torch::manual_seed(6);
+  AlexNet model(AlexNetOptions::caffe().input_size(67).num_classes(4));
+  std::vector<torch::Tensor> before;
+  for (const auto& p : model->parameters()) before.push_back(p.detach().clone());
+  Trainer trainer(model, TrainerOptions().lr(0.01).freeze({"conv1", "conv2", "conv3", "conv4", "conv5"}).lr_mult(
+                             {{"fc8", 10}}));
+  trainer.distribute(group);
+  torch::manual_seed(100 + options.rank);  // each rank its own images (and dropout)
+  for (int step = 0; step < 3; ++step) {
+    trainer.step(torch::randn({2, 3, 67, 67}) * 40, torch::randint(0, 4, {2}));
+  }
+  trainer.check_replicas();  // throws unless every rank holds the same weights
+  int unchanged = 0, changed = 0;
+  const auto layers = model->learned_layers();
+  for (const auto& layer : layers) {
+    for (const auto& p : {layer.weight, layer.bias}) {
+      size_t i = 0;
+      while (!model->parameters()[i].is_same(p)) ++i;
+      const bool same = torch::equal(p, before[i]);
+      CHECK(same == (layer.name.rfind("conv", 0) == 0));
+      (same ? unchanged : changed) += 1;
+    }
+  }
+  std::printf("rank %d: %d frozen tensors unchanged, %d trained, replicas identical\n", options.rank, unchanged,
+              changed);
+}
+
+TEST_CASE("frozen layers stay unchanged under two ranks, and no rank waits for them", "[distributed]") {
+  if (!ProcessGroup::has_backend("gloo")) return test::skip("this build has no Gloo (its LibTorch lacks the headers)");
+  const auto ranks = run_two_ranks("frozen-worker");
+  const auto logs = ranks.log0 + ranks.log1;
+  INFO(ranks.statuses << logs);
+  CHECK_THAT(ranks.statuses, Catch::Contains("s0=0 s1=0"));
+  CHECK_THAT(logs, Catch::Contains("rank 0: 20 frozen tensors unchanged, 12 trained, replicas identical") &&
+                       Catch::Contains("rank 1: 20 frozen tensors unchanged, 12 trained, replicas identical"));
 }

@@ -14,6 +14,7 @@
 #include <torch/nn/functional/loss.h>
 
 #include <cmath>
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -64,6 +65,10 @@ struct Trainer::Impl {
   int64_t flat_steps = 0, skipped_steps = 0;
   bool warned_flat = false;
 
+  // Per parameter, in named_parameters' order: the learning-rate multiplier (0 for a
+  // frozen one, which has no gradient and is never visited).
+  std::vector<double> multipliers;
+
   Impl(AlexNet m, TrainerOptions o) : model(std::move(m)), options(std::move(o)), lr(options.lr()) {}
 
   bool parallel() const { return group && group->size() > 1; }
@@ -71,6 +76,11 @@ struct Trainer::Impl {
   bool channels_last() const { return runs_channels_last(options.precision(), device(), options.channels_last()); }
   void update();
 };
+
+const std::vector<std::string>& layer_names() {
+  static const std::vector<std::string> names{"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"};
+  return names;
+}
 
 void validate(const TrainerOptions& o) {
   auto positive = [](const char* name, double v) {
@@ -80,6 +90,23 @@ void validate(const TrainerOptions& o) {
   if (!(o.momentum() >= 0 && o.momentum() < 1)) throw OptionError("momentum", "must be in [0, 1), got " + number(o.momentum()));
   if (!(o.weight_decay() >= 0) || !std::isfinite(o.weight_decay())) {
     throw OptionError("weight_decay", "must be at least 0, got " + number(o.weight_decay()));
+  }
+  const auto& layers = layer_names();
+  auto known = [&](const std::string& layer) { return std::find(layers.begin(), layers.end(), layer) != layers.end(); };
+  for (const auto& layer : o.freeze()) {
+    if (!known(layer)) throw OptionError("freeze", "has '" + layer + "', not a layer (conv1 .. conv5, fc6 .. fc8)");
+  }
+  for (const auto& [name, k] : o.lr_mult()) {
+    const auto dot = name.find('.');
+    const auto layer = name.substr(0, dot);
+    const auto part = dot == std::string::npos ? std::string() : name.substr(dot + 1);
+    if (!known(layer) || (dot != std::string::npos && part != "weight" && part != "bias")) {
+      throw OptionError("lr_mult", "has '" + name + "', not a layer (conv1 .. fc8) or one's weight or bias (fc8.bias)");
+    }
+    if (!(k >= 0) || !std::isfinite(k)) throw OptionError("lr_mult", "of " + name + " must be at least 0, got " + number(k));
+    if (std::find(o.freeze().begin(), o.freeze().end(), layer) != o.freeze().end()) {
+      throw OptionError("lr_mult", "of " + name + ": " + layer + " is frozen, so it does not train");
+    }
   }
 }
 
@@ -93,6 +120,28 @@ Trainer::Trainer(AlexNet model, TrainerOptions options) : impl_(std::make_unique
   }
   m.scaler = LossScaler(options.precision() == Precision::kFp16);
   set_tf32(options.tf32());
+  // Each parameter's layer, by identity: the towers' and torchvision's names differ.
+  std::map<const void*, std::pair<std::string, std::string>> layer_of;
+  for (const auto& l : m.model->learned_layers()) {
+    layer_of[l.weight.unsafeGetTensorImpl()] = {l.name, "weight"};
+    layer_of[l.bias.unsafeGetTensorImpl()] = {l.name, "bias"};
+  }
+  const auto& frozen = options.freeze();
+  for (auto& p : m.model->parameters()) {
+    const auto found = layer_of.find(p.unsafeGetTensorImpl());
+    double k = 1;
+    if (found != layer_of.end()) {
+      const auto& [layer, part] = found->second;
+      const auto& mult = options.lr_mult();
+      if (const auto whole = mult.find(layer); whole != mult.end()) k = whole->second;
+      if (const auto one = mult.find(layer + "." + part); one != mult.end()) k = one->second;
+      if (std::find(frozen.begin(), frozen.end(), layer) != frozen.end()) {
+        k = 0;
+        p.set_requires_grad(false);  // no gradient: no update, no decay, no all-reduce
+      }
+    }
+    m.multipliers.push_back(k);
+  }
   if (m.channels_last()) {
     torch::NoGradGuard no_grad;
     for (auto& p : m.model->parameters()) {
@@ -109,22 +158,28 @@ void Trainer::distribute(ProcessGroup& group) {
   if (impl_->group) throw std::logic_error("Trainer::distribute: called twice");
   impl_->group = &group;
   group.broadcast(impl_->model->parameters());  // every replica starts from rank 0's weights
-  // Each bucket's all-reduce starts during the backward pass as its gradients arrive.
-  group.overlap(impl_->model->parameters());
+  // Each bucket's all-reduce starts during the backward pass as its gradients arrive;
+  // frozen parameters have none, and no rank waits for them.
+  std::vector<torch::Tensor> trained;
+  for (const auto& p : impl_->model->parameters()) {
+    if (p.requires_grad()) trained.push_back(p);
+  }
+  group.overlap(trained);
 }
 
 void Trainer::Impl::update() {
   RECORD_USER_SCOPE("alexnet::sgd_update");  // named in LibTorch's profiler
   torch::NoGradGuard no_grad;
-  const double decay = options.weight_decay() * lr;
+  size_t i = 0;
   for (auto& item : model->named_parameters()) {
     auto& w = item.value();
+    const double rate = lr * multipliers[i++];  // Caffe's lr_mult, 1 unless asked
     if (!w.grad().defined()) continue;
     auto found = momentum.find(item.key());
     if (found == momentum.end()) found = momentum.emplace(item.key(), torch::zeros_like(w)).first;
     auto& v = found->second;
     // Section 5: v <- 0.9 v - 0.0005 lr w - lr grad; w <- w + v.
-    v.mul_(options.momentum()).add_(w, -decay).add_(w.grad(), -lr);
+    v.mul_(options.momentum()).add_(w, -options.weight_decay() * rate).add_(w.grad(), -rate);
     w.add_(v);
   }
 }
@@ -178,7 +233,9 @@ Trainer::StepResult Trainer::step(const torch::Tensor& images, const torch::Tens
     }
   }
   std::vector<torch::Tensor> gradients;
-  for (const auto& p : m.model->parameters()) gradients.push_back(p.grad());
+  for (const auto& p : m.model->parameters()) {
+    if (p.grad().defined()) gradients.push_back(p.grad());
+  }
   // float16: gradients unscaled after the all-reduce, so every replica sees the same
   // infinities and all skip together (as GradScaler does); the scale halves.
   result.updated = m.scaler.unscale_and_update(gradients);

@@ -8,6 +8,7 @@
 #include <alexnet/network/distributed.h>
 #include <alexnet/network/error.h>
 #include <alexnet/network/numbers.h>
+#include <alexnet/network/pytorch.h>
 #include <alexnet/network/runtime.h>
 #include <alexnet/train/inference.h>
 #include <alexnet/train/run.h>
@@ -27,6 +28,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <map>
 #include <sstream>
 #include <stdexcept>
 #include <unistd.h>
@@ -99,6 +101,68 @@ std::vector<c10::Device> parse_devices(const std::string& text) {
 }
 
 // A setting of the epoch loop (c.train()) or of the step (c.trainer()), as `o`.
+// Frozen layers as text: "conv1,conv2,...", in layer order.
+std::string frozen_text(const std::vector<std::string>& frozen) {
+  std::string out;
+  for (const auto& layer : layer_names()) {
+    if (std::find(frozen.begin(), frozen.end(), layer) != frozen.end()) out += (out.empty() ? "" : ",") + layer;
+  }
+  return out;
+}
+
+// "conv1..conv5", "..conv5" (from conv1), "fc7.." (to fc8), "conv1,fc6", or one name.
+std::vector<std::string> parse_frozen(const std::string& text) {
+  const auto& layers = layer_names();
+  auto index = [&](const std::string& name, size_t otherwise) {
+    if (name.empty()) return otherwise;
+    const auto found = std::find(layers.begin(), layers.end(), name);
+    if (found == layers.end()) throw OptionError("freeze", "has '" + name + "', not a layer (conv1 .. conv5, fc6 .. fc8)");
+    return static_cast<size_t>(found - layers.begin());
+  };
+  std::vector<bool> frozen(layers.size(), false);
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    const auto range = item.find("..");
+    if (range == std::string::npos) {
+      frozen[index(item.empty() ? "?" : item, 0)] = true;
+      continue;
+    }
+    const auto first = index(item.substr(0, range), 0), last = index(item.substr(range + 2), layers.size() - 1);
+    if (first > last) throw OptionError("freeze", "has '" + item + "', a range that runs backwards");
+    for (size_t i = first; i <= last; ++i) frozen[i] = true;
+  }
+  std::vector<std::string> out;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (frozen[i]) out.push_back(layers[i]);
+  }
+  return out;
+}
+
+// Multipliers as text: "fc8=10,fc7.bias=2", layers in order.
+std::string lr_mult_text(const std::map<std::string, double>& mult) {
+  std::string out;
+  for (const auto& layer : layer_names()) {
+    for (const auto& [name, k] : mult) {
+      if (name != layer && name.rfind(layer + ".", 0) != 0) continue;
+      auto number = text_of(k);  // exact, shortest; "10", not "10.0"
+      if (number.size() > 2 && number.compare(number.size() - 2, 2, ".0") == 0) number.resize(number.size() - 2);
+      out += (out.empty() ? "" : ",") + name + "=" + number;
+    }
+  }
+  return out;
+}
+
+std::map<std::string, double> parse_lr_mult(const std::string& text) {
+  std::map<std::string, double> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    const auto eq = item.find('=');
+    if (eq == std::string::npos) throw OptionError("lr_mult", "has '" + item + "', not LAYER=MULTIPLIER (fc8=10)");
+    out[item.substr(0, eq)] = parse_number<double>("lr_mult", item.substr(eq + 1));
+  }
+  return out;
+}
+
 #define ALEXNET_SETTING(PART, NAME, KIND, GET, SET, SAFE, HELP, CHOICES)                           \
   Entry {                                                                                          \
     #NAME, KIND, [](const RunConfig& c) { const auto& o = c.PART(); return GET; },                 \
@@ -115,6 +179,9 @@ const std::vector<Entry>& table() {
        [](RunConfig& c, const std::string& t) { c.val(t); }, false, "Validation data, evaluated after every epoch (none: no validation)", {}},
       {"stats", Kind::kText, [](const RunConfig& c) { return c.stats(); },
        [](RunConfig& c, const std::string& t) { c.stats(t); }, false, "Statistics file (alexnet stats); none: computed into RUN/stats.pt", {}},
+      {"weights", Kind::kText, [](const RunConfig& c) { return c.weights(); },
+       [](RunConfig& c, const std::string& t) { c.weights(t); }, false,
+       "Fine-tune: start from this checkpoint (best.pt, last.pt, a converted torchvision or Caffe model); none: from scratch", {}},
       {"arch", Kind::kText, [](const RunConfig& c) { return c.arch(); },
        [](RunConfig& c, const std::string& t) {
          const auto& known = preset_names();
@@ -167,6 +234,12 @@ const std::vector<Entry>& table() {
       ALEXNET_TRAIN_SETTING(mean, Kind::kText, o.mean() ? name_of(*o.mean()) : std::string(),
                             o.mean(t.empty() ? c10::optional<Mean>() : c10::optional<Mean>(choice<Mean>("mean", t))),
                             false, "Subtract the mean image or the channel means (none: image for two towers, channels for torchvision)", name_list<Mean>()),
+      ALEXNET_TRAIN_SETTING(normalize, Kind::kText, name_of(o.normalize()), o.normalize(choice<Normalize>("normalize", t)),
+                            false, "Fine-tuning: normalise as the weights were trained (their mean, std and sizes) or with the new data's statistics", name_list<Normalize>()),
+      ALEXNET_TRAINER_SETTING(freeze, Kind::kText, frozen_text(o.freeze()), o.freeze(parse_frozen(t)), false,
+                              "Layers that do not train: conv1..conv5 (the feature extractor), ..conv3, fc7.., or a list (conv1,conv2)", {}),
+      ALEXNET_TRAINER_SETTING(lr_mult, Kind::kText, lr_mult_text(o.lr_mult()), o.lr_mult(parse_lr_mult(t)), false,
+                              "Caffe's lr_mult: learning-rate multipliers per layer or parameter (fc8=10,fc7.bias=2)", {}),
       ALEXNET_TRAINER_SETTING(tf32, Kind::kSwitch, o.tf32() ? "true" : "false", o.tf32(flag("tf32", t)), false, "Allow TensorFloat-32 on CUDA (Ampere and later): faster, 10-bit mantissa products", {}),
   };
   return table;
@@ -332,12 +405,76 @@ void check(const RunConfig& c) {
       !std::all_of(devices.begin(), devices.end(), [](const c10::Device& d) { return d.is_cuda(); })) {
     throw OptionError("precision", "fp16 needs a CUDA device; on CPUs use bf16");
   }
-  const auto probe = c.model(2);
-  if (probe.input_size() > c.train().resize()) {
-    throw OptionError("input_size", std::to_string(probe.input_size()) + " is larger than resize " +
+}
+
+// The network a run trains: the preset's, or the one `base` describes (the weights a
+// run fine-tunes, or its last.pt) with the run's classes, dropout, devices and
+// execution, and its input size or initialisation where the configuration gives one.
+AlexNetOptions network_of(const RunConfig& c, const AlexNetOptions* base, int64_t classes) {
+  if (!base) return c.model(classes);
+  auto o = *base;
+  o.num_classes(classes).dropout(c.dropout()).devices(c.devices());
+  if (o.architecture() == Architecture::kTwoTower) o.execution(c.execution());
+  if (c.input_size() > 0) o.input_size(c.input_size());
+  if (c.init()) o.init(*c.init());
+  return o;
+}
+
+// The checks of `network` that need no data: its own, and its crop within the resize.
+void check_network(const RunConfig& c, const AlexNetOptions& network) {
+  if (network.input_size() > c.train().resize()) {
+    throw OptionError("input_size", std::to_string(network.input_size()) + " is larger than resize " +
                                         std::to_string(c.train().resize()) + ": the crop must fit the resized image");
   }
-  validate(probe);  // the network's own checks (an input too small, devices, ...)
+  validate(network);  // the network's own checks (an input too small, devices, ...)
+}
+
+// The paper's name of a grouped state dict's key ("fc6.weight"; torchvision's
+// "classifier.1.weight" is fc6's).
+std::string layer_of_key(const std::string& key) {
+  static const std::vector<std::pair<std::string, std::string>> torchvision{
+      {"features.0.", "conv1"}, {"features.3.", "conv2"}, {"features.6.", "conv3"}, {"features.8.", "conv4"},
+      {"features.10.", "conv5"}, {"classifier.1.", "fc6"}, {"classifier.4.", "fc7"}, {"classifier.6.", "fc8"}};
+  for (const auto& [prefix, name] : torchvision) {
+    if (key.rfind(prefix, 0) == 0) return name + key.substr(prefix.size() - 1);
+  }
+  return key;
+}
+
+// Fine-tuning's start: every tensor of `source` into `model` bit for bit, fc8's rows by
+// class name (a class of `classes` that `source_classes` holds keeps its row; the
+// others keep the fresh rows `model` was made with). Returns how many classes kept
+// their rows. Throws naming the layer and both shapes when one cannot be loaded.
+int64_t load_pretrained(const AlexNetImpl& source, const std::vector<std::string>& source_classes, AlexNetImpl& model,
+                        const std::vector<std::string>& classes, const std::string& path) {
+  std::map<std::string, torch::Tensor> from;
+  for (auto& [key, tensor] : to_state_dict(source)) from[key] = tensor;
+  auto to = to_state_dict(model);
+  int64_t kept = 0;
+  for (auto& [key, tensor] : to) {
+    const auto& s = from.at(key);  // one architecture: the same keys
+    const auto layer = layer_of_key(key);
+    if (layer.rfind("fc8.", 0) == 0) {
+      tensor = tensor.clone();
+      kept = 0;
+      for (size_t c = 0; c < classes.size(); ++c) {
+        const auto found = std::find(source_classes.begin(), source_classes.end(), classes[c]);
+        if (found == source_classes.end()) continue;
+        tensor[static_cast<int64_t>(c)].copy_(s[found - source_classes.begin()]);
+        ++kept;
+      }
+      continue;
+    }
+    if (s.sizes() != tensor.sizes()) {
+      throw std::runtime_error("weights '" + path + "': " + layer + " is " + c10::str(s.sizes()) + " there and " +
+                               c10::str(tensor.sizes()) + " here (input " + std::to_string(model.options.input_size()) +
+                               ", the weights' " + std::to_string(source.options.input_size()) +
+                               "): fine-tune at the weights' input size");
+    }
+    tensor = s;
+  }
+  load_state_dict(model, to, path);
+  return kept;
 }
 
 // A new run's folder: made empty for it, and put back as it was unless `keep` is
@@ -377,6 +514,13 @@ class FolderGuard {
 };
 
 }  // namespace
+
+template <>
+const std::vector<std::pair<std::string, Normalize>>& names<Normalize>() {
+  static const std::vector<std::pair<std::string, Normalize>> table{{"weights", Normalize::kWeights},
+                                                                     {"data", Normalize::kData}};
+  return table;
+}
 
 template <>
 const std::vector<std::pair<std::string, LrPolicy>>& names<LrPolicy>() {
@@ -509,6 +653,8 @@ struct Run::Impl {
   std::string dir;
   RunConfig config;
   RunOptions options;
+  AlexNetOptions network;  // what the run trains (its classes set once the data is open)
+  c10::optional<std::pair<AlexNet, Preprocessing>> pretrained;  // fine-tuning's weights, at create
   bool writer = true;
   std::vector<std::string> changes;
   std::shared_ptr<data::Source> train, val;  // val's labels already the training classes'
@@ -560,7 +706,7 @@ void Run::Impl::open(bool resume) {
   }
   // The network first, from the seed alone (the statistics draw no random numbers).
   manual_seed(c.train().seed());
-  AlexNet model(c.model(static_cast<int64_t>(classes.size())));
+  AlexNet model(network.num_classes(static_cast<int64_t>(classes.size())));
 
   const auto stats_path = c.stats().empty() ? (fs::path(dir) / "stats.pt").string() : c.stats();
   if (fs::exists(stats_path)) {
@@ -579,10 +725,31 @@ void Run::Impl::open(bool resume) {
   if (val_source) val_source = data::match_classes(val_source, classes, &subset);
   if (!subset.empty()) info(subset);
   if (parallel()) check_agreement(*options.group(), *train_source, val_source.get(), model->options, stats, c);
-  const auto mean = c.train().mean().value_or(
-      model->options.architecture() == Architecture::kTwoTower ? Mean::kImage : Mean::kChannels);
-  pre = Preprocessing::from_statistics(classes, mean, stats.mean_image, stats.mean_rgb, c.train().resize(),
-                                       model->options.input_size());
+  if (resume) {
+    pre = Preprocessing::from(stored, last_of(dir));  // what it trained with, whatever came since
+  } else if (pretrained && c.train().normalize() == Normalize::kWeights) {
+    pre = pretrained->second;  // the input the weights were trained on (its resize is the run's)
+    pre.classes = classes;
+    pre.crop = model->options.input_size();
+  } else {
+    const auto mean = c.train().mean().value_or(
+        model->options.architecture() == Architecture::kTwoTower ? Mean::kImage : Mean::kChannels);
+    pre = Preprocessing::from_statistics(classes, mean, stats.mean_image, stats.mean_rgb, c.train().resize(),
+                                         model->options.input_size());
+  }
+  if (pretrained) {
+    const auto& source_classes = pretrained->second.classes;
+    const auto kept = load_pretrained(*pretrained->first, source_classes, *model, classes, c.weights());
+    std::string frozen;
+    if (!c.trainer().freeze().empty()) frozen = "; frozen: " + c.get("freeze");
+    if (!c.trainer().lr_mult().empty()) frozen += "; lr_mult " + c.get("lr_mult");
+    info("fine-tuning from " + c.weights() + ": every layer loaded, fc8 " + std::to_string(kept) + " of the " +
+         std::to_string(classes.size()) + " classes kept (of its " + std::to_string(source_classes.size()) + "), " +
+         std::to_string(static_cast<int64_t>(classes.size()) - kept) + " new; input normalised with " +
+         (c.train().normalize() == Normalize::kWeights ? "the weights' preprocessing" : "this data's statistics") +
+         frozen);
+    pretrained.reset();  // its memory back before training
+  }
   train = std::move(train_source);
   val = std::move(val_source);
   trainer = std::make_unique<Trainer>(model, c.trainer());
@@ -625,6 +792,16 @@ Run Run::create(const std::string& dir, RunConfig config, RunOptions options) {
   check(config);
   const auto asked = config.trainer().precision();
   config.trainer().precision(resolve(asked, config.devices()));
+  if (!config.weights().empty()) {
+    // Fine-tuning: the weights' network; their sizes unless the new data's statistics
+    // are asked for. Read before the folder is made: a wrong file leaves nothing.
+    m->pretrained = load_for_inference(config.weights());
+    m->network = network_of(config, &m->pretrained->first->options, 2);
+    if (config.train().normalize() == Normalize::kWeights) config.train().resize(m->pretrained->second.resize);
+  } else {
+    m->network = network_of(config, nullptr, 2);
+  }
+  check_network(config, m->network);
   m->config = std::move(config);
   m->options = std::move(options);
   if (asked == Precision::kAuto) {
@@ -666,6 +843,10 @@ Run Run::resume(const std::string& dir, const Edit& edit, RunOptions options) {
     m->changes.push_back(std::string(s.name) + " " + (before.empty() ? "(unset)" : before) + " -> " + after);
   }
   check(config);
+  // The network last.pt holds (fine-tuned ones need their weights no more).
+  const auto stored_network = read_options(last_of(dir));
+  m->network = network_of(config, &stored_network, 2);
+  check_network(config, m->network);
   m->config = std::move(config);
   m->options = std::move(options);
   m->open(/*resume=*/true);
@@ -679,7 +860,8 @@ Run::Outcome Run::fit() {
   const auto& o = m.config.train();
   const auto& hooks = m.options.hooks();
   const auto& model = trainer.model();
-  m.info("training " + m.config.arch() + " (" + std::to_string(model->options.num_classes()) + " classes, input " +
+  const auto what = m.config.weights().empty() ? m.config.arch() : m.config.weights();
+  m.info("training " + what + " (" + std::to_string(model->options.num_classes()) + " classes, input " +
          std::to_string(model->options.input_size()) + "x" + std::to_string(model->options.input_size()) + ") for " +
          std::to_string(o.epochs()) + " epochs into " + m.dir);
   const int64_t crop = model->options.input_size();

@@ -30,12 +30,17 @@
 #include <torch/arg.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace alexnet {
 
 class ProcessGroup;
+
+/// Learning-rate multipliers by layer ("fc8") or parameter ("fc8.bias").
+using LrMultipliers = std::map<std::string, double>;
 
 struct TrainerOptions {
   TrainerOptions() = default;
@@ -54,9 +59,24 @@ struct TrainerOptions {
   TORCH_ARG(bool, channels_last) = false;
   /// TensorFloat-32 on CUDA (set_tf32); off: full float32, as the paper.
   TORCH_ARG(bool, tf32) = false;
+  /// Layers that do not train, by the paper's names (conv1 .. fc8; both towers): their
+  /// parameters get no gradient, no update and no weight decay, and stay bitwise as
+  /// they are; under data parallelism they are not all-reduced. Fine-tuning's feature
+  /// extractor is conv1 .. conv5 (PyTorch's tutorial sets requires_grad false).
+  TORCH_ARG(std::vector<std::string>, freeze) = {};
+  /// Caffe's lr_mult: the learning rate of a layer ("fc8": weight and bias) or of one
+  /// parameter ("fc8.bias") times this, and with it the weight decay the update carries:
+  /// v <- momentum v - weight_decay lr k w - lr k grad. Caffe's fine-tuning example
+  /// gives the new fc8 10.
+  TORCH_ARG(LrMultipliers, lr_mult) = {};
 };
 
-/// Throws OptionError naming the first option of `options` out of its range.
+/// The paper's learned layers in forward order: conv1 .. conv5, fc6 .. fc8.
+const std::vector<std::string>& layer_names();
+
+/// Throws OptionError naming the first option of `options` out of its range (a layer
+/// that is not one of layer_names(), a multiplier that is negative, a layer both frozen
+/// and multiplied).
 void validate(const TrainerOptions& options);
 
 class Trainer {

@@ -53,6 +53,15 @@ enum class LrPolicy {
 template <>
 const std::vector<std::pair<std::string, LrPolicy>>& names<LrPolicy>();  ///< plateau, step, fixed
 
+/// What a fine-tuned network's input is normalised with.
+enum class Normalize {
+  kWeights,  ///< the pretrained weights' own preprocessing (mean, std, sizes): the input they were trained on
+  kData,     ///< the new data's statistics, as a run from scratch
+};
+
+template <>
+const std::vector<std::pair<std::string, Normalize>>& names<Normalize>();  ///< weights, data
+
 /// The epoch loop: how long, how the rate falls, and what the data pipeline does
 /// (Sections 2, 4.1 and 5). The step itself is `TrainerOptions`.
 struct TrainOptions {
@@ -84,6 +93,10 @@ struct TrainOptions {
   /// What is subtracted from the pixels; none: the mean image for two-tower networks
   /// (Section 2, as Caffe), channel means for torchvision's.
   TORCH_ARG(c10::optional<Mean>, mean) = c10::nullopt;
+  /// Fine-tuning (RunConfig::weights): normalise as the weights were trained (their
+  /// mean, std, resize and crop; `resize` and `mean` then follow them) or with the new
+  /// data's statistics.
+  TORCH_ARG(Normalize, normalize) = Normalize::kWeights;
 };
 
 /// Throws OptionError naming the first option of `options` out of its range.
@@ -152,6 +165,13 @@ struct RunConfig {
   TORCH_ARG(std::string, val) = "";
   /// A statistics file (alexnet stats); empty: computed into RUN/stats.pt.
   TORCH_ARG(std::string, stats) = "";
+  /// Fine-tuning: a checkpoint to start from (a run's best.pt or last.pt, a converted
+  /// torchvision or Caffe model: what `classify` reads). The network's options come
+  /// from it (all but the classes, dropout, devices and execution; `input_size` when
+  /// given); every layer is loaded bit for bit, and fc8's rows by class name: a class
+  /// it knows keeps its row, a new one gets a fresh row (the preset's initialisation).
+  /// Empty: train from scratch.
+  TORCH_ARG(std::string, weights) = "";
   /// The network's preset: paper, caffe or torchvision (`preset`).
   TORCH_ARG(std::string, arch) = "paper";
   /// Side of the crops the network sees; 0: the preset's (227, or 224 for torchvision's).
@@ -170,7 +190,8 @@ struct RunConfig {
   TORCH_ARG(TrainerOptions, trainer) = {};
 
  public:
-  /// The network's options, for `classes` outputs. Throws naming a bad setting.
+  /// The network's options from the preset, for `classes` outputs (fine-tuning takes
+  /// the weights' instead). Throws naming a bad setting.
   AlexNetOptions model(int64_t classes) const;
   /// Every setting, by name, in one JSON object.
   std::string to_json() const;
