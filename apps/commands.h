@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <functional>
 #include <sstream>
 #include <string>
 
@@ -51,6 +52,12 @@ inline std::string flag_of(std::string option) {
 /// --skip-bad, --batch-size, --workers and (with `ten_crop`) --ten-crop onto `options`
 /// (which must outlive the command).
 void add_inference_flags(CLI::App* cmd, InferenceOptions& options, bool ten_crop = true);
+
+/// A flag for each of alexnet::RunConfig's settings that `keep` accepts, named, explained
+/// and defaulted as the library does (batch_size: --batch-size; a switch: --NAME and
+/// --no-NAME); `set(setting, text)` receives each one given.
+void add_setting_flags(CLI::App* cmd, const std::function<bool(const std::string&)>& keep,
+                       const std::function<void(const std::string&, const std::string&)>& set);
 
 void add_summary(CLI::App& app);
 void add_data_commands(CLI::App& app);

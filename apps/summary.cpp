@@ -1,9 +1,11 @@
 #include "commands.h"
 
 #include <alexnet/network/summary.h>
+#include <alexnet/train/run.h>
 
 #include <iostream>
 #include <memory>
+#include <set>
 #include <string>
 
 namespace alexnet::app {
@@ -19,21 +21,19 @@ void add_inference_flags(CLI::App* cmd, InferenceOptions& options, bool ten_crop
 
 void add_summary(CLI::App& app) {
   struct Flags {
-    std::string arch = "paper";
-    int64_t input_size = 0;
+    RunConfig config;
     bool json = false;
   };
   auto flags = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand("summary", "Print the layers, parameters and multiply-adds of a network");
-  cmd->add_option("--arch", flags->arch, "Preset: paper, caffe or torchvision")
-      ->check(CLI::IsMember(preset_names()))
-      ->capture_default_str();
-  cmd->add_option("--input-size", flags->input_size,
-                  "Input side in pixels (default: the preset's, 227 or 224; 224 pads conv1 by 2)")
-      ->check(at_least(1));
+  // The network's settings, as alexnet train takes them: the preset, the input size and
+  // the paper's alternatives (activation, towers, lrn, pooling).
+  static const std::set<std::string> network{"arch", "input_size", "activation", "towers", "lrn", "pool_size", "pool_stride"};
+  add_setting_flags(cmd, [](const std::string& name) { return network.count(name) > 0; },
+                    [flags](const std::string& name, const std::string& value) { flags->config.set(name, value); });
   cmd->add_flag("--json", flags->json, "Print one JSON object instead of a table");
   cmd->callback([flags] {
-    AlexNet model(preset(flags->arch, flags->input_size).init(Init::kPyTorch));
+    AlexNet model(flags->config.model(1000).init(Init::kPyTorch));
     const auto summary = summarize(*model);
     std::cout << (flags->json ? summary.to_json() + "\n" : summary.to_table());
   });

@@ -123,6 +123,28 @@ void run_train(const TrainFlags& f) {
 
 }  // namespace
 
+void add_setting_flags(CLI::App* cmd, const std::function<bool(const std::string&)>& keep,
+                       const std::function<void(const std::string&, const std::string&)>& set) {
+  const RunConfig defaults;
+  for (const auto& setting : RunConfig::settings()) {
+    const auto name = setting.name;
+    if (!keep(name)) continue;
+    if (setting.kind == RunConfig::Setting::Kind::kSwitch) {
+      // --NAME and --no-NAME, whichever the default is.
+      const bool on = defaults.get(name) == "true";
+      cmd->add_flag_function(flag_of(name), [set, name](int64_t) { set(name, "true"); },
+                             setting.help + (on ? " (default: on)" : ""));
+      cmd->add_flag_function("--no-" + flag_of(name).substr(2), [set, name](int64_t) { set(name, "false"); },
+                             on ? "Off" : "Off (default)");
+      continue;
+    }
+    auto* option = cmd->add_option_function<std::string>(
+        flag_of(name), [set, name](const std::string& v) { set(name, v); }, setting.help);
+    option->default_str(defaults.get(name));
+    if (!setting.choices.empty()) option->check(CLI::IsMember(setting.choices));
+  }
+}
+
 void add_train_commands(CLI::App& app) {
   {
     auto f = std::make_shared<TrainFlags>();
@@ -133,20 +155,8 @@ void add_train_commands(CLI::App& app) {
     cmd->add_flag("--overwrite", f->overwrite, "Replace an existing run directory");
     cmd->add_flag("--allow-changes", f->allow_changes,
                   "At --resume, accept changes that make the run differ from an uninterrupted one");
-    // Every setting of a run is a flag (batch_size: --batch-size), its help and default
-    // the library's.
-    const RunConfig defaults;
-    for (const auto& setting : RunConfig::settings()) {
-      const auto name = setting.name;
-      if (setting.kind == RunConfig::Setting::Kind::kSwitch) {
-        cmd->add_flag_function(flag_of(name), [f, name](int64_t) { f->set(name, "true"); }, setting.help);
-        continue;
-      }
-      auto* option = cmd->add_option_function<std::string>(
-          flag_of(name), [f, name](const std::string& v) { f->set(name, v); }, setting.help);
-      option->default_str(defaults.get(name));
-      if (!setting.choices.empty()) option->check(CLI::IsMember(setting.choices));
-    }
+    add_setting_flags(cmd, [](const std::string&) { return true; },
+                      [f](const std::string& name, const std::string& value) { f->set(name, value); });
     cmd->add_flag_function("--skip-bad", [f](int64_t) { f->set("on_error", "skip"); },
                            "Leave out unreadable images instead of stopping (--on-error skip)");
     cmd->add_option("--nproc-per-node", f->nproc_per_node,

@@ -11,6 +11,9 @@ channels and pooling rounds up, as in Caffe's bvlc_alexnet.
 
     net = GroupedAlexNet.load("paper.pth")                 # --arch paper, 227 input
     net = GroupedAlexNet.load("caffe.pth", lrn="caffe")    # --arch caffe
+    # The paper's alternatives (alexnet train --activation tanh --pool-size 2 --no-lrn
+    # --towers 1): one tower is read from the shapes, the rest given.
+    net = GroupedAlexNet.load("tanh.pth", activation="tanh", pool=(2, 2), lrn="none")
     net.eval()
     logits = net(images)   # float [N, 3, 227, 227], preprocessed as the checkpoint says
 
@@ -46,27 +49,35 @@ class GroupedAlexNet(nn.Module):
     # sum of squares over the window; PyTorch's divides alpha by n, so alpha * n here.
     LRN = {"paper": dict(alpha=5e-4, beta=0.75, k=2.0), "caffe": dict(alpha=1e-4, beta=0.75, k=1.0)}
 
-    def __init__(self, num_classes=1000, pool5_size=6, conv1_padding=0, lrn="paper", dropout=0.5):
+    def __init__(self, num_classes=1000, pool5_size=6, conv1_padding=0, lrn="paper", dropout=0.5,
+                 activation="relu", pool=(3, 2), towers=2):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 96, 11, stride=4, padding=conv1_padding)
-        self.conv2 = nn.Conv2d(96, 256, 5, padding=2, groups=2)
-        self.conv3 = nn.Conv2d(256, 384, 3, padding=1)
-        self.conv4 = nn.Conv2d(384, 384, 3, padding=1, groups=2)
-        self.conv5 = nn.Conv2d(384, 256, 3, padding=1, groups=2)
+        # One tower (Section 3.2's alternative): half the kernels of conv1..conv4, no groups.
+        g = 2 if towers == 2 else 1
+        w = (96, 256, 384, 384) if towers == 2 else (48, 128, 192, 192)
+        self.conv1 = nn.Conv2d(3, w[0], 11, stride=4, padding=conv1_padding)
+        self.conv2 = nn.Conv2d(w[0], w[1], 5, padding=2, groups=g)
+        self.conv3 = nn.Conv2d(w[1], w[2], 3, padding=1)
+        self.conv4 = nn.Conv2d(w[2], w[3], 3, padding=1, groups=g)
+        self.conv5 = nn.Conv2d(w[3], 256, 3, padding=1, groups=g)
         self.fc6 = nn.Linear(256 * pool5_size * pool5_size, 4096)
         self.fc7 = nn.Linear(4096, 4096)
         self.fc8 = nn.Linear(4096, num_classes)
-        self.lrn = nn.LocalResponseNorm(5, **self.LRN[lrn])
-        self.across_towers = lrn == "caffe"  # Caffe normalises both towers' maps as one blob
-        self.ceil_mode = lrn == "caffe"      # and its pooling rounds up
+        self.lrn = None if lrn == "none" else nn.LocalResponseNorm(5, **self.LRN[lrn])
+        # Caffe normalises both towers' maps as one blob, as one tower does its own.
+        self.across_towers = lrn == "caffe" or towers == 1
+        self.ceil_mode = lrn == "caffe"      # and Caffe's pooling rounds up
         self.dropout = dropout
+        self.act = torch.tanh if activation == "tanh" else F.relu  # Section 3.1 and Figure 1's alternative
+        self.pool_size, self.pool_stride = pool
 
     @classmethod
     def load(cls, path, **options):
         """The network a grouped state dict describes (classes and pool5 size from its shapes)."""
         state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only, nothing run
         pool5 = math.isqrt(state["fc6.weight"].shape[1] // 256)
-        net = cls(num_classes=state["fc8.weight"].shape[0], pool5_size=pool5, **options)
+        towers = 1 if state["conv1.weight"].shape[0] == 48 else 2
+        net = cls(num_classes=state["fc8.weight"].shape[0], pool5_size=pool5, towers=towers, **options)
         net.load_state_dict(state)
         return net
 
@@ -77,6 +88,8 @@ class GroupedAlexNet(nn.Module):
         return self.lrn(x)
 
     def norm(self, x, channels):
+        if self.lrn is None:
+            return x
         if self.across_towers:
             return self.local_response_norm(x)
         # Each tower's maps are normalised alone (Section 3.3 within Section 3.2's split).
@@ -85,17 +98,18 @@ class GroupedAlexNet(nn.Module):
         return torch.cat([self.local_response_norm(a), self.local_response_norm(b)], dim=1)
 
     def pool(self, x):
-        return F.max_pool2d(x, 3, 2, ceil_mode=self.ceil_mode)  # overlapping pooling, Section 3.4
+        # Overlapping pooling, Section 3.4 (z = 3, s = 2), or the alternative given.
+        return F.max_pool2d(x, self.pool_size, self.pool_stride, ceil_mode=self.ceil_mode)
 
     def features(self, x):
-        x = self.pool(self.norm(F.relu(self.conv1(x)), self.conv1.out_channels))
-        x = self.pool(self.norm(F.relu(self.conv2(x)), self.conv2.out_channels))
-        x = F.relu(self.conv3(x))
-        x = F.relu(self.conv4(x))
-        return torch.flatten(self.pool(F.relu(self.conv5(x))), 1)
+        x = self.pool(self.norm(self.act(self.conv1(x)), self.conv1.out_channels))
+        x = self.pool(self.norm(self.act(self.conv2(x)), self.conv2.out_channels))
+        x = self.act(self.conv3(x))
+        x = self.act(self.conv4(x))
+        return torch.flatten(self.pool(self.act(self.conv5(x))), 1)
 
     def forward(self, x):
         x = self.features(x)
-        x = F.dropout(F.relu(self.fc6(x)), self.dropout, self.training)
-        x = F.dropout(F.relu(self.fc7(x)), self.dropout, self.training)
+        x = F.dropout(self.act(self.fc6(x)), self.dropout, self.training)
+        x = F.dropout(self.act(self.fc7(x)), self.dropout, self.training)
         return self.fc8(x)

@@ -109,9 +109,10 @@ def check_torchvision(path, io_path):
         fail(f"logits differ: relative error {e:.3g}")
 
 
-def check_grouped(path, io_path, lrn):
+def check_grouped(path, io_path, lrn, activation="relu", pool="3,2"):
     from alexnet_pytorch import GroupedAlexNet
-    net = GroupedAlexNet.load(path, lrn=lrn).eval()
+    z, s = (int(v) for v in pool.split(","))
+    net = GroupedAlexNet.load(path, lrn=lrn, activation=activation, pool=(z, s)).eval()
     io = torch.load(io_path)
     logits = net(io["input"])
     e = error(logits, io["logits"])

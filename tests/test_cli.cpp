@@ -23,9 +23,18 @@ TEST_CASE("alexnet summary prints the paper's totals", "[cli]") {
   REQUIRE(run(kCli + " summary --arch torchvision", out) == 0);
   CHECK_THAT(out, Catch::Contains("61,100,840"));
   REQUIRE(run(kCli + " summary --arch caffe --input-size 224 --json", out) == 0);
-  CHECK_THAT(out, Catch::StartsWith("{\"architecture\":\"two_tower\",\"input_size\":224,\"layers\":[") &&
+  CHECK_THAT(out, Catch::StartsWith("{\"architecture\":\"two_tower\",\"input_size\":224,\"activation\":\"relu\","
+                                    "\"pool_size\":3,\"pool_stride\":2,\"layers\":[") &&
                       Catch::EndsWith("\"parameters\":60965224,\"macs\":724406816}\n"));
   CHECK(std::count(out.begin(), out.end(), '\n') == 1);
+  // The paper's alternatives, as train takes them: one tower of half the kernels
+  // (Section 3.2), tanh, non-overlapping pooling of the same output sizes.
+  REQUIRE(run(kCli + " summary --towers 1 --activation tanh --no-lrn --pool-size 2", out) == 0);
+  CHECK_THAT(out, Catch::Contains("conv1    -      48x55x55") && Catch::Contains("pool5    -      256x6x6") &&
+                      Catch::Contains("total (one_tower, 227x227)       59,798,312") &&
+                      Catch::Contains("activation tanh, max pooling 2x2 stride 2\n") && !Catch::Contains("lrn"));
+  CHECK(run(kCli + " summary --arch torchvision --activation tanh", out, true) == 1);
+  CHECK_THAT(out, Catch::Contains("torchvision has none of the paper's alternatives"));
 }
 
 TEST_CASE("alexnet refuses bad arguments with one line and a non-zero exit", "[cli]") {

@@ -44,6 +44,22 @@ std::vector<Case> presets() {
           {"torchvision", AlexNetOptions::torchvision().num_classes(10)}};
 }
 
+// The paper's alternatives (Sections 3.1-3.4) at the same size, each exported as the
+// presets are: the non-linearity, the pooling, one tower, no LRN.
+std::vector<Case> alternatives() {
+  const auto base = AlexNetOptions::paper().input_size(103).num_classes(10);
+  return {{"tanh", AlexNetOptions(base).activation(Activation::kTanh)},
+          {"pool-2-2", AlexNetOptions(base).pool_size(2).pool_stride(2)},
+          {"one-tower", AlexNetOptions(base).architecture(Architecture::kOneTower)},
+          {"no-lrn", AlexNetOptions(base).lrn(c10::nullopt)}};
+}
+
+std::vector<Case> every_network() {
+  auto all = presets();
+  for (auto& c : alternatives()) all.push_back(c);
+  return all;
+}
+
 // A random network in inference mode, its preprocessing (the paper's with a mean
 // image) and an input with the spread of real mean-subtracted pixels.
 struct Net {
@@ -279,7 +295,7 @@ TEST_CASE("ONNX export: OpenCV's DNN runs it with our logits, ONNX's checker acc
   const auto dir = test::temp_dir("onnx");
   const bool have_python = python_has("onnx, cv2, torch");
   uint64_t seed = 1;
-  for (const auto& [name, options] : presets()) {
+  for (const auto& [name, options] : every_network()) {
     INFO(name);
     auto net = make(options, seed++);
     const auto path = dir + "/" + name + ".onnx";
@@ -294,7 +310,9 @@ TEST_CASE("ONNX export: OpenCV's DNN runs it with our logits, ONNX's checker acc
     CHECK(relative_error(tensor(dnn.forward()), net.logits.narrow(0, 1, 1)) < 1e-5);
     if (have_python) {
       write_state_dict({{"input", net.input}, {"logits", net.logits}}, dir + "/" + name + "-io.pth");
-      const auto lrn = !options.lrn() ? "one" : options.lrn_across_towers() ? "across" : "towers";
+      const auto lrn = !options.lrn()                                                          ? "one"
+                       : options.lrn_across_towers() || options.architecture() == Architecture::kOneTower ? "across"
+                                                                                                        : "towers";
       python("check-onnx " + path + " " + dir + "/" + name + "-io.pth " + lrn);
     }
   }
@@ -319,7 +337,7 @@ TEST_CASE("TorchScript export: torch::jit::load and Python's torch.jit.load give
   const auto dir = test::temp_dir("torchscript");
   const bool have_python = python_has("torch");
   uint64_t seed = 11;
-  for (const auto& [name, options] : presets()) {
+  for (const auto& [name, options] : every_network()) {
     INFO(name);
     auto net = make(options, seed++);
     const auto path = dir + "/" + name + ".ts";

@@ -1,6 +1,9 @@
 #include "helpers.h"
 
+#include <alexnet/network/lrn.h>
 #include <alexnet/network/model.h>
+#include <alexnet/network/pooling.h>
+#include <alexnet/network/pytorch.h>
 #include <alexnet/network/runtime.h>
 
 #include <catch2/catch.hpp>
@@ -9,6 +12,7 @@
 #include <torch/optim/sgd.h>
 
 #include <cmath>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -164,6 +168,96 @@ TEST_CASE("Caffe's pooling rounds up, the paper's down", "[model]") {
   CHECK(AlexNet(AlexNetOptions::caffe().input_size(103))->pool5_size() == 3);
   CHECK(AlexNet(AlexNetOptions::paper().input_size(103))->pool5_size() == 2);
   CHECK(AlexNet(AlexNetOptions::caffe().input_size(103).num_classes(5))->forward(input).sizes() == at::IntArrayRef{1, 5});
+}
+
+namespace {
+
+// The network's forward pass written out from its grouped state dict with LibTorch's
+// plain operators: `activation` after every layer but fc8, LRN inside each of `groups`
+// channel groups (the reference composite), `z` x `z` max pooling at stride `s`.
+at::Tensor reference_forward(const AlexNet& model, const at::Tensor& x) {
+  const auto& o = model->options;
+  std::map<std::string, at::Tensor> w;
+  for (const auto& [key, tensor] : alexnet::to_state_dict(*model)) w[key] = tensor.detach();
+  const bool one = o.architecture() == alexnet::Architecture::kOneTower;
+  const int64_t groups = one ? 1 : 2;
+  auto act = [&](const at::Tensor& v) { return o.activation() == alexnet::Activation::kTanh ? torch::tanh(v) : torch::relu(v); };
+  auto conv = [&](const at::Tensor& v, const std::string& n, int64_t stride, int64_t pad, int64_t g) {
+    return act(torch::conv2d(v, w[n + ".weight"], w[n + ".bias"], stride, pad, 1, g));
+  };
+  auto pool = [&](const at::Tensor& v) { return torch::max_pool2d(v, o.pool_size(), o.pool_stride()); };
+  auto lrn = [&](const at::Tensor& v) {
+    return o.lrn() ? alexnet::detail::local_response_norm_composite(v, *o.lrn(), groups) : v;
+  };
+  auto h = pool(lrn(conv(x, "conv1", 4, o.conv1_padding(), 1)));
+  h = pool(lrn(conv(h, "conv2", 1, 2, groups)));
+  h = conv(h, "conv3", 1, 1, 1);
+  h = conv(h, "conv4", 1, 1, groups);
+  h = pool(conv(h, "conv5", 1, 1, groups)).flatten(1);
+  h = act(torch::linear(h, w["fc6.weight"], w["fc6.bias"]));
+  h = act(torch::linear(h, w["fc7.weight"], w["fc7.bias"]));
+  return torch::linear(h, w["fc8.weight"], w["fc8.bias"]);
+}
+
+}  // namespace
+
+// Sections 3.1-3.4 measure each choice against an alternative; each alternative is a
+// network of its own, checked against the same forward pass written out by hand.
+TEST_CASE("The paper's alternatives: tanh, non-overlapping pooling, one tower, no LRN", "[model]") {
+  const auto x = at::randn({2, 3, 227, 227}) * 50;
+  const std::vector<std::pair<std::string, AlexNetOptions>> variants{
+      {"paper", AlexNetOptions::paper().num_classes(10)},
+      {"tanh", AlexNetOptions::paper().num_classes(10).activation(alexnet::Activation::kTanh)},
+      {"pool 2/2", AlexNetOptions::paper().num_classes(10).pool_size(2).pool_stride(2)},
+      {"one tower", AlexNetOptions::paper().num_classes(10).architecture(alexnet::Architecture::kOneTower)},
+      {"no LRN", AlexNetOptions::paper().num_classes(10).lrn(c10::nullopt)},
+      {"one tower, tanh, 2/2, no LRN", AlexNetOptions::paper()
+                                           .num_classes(10)
+                                           .architecture(alexnet::Architecture::kOneTower)
+                                           .activation(alexnet::Activation::kTanh)
+                                           .pool_size(2)
+                                           .pool_stride(2)
+                                           .lrn(c10::nullopt)}};
+  for (const auto& [name, options] : variants) {
+    INFO(name);
+    torch::manual_seed(3);
+    AlexNet model(AlexNetOptions(options).init(alexnet::Init::kPyTorch).dropout(0));
+    model->eval();
+    torch::NoGradGuard no_grad;
+    CHECK(relative_error(model->forward(x), reference_forward(model, x)) < 1e-5);
+  }
+  // Non-overlapping 2x2 pooling at stride 2 gives the overlapping pooling's sizes (Section
+  // 3.4: "which produces output of the same dimensions").
+  torch::NoGradGuard no_grad;
+  AlexNet two(AlexNetOptions::paper().num_classes(10).pool_size(2).pool_stride(2));
+  two->eval();
+  CHECK(two->forward_to(x, Layer::kPool5).sizes() == at::IntArrayRef({2, 256 * 6 * 6}));
+  CHECK(alexnet::max_pool2d(at::zeros({1, 1, 55, 55}), 2, 2).size(2) == 27);
+  CHECK(alexnet::max_pool2d(at::zeros({1, 1, 27, 27}), 2, 2).size(2) == 13);
+  CHECK(alexnet::max_pool2d(at::zeros({1, 1, 13, 13}), 2, 2).size(2) == 6);
+  // One tower: conv1 48 (3 x 11 x 11 + 1 each), conv2 128 (48 x 25 + 1), conv3 192
+  // (128 x 9 + 1), conv4 192 (192 x 9 + 1), conv5 256 (192 x 9 + 1), fc6 4096 (9216 + 1),
+  // fc7 4096 (4096 + 1), fc8 1000 (4096 + 1).
+  const int64_t by_hand = 48 * (3 * 121 + 1) + 128 * (48 * 25 + 1) + 192 * (128 * 9 + 1) + 192 * (192 * 9 + 1) +
+                          256 * (192 * 9 + 1) + 4096 * (9216 + 1) + 4096 * (4096 + 1) + 1000 * (4096 + 1);
+  CHECK(by_hand == 59798312);
+  CHECK(count_parameters(AlexNet(AlexNetOptions::paper().architecture(alexnet::Architecture::kOneTower))) == by_hand);
+  CHECK(keys(AlexNet(AlexNetOptions::paper().architecture(alexnet::Architecture::kOneTower).num_classes(2))).front() ==
+        "tower0.conv1.weight");
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions::torchvision().activation(alexnet::Activation::kTanh)),
+                    Catch::Contains("the torchvision architecture is torchvision's"));
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions::paper().pool_size(2).pool_stride(3)),
+                    Catch::Contains("pooling takes a window of 1 to 7 and a stride from 1 to the window, got 2 and 3"));
+  CHECK_THROWS_WITH(AlexNet(AlexNetOptions::paper().architecture(alexnet::Architecture::kOneTower).execution(Execution::kTowers)),
+                    Catch::Contains("the one-tower architecture has no towers to run apart"));
+  // Every option survives the checkpoint's record.
+  const auto every = AlexNetOptions::paper()
+                         .architecture(alexnet::Architecture::kOneTower)
+                         .activation(alexnet::Activation::kTanh)
+                         .pool_size(2)
+                         .pool_stride(2)
+                         .lrn(c10::nullopt);
+  CHECK(AlexNetOptions::from_json(every.to_json()).to_json() == every.to_json());
 }
 
 TEST_CASE("Dropout is active only in training", "[model]") {

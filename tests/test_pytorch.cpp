@@ -209,6 +209,31 @@ TEST_CASE("an exported torchvision model loads into torchvision (strict) and giv
   python("check-torchvision " + dir + "/ours.pth " + dir + "/io.pth");
 }
 
+namespace {
+
+// One forward and backward pass of `model` on (x, labels), for check-grouped: the state
+// dict to PATH.pth; the input, labels, logits and every parameter's gradient (grad.KEY, the
+// state dict's layout) to PATH-io.pth.
+void write_grouped_case(AlexNetImpl& model, const torch::Tensor& x, const torch::Tensor& labels,
+                        const std::string& path) {
+  const auto logits = model.forward(x);
+  torch::nn::functional::cross_entropy(logits, labels).backward();
+  // The gradients in the same layout: a copy of the model holding them as weights.
+  auto grads = std::dynamic_pointer_cast<AlexNetImpl>(model.clone());
+  {
+    torch::NoGradGuard no_grad;
+    auto from = model.parameters();
+    auto to = grads->parameters();
+    for (size_t i = 0; i < from.size(); ++i) to[i].copy_(from[i].grad());
+  }
+  StateDict io{{"input", x}, {"labels", labels}, {"logits", logits.detach()}};
+  for (const auto& [key, tensor] : to_state_dict(*grads)) io.emplace_back("grad." + key, tensor);
+  write_state_dict(to_state_dict(model), path + ".pth");
+  write_state_dict(io, path + "-io.pth");
+}
+
+}  // namespace
+
 TEST_CASE("the paper and Caffe presets equal a grouped PyTorch module: logits and gradients", "[pytorch][parity]") {
   if (!python_torch()) return;
   const auto dir = test::temp_dir("pytorch-grouped");
@@ -222,21 +247,37 @@ TEST_CASE("the paper and Caffe presets equal a grouped PyTorch module: logits an
     const auto size = model->options.input_size();
     const auto x = torch::randn({3, 3, size, size});
     const auto labels = torch::tensor({0, 5, 7}, torch::kLong);
-    const auto logits = model->forward(x);
-    torch::nn::functional::cross_entropy(logits, labels).backward();
-    // The gradients in the same layout: a copy of the model holding them as weights.
-    auto grads = std::dynamic_pointer_cast<AlexNetImpl>(model->clone());
-    {
-      torch::NoGradGuard no_grad;
-      auto from = model->parameters();
-      auto to = grads->parameters();
-      for (size_t i = 0; i < from.size(); ++i) to[i].copy_(from[i].grad());
-    }
-    StateDict io{{"input", x}, {"labels", labels}, {"logits", logits.detach()}};
-    for (const auto& [key, tensor] : to_state_dict(*grads)) io.emplace_back("grad." + key, tensor);
-    write_state_dict(to_state_dict(*model), dir + "/" + name + ".pth");
-    write_state_dict(io, dir + "/" + name + "-io.pth");
-    python("check-grouped " + dir + "/" + name + ".pth " + dir + "/" + name + "-io.pth " + name);
+    const auto path = dir + "/" + name;
+    write_grouped_case(*model, x, labels, path);
+    python("check-grouped " + path + ".pth " + path + "-io.pth " + name);
+  }
+}
+
+// Sections 3.1-3.4's alternatives, each against the PyTorch module built the same way.
+TEST_CASE("the paper's alternatives equal the grouped PyTorch module built alike", "[pytorch][parity]") {
+  if (!python_torch()) return;
+  const auto dir = test::temp_dir("pytorch-alternatives");
+  struct Alternative {
+    const char* name;
+    AlexNetOptions options;
+    const char* args;  // check-grouped's LRN, activation, pooling
+  };
+  const auto base = AlexNetOptions::paper().input_size(99).num_classes(10).init(Init::kPyTorch);
+  const std::vector<Alternative> alternatives{
+      {"tanh", AlexNetOptions(base).activation(Activation::kTanh), "paper tanh 3,2"},
+      {"pool-2-2", AlexNetOptions(base).pool_size(2).pool_stride(2), "paper relu 2,2"},
+      {"one-tower", AlexNetOptions(base).architecture(Architecture::kOneTower), "paper relu 3,2"},
+      {"no-lrn", AlexNetOptions(base).lrn(c10::nullopt), "none relu 3,2"}};
+  for (const auto& a : alternatives) {
+    INFO(a.name);
+    torch::manual_seed(8);
+    AlexNet model(a.options);
+    model->eval();
+    const auto x = torch::randn({2, 3, 99, 99}) * 40;
+    const auto labels = torch::tensor({1, 7}, torch::kLong);
+    const auto path = dir + "/" + a.name;
+    write_grouped_case(*model, x, labels, path);
+    python("check-grouped " + path + ".pth " + path + "-io.pth " + a.args);
   }
 }
 

@@ -117,8 +117,11 @@ Batch ImageDataset::get_batch(c10::ArrayRef<size_t> indices) {
       // Section 4.1: a random crop, a random reflection and PCA colour noise, all
       // drawn from (seed, epoch, index) so workers cannot change them.
       Draws draws(mix_seed(options_.seed(), static_cast<uint64_t>(epoch), index));
-      const int64_t x0 = draws.below(margin + 1);
-      const int64_t y0 = draws.below(margin + 1);
+      // The draws are taken whatever is switched off, so that what stays on draws the
+      // same as in a run with everything on (an ablation changes one thing).
+      int64_t x0 = draws.below(margin + 1);
+      int64_t y0 = draws.below(margin + 1);
+      if (!options_.random_crop()) x0 = y0 = margin / 2;
       const bool flip = options_.flip() && (draws.next() & 1);
       cut(0, x0, y0, flip);
       if (options_.pca_std() > 0) {

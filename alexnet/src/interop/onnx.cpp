@@ -118,6 +118,9 @@ void save_onnx(const AlexNetImpl& model, const Preprocessing& preprocessing, con
       case Kind::kRelu:
         node("Relu", {x}, "relu");
         break;
+      case Kind::kTanh:
+        node("Tanh", {x}, "tanh");
+        break;
       case Kind::kLRN: {
         auto lrn = [&](onnx::NodeProto& n) {
           attribute(n, "size", step.size);

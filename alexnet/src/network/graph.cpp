@@ -1,6 +1,7 @@
 #include "network/graph.h"
 
 #include <alexnet/network/lrn.h>
+#include <alexnet/network/pooling.h>
 
 #include "network/json.h"
 
@@ -17,9 +18,9 @@ GraphStep conv(const std::string& name, int64_t kernel, int64_t stride, int64_t 
   return s;
 }
 
-GraphStep max_pool(bool ceil) {
+GraphStep max_pool(int64_t kernel, int64_t stride, bool ceil) {
   GraphStep s{Kind::kMaxPool, ""};
-  s.kernel = 3, s.stride = 2, s.ceil_mode = ceil;
+  s.kernel = kernel, s.stride = stride, s.ceil_mode = ceil;
   return s;
 }
 
@@ -37,26 +38,22 @@ std::string preprocessing_json(const Preprocessing& pre, const std::string& mean
   return dump(j);
 }
 
-int64_t pooled(int64_t n, bool ceil) {
-  if (!ceil) return (n - 3) / 2 + 1;
-  int64_t out = (n - 3 + 1) / 2 + 1;
-  if ((out - 1) * 2 >= n) --out;  // the last window must start inside the input
-  return out;
-}
-
 int64_t pool5_side(const AlexNetOptions& o) {
-  const bool ceil = o.ceil_mode();
+  auto pooled = [&](int64_t n) {
+    // A map smaller than the window is not pooled (the network refuses such an input).
+    return n < o.pool_size() ? int64_t{0} : pooled_size(n, o.pool_size(), o.pool_stride(), o.ceil_mode());
+  };
   const int64_t conv1 = (o.input_size() + 2 * o.conv1_padding() - 11) / 4 + 1;
-  return pooled(pooled(pooled(conv1, ceil), ceil), ceil);
+  return pooled(pooled(pooled(conv1)));
 }
 
 std::vector<GraphStep> inference_graph(const AlexNetOptions& o) {
   std::vector<GraphStep> g;
   if (o.architecture() == Architecture::kTorchvision) {
-    g = {conv("features.0", 11, 4, o.conv1_padding(), 1), relu(), max_pool(false),
-         conv("features.3", 5, 1, 2, 1), relu(), max_pool(false),
+    g = {conv("features.0", 11, 4, o.conv1_padding(), 1), relu(), max_pool(3, 2, false),
+         conv("features.3", 5, 1, 2, 1), relu(), max_pool(3, 2, false),
          conv("features.6", 3, 1, 1, 1), relu(), conv("features.8", 3, 1, 1, 1), relu(),
-         conv("features.10", 3, 1, 1, 1), relu(), max_pool(false)};
+         conv("features.10", 3, 1, 1, 1), relu(), max_pool(3, 2, false)};
     // AdaptiveAvgPool2d(6): the identity at 6x6, a plain average pool at multiples of 6.
     const auto side = pool5_side(o);
     if (side != 6) {
@@ -86,29 +83,32 @@ std::vector<GraphStep> inference_graph(const AlexNetOptions& o) {
     // The paper's alpha multiplies the sum; the averaged form divides alpha by the window.
     s.alpha = l->mode() == LRNMode::kSum ? l->alpha() * static_cast<double>(l->size()) : l->alpha();
     s.beta = l->beta(), s.k = l->k();
-    s.groups = o.lrn_across_towers() ? 1 : 2;
+    // The paper's towers normalise their own maps; one tower (or Caffe's one blob) all.
+    s.groups = o.lrn_across_towers() || o.architecture() == Architecture::kOneTower ? 1 : 2;
     lrn.push_back(s);
   }
+  const int64_t towers = o.architecture() == Architecture::kOneTower ? 1 : 2;  // groups where a tower sees its own
+  const auto act = GraphStep{o.activation() == Activation::kTanh ? Kind::kTanh : Kind::kRelu, ""};
   auto normalise_pool = [&] {
     if (!o.pool_before_lrn()) g.insert(g.end(), lrn.begin(), lrn.end());
-    g.push_back(max_pool(o.ceil_mode()));
+    g.push_back(max_pool(o.pool_size(), o.pool_stride(), o.ceil_mode()));
     if (o.pool_before_lrn()) g.insert(g.end(), lrn.begin(), lrn.end());
   };
   g.push_back(conv("conv1", 11, 4, o.conv1_padding(), 1));
-  g.push_back(relu());
+  g.push_back(act);
   normalise_pool();
-  g.push_back(conv("conv2", 5, 1, 2, 2));
-  g.push_back(relu());
+  g.push_back(conv("conv2", 5, 1, 2, towers));
+  g.push_back(act);
   normalise_pool();
   g.push_back(conv("conv3", 3, 1, 1, 1));
-  g.push_back(relu());
-  g.push_back(conv("conv4", 3, 1, 1, 2));
-  g.push_back(relu());
-  g.push_back(conv("conv5", 3, 1, 1, 2));
-  g.push_back(relu());
-  g.push_back(max_pool(o.ceil_mode()));
+  g.push_back(act);
+  g.push_back(conv("conv4", 3, 1, 1, towers));
+  g.push_back(act);
+  g.push_back(conv("conv5", 3, 1, 1, towers));
+  g.push_back(act);
+  g.push_back(max_pool(o.pool_size(), o.pool_stride(), o.ceil_mode()));
   g.push_back(GraphStep{Kind::kFlatten, ""});
-  for (const auto* name : {"fc6", "fc7"}) g.push_back(linear(name)), g.push_back(relu());
+  for (const auto* name : {"fc6", "fc7"}) g.push_back(linear(name)), g.push_back(act);
   g.push_back(linear("fc8"));
   return g;
 }

@@ -14,7 +14,7 @@
 namespace alexnet::detail {
 
 struct GraphStep {
-  enum class Kind { kConv, kRelu, kLRN, kMaxPool, kAvgPool, kFlatten, kLinear };
+  enum class Kind { kConv, kRelu, kTanh, kLRN, kMaxPool, kAvgPool, kFlatten, kLinear };
   Kind kind;
   std::string name;  ///< state dict prefix ("conv1", "features.0", "fc6") for kConv and kLinear
   int64_t kernel = 0, stride = 1, padding = 0, groups = 1;
@@ -39,11 +39,8 @@ std::vector<GraphStep> inference_graph(const AlexNetOptions& options);
 /// exporter put it (`mean_image_where`).
 std::string preprocessing_json(const Preprocessing& pre, const std::string& mean_image_where);
 
-/// The side after AlexNet's 3x3 stride-2 max pooling of an n-wide map, rounding down
-/// or (Caffe's) up, the last window starting inside the map as in Caffe and LibTorch.
-int64_t pooled(int64_t n, bool ceil);
-
-/// pool5's side for `options` (6 for the paper at 227).
+/// pool5's side for `options` (6 for the paper at 227; 0 when an input is too small to
+/// pool three times).
 int64_t pool5_side(const AlexNetOptions& options);
 
 }  // namespace alexnet::detail

@@ -27,14 +27,19 @@ namespace {
 // Section 3.5 / Figure 2: kernels per tower and their shapes.
 constexpr int64_t kConv1 = 48, kConv2 = 128, kConv3 = 192, kConv4 = 192, kConv5 = 128;
 constexpr int64_t kHidden = 2048;  // fc6 and fc7 neurons per tower
-// Overlapping pooling, Section 3.4: z = 3, s = 2.
+// Overlapping pooling, Section 3.4: z = 3, s = 2 (torchvision's network keeps them).
 constexpr int64_t kPoolSize = 3, kPoolStride = 2;
 // Inputs below this cannot give pool5 a single 1x1 map.
 constexpr int64_t kMinInput = 67;
 constexpr int64_t kMaxInput = 4096, kMaxClasses = int64_t{1} << 20;
 
-torch::Tensor pool(const torch::Tensor& x, bool ceil) {
-  return max_pool2d(x, kPoolSize, kPoolStride, ceil);
+// The pooling and the non-linearity `o` asks for (Sections 3.4 and 3.1).
+torch::Tensor pool(const torch::Tensor& x, const AlexNetOptions& o) {
+  return max_pool2d(x, o.pool_size(), o.pool_stride(), o.ceil_mode());
+}
+
+torch::Tensor activate(torch::Tensor x, const AlexNetOptions& o) {
+  return o.activation() == Activation::kTanh ? x.tanh_() : x.relu_();
 }
 
 torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t pad) {
@@ -186,6 +191,9 @@ std::string AlexNetOptions::to_json() const {
   j["lrn_across_towers"] = lrn_across_towers();
   j["pool_before_lrn"] = pool_before_lrn();
   j["ceil_mode"] = ceil_mode();
+  j["activation"] = name_of(activation());
+  j["pool_size"] = pool_size();
+  j["pool_stride"] = pool_stride();
   if (const auto& l = lrn()) {
     j["lrn"] = {{"size", l->size()}, {"alpha", l->alpha()}, {"beta", l->beta()}, {"k", l->k()}, {"mode", name_of(l->mode())}};
   } else {
@@ -197,7 +205,7 @@ std::string AlexNetOptions::to_json() const {
 AlexNetOptions AlexNetOptions::from_json(const std::string& text) {
   const detail::Record r(text, "model options");
   r.only({"architecture", "num_classes", "input_size", "conv1_padding", "dropout", "init", "execution",
-          "lrn_across_towers", "pool_before_lrn", "ceil_mode", "lrn"});
+          "lrn_across_towers", "pool_before_lrn", "ceil_mode", "activation", "pool_size", "pool_stride", "lrn"});
   AlexNetOptions o;
   if (r.has("architecture")) o.architecture(r.choice<Architecture>("architecture"));
   if (r.has("num_classes")) o.num_classes(r.whole("num_classes"));
@@ -209,6 +217,9 @@ AlexNetOptions AlexNetOptions::from_json(const std::string& text) {
   if (r.has("lrn_across_towers")) o.lrn_across_towers(r.flag("lrn_across_towers"));
   if (r.has("pool_before_lrn")) o.pool_before_lrn(r.flag("pool_before_lrn"));
   if (r.has("ceil_mode")) o.ceil_mode(r.flag("ceil_mode"));
+  if (r.has("activation")) o.activation(r.choice<Activation>("activation"));
+  if (r.has("pool_size")) o.pool_size(r.whole("pool_size"));
+  if (r.has("pool_stride")) o.pool_stride(r.whole("pool_stride"));
   if (r.has("lrn")) {
     if (r.is_null("lrn")) {
       o.lrn(c10::nullopt);
@@ -228,14 +239,19 @@ AlexNetOptions AlexNetOptions::from_json(const std::string& text) {
 
 TowerImpl::TowerImpl(const AlexNetOptions& o, int64_t classes) {
   const int64_t pool5 = detail::pool5_side(o);
+  // Two towers meet at conv3 and the fc layers (each sees both towers' maps); one
+  // tower alone sees its own, with conv5 and the fc layers at the whole network's width.
+  const bool alone = o.architecture() == Architecture::kOneTower;
+  const int64_t towers = alone ? 1 : 2;
+  const int64_t conv5_maps = alone ? 2 * kConv5 : kConv5, hidden = alone ? 2 * kHidden : kHidden;
   conv1 = register_module("conv1", conv(3, kConv1, 11, 4, o.conv1_padding()));
   conv2 = register_module("conv2", conv(kConv1, kConv2, 5, 1, 2));
-  conv3 = register_module("conv3", conv(2 * kConv2, kConv3, 3, 1, 1));
+  conv3 = register_module("conv3", conv(towers * kConv2, kConv3, 3, 1, 1));
   conv4 = register_module("conv4", conv(kConv3, kConv4, 3, 1, 1));
-  conv5 = register_module("conv5", conv(kConv4, kConv5, 3, 1, 1));
-  fc6 = register_module("fc6", torch::nn::Linear(2 * kConv5 * pool5 * pool5, kHidden));
-  fc7 = register_module("fc7", torch::nn::Linear(2 * kHidden, kHidden));
-  fc8 = register_module("fc8", torch::nn::Linear(2 * kHidden, classes));
+  conv5 = register_module("conv5", conv(kConv4, conv5_maps, 3, 1, 1));
+  fc6 = register_module("fc6", torch::nn::Linear(towers * conv5_maps * pool5 * pool5, hidden));
+  fc7 = register_module("fc7", torch::nn::Linear(towers * hidden, hidden));
+  fc8 = register_module("fc8", torch::nn::Linear(towers * hidden, classes));
 }
 
 AlexNetImpl::AlexNetImpl(AlexNetOptions options_) : options(std::move(options_)) { reset(); }
@@ -258,18 +274,34 @@ void validate(const AlexNetOptions& o) {
   check(o.input_size() + 2 * o.conv1_padding() >= kMinInput,
         "input size " + std::to_string(o.input_size()) + " with conv1 padding " + std::to_string(o.conv1_padding()) +
             " is too small: pool5 needs at least " + std::to_string(kMinInput) + " padded pixels");
+  if (o.architecture() != Architecture::kTorchvision && o.pool_size() >= 1 && o.pool_stride() >= 1) {
+    check(detail::pool5_side(o) >= 1, "input size " + std::to_string(o.input_size()) + " is too small for " +
+                                          std::to_string(o.pool_size()) + "x" + std::to_string(o.pool_size()) +
+                                          " pooling at stride " + std::to_string(o.pool_stride()));
+  }
   check(!o.devices().empty() && o.devices().size() <= 2,
         "devices must name one device or one per tower, got " + std::to_string(o.devices().size()));
   const auto device0 = o.devices().front();
   const auto device1 = o.devices().back();
   check(device0.type() == device1.type(),
         "both towers must be on devices of one type, got " + device0.str() + " and " + device1.str());
+  check(o.pool_size() >= 1 && o.pool_size() <= 7 && o.pool_stride() >= 1 && o.pool_stride() <= o.pool_size(),
+        "pooling takes a window of 1 to 7 and a stride from 1 to the window, got " + std::to_string(o.pool_size()) +
+            " and " + std::to_string(o.pool_stride()));
   if (o.architecture() == Architecture::kTorchvision) {
     check(o.devices().size() == 1 || device0 == device1,
           "the torchvision architecture has one tower; give one device, got " + std::to_string(o.devices().size()));
     check(!o.lrn().has_value(), "the torchvision architecture has no LRN");
     check(!o.lrn_across_towers() && !o.pool_before_lrn() && !o.ceil_mode(),
           "the torchvision architecture has one tower, no LRN and pools rounding down");
+    check(o.activation() == Activation::kReLU && o.pool_size() == kPoolSize && o.pool_stride() == kPoolStride,
+          "the torchvision architecture is torchvision's: ReLU and 3x3 pooling at stride 2 (the paper's "
+          "alternatives are the two-tower and one-tower networks')");
+  } else if (o.architecture() == Architecture::kOneTower) {
+    check(o.devices().size() == 1 || device0 == device1,
+          "the one-tower architecture runs on one device, got " + device0.str() + " and " + device1.str());
+    check(o.execution() == Execution::kGrouped, "the one-tower architecture has no towers to run apart");
+    check(!o.lrn_across_towers(), "the one-tower architecture has no towers for an LRN across them");
   } else {
     check(o.execution() == Execution::kTowers || device0 == device1,
           "grouped execution needs both towers on one device, got " + device0.str() + " and " + device1.str());
@@ -301,6 +333,8 @@ void AlexNetImpl::reset() {
                        nn::ReLU(nn::ReLUOptions(true)), nn::Dropout(o.dropout()),
                        nn::Linear(4096, 4096), nn::ReLU(nn::ReLUOptions(true)),
                        nn::Linear(4096, o.num_classes())));
+  } else if (o.architecture() == Architecture::kOneTower) {
+    tower0 = register_module("tower0", Tower(o, o.num_classes()));
   } else {
     // Tower 0 takes the odd class when num_classes is odd.
     const int64_t classes0 = (o.num_classes() + 1) / 2;
@@ -310,7 +344,7 @@ void AlexNetImpl::reset() {
   initialize();
   if (tower0) {
     tower0->to(device0);
-    tower1->to(device1);
+    if (tower1) tower1->to(device1);
   } else {
     features->to(device0);
     classifier->to(device0);
@@ -320,8 +354,12 @@ void AlexNetImpl::reset() {
 std::vector<LearnedLayer> AlexNetImpl::learned_layers() const {
   std::vector<LearnedLayer> layers;
   if (tower0) {
-    const std::array<const TowerImpl*, 2> towers{tower0.get(), tower1.get()};
+    const std::array<const TowerImpl*, 2> towers{tower0.get(), tower1 ? tower1.get() : nullptr};
     auto add = [&](const char* name, auto member) {
+      if (!tower1) {  // one tower alone
+        const auto& layer = tower0.get()->*member;
+        return layers.push_back({name, -1, layer->weight, layer->bias});
+      }
       for (int64_t t : {0, 1}) {
         const auto& layer = towers[t]->*member;
         layers.push_back({name, t, layer->weight, layer->bias});
@@ -374,7 +412,7 @@ int64_t AlexNetImpl::pool5_size() const {
 }
 
 std::vector<c10::Stream> AlexNetImpl::tower_streams() const {
-  if (!tower0) return {};
+  if (!tower1) return {};
   const auto devices = tower_devices();
   if (!devices[0].is_cuda()) return {};
   if (streams_.size() != 2 || streams_[0].device() != devices[0] || streams_[1].device() != devices[1]) {
@@ -388,12 +426,15 @@ std::vector<c10::Stream> AlexNetImpl::tower_streams() const {
 }
 
 std::vector<c10::Device> AlexNetImpl::tower_devices() const {
-  if (tower0) return {tower0->conv1->weight.device(), tower1->conv1->weight.device()};
+  if (tower1) return {tower0->conv1->weight.device(), tower1->conv1->weight.device()};
+  if (tower0) return {tower0->conv1->weight.device()};
   return {named_parameters()["features.0.weight"].device()};
 }
 
 void AlexNetImpl::set_execution(Execution execution) {
-  if (tower0 && execution == Execution::kGrouped) {
+  TORCH_CHECK(tower1 || execution == Execution::kGrouped, "AlexNet: the ", name_of(options.architecture()),
+              " architecture has no towers to run apart");
+  if (tower1 && execution == Execution::kGrouped) {
     const auto devices = tower_devices();
     TORCH_CHECK(devices[0] == devices[1],
                 "AlexNet: grouped execution needs both towers on one device, they are on ",
@@ -423,6 +464,7 @@ torch::Tensor AlexNetImpl::forward(const torch::Tensor& images) {
 torch::Tensor AlexNetImpl::forward_to(const torch::Tensor& images, Layer last) {
   check_images(images);
   if (!tower0) return forward_torchvision(images, last);
+  if (!tower1) return forward_one_tower(images, last);
   if (options.execution() == Execution::kGrouped) return forward_grouped(images, last);
   return forward_towers(images, last);
 }
@@ -437,6 +479,29 @@ torch::Tensor AlexNetImpl::forward_torchvision(const torch::Tensor& images, Laye
   return x;
 }
 
+// Section 3.2's alternative: one tower, every layer seeing all the maps before it.
+torch::Tensor AlexNetImpl::forward_one_tower(const torch::Tensor& images, Layer last) {
+  auto& t = *tower0;
+  const auto& o = options;
+  const auto& lrn = o.lrn();
+  auto normalise = [&](const torch::Tensor& x) { return lrn ? local_response_norm(x, *lrn) : x; };
+  auto normalise_pool = [&](const torch::Tensor& x) {
+    return o.pool_before_lrn() ? normalise(pool(x, o)) : pool(normalise(x), o);
+  };
+  auto x = normalise_pool(activate(t.conv1(images.to(tower_devices()[0])), o));
+  x = normalise_pool(activate(t.conv2(x), o));
+  x = activate(t.conv3(x), o);
+  x = activate(t.conv4(x), o);
+  x = pool(activate(t.conv5(x), o), o).flatten(1);
+  if (last == Layer::kPool5) return x;
+  const double p = o.dropout();
+  x = torch::dropout(activate(t.fc6(x), o), p, is_training());
+  if (last == Layer::kFc6) return x;
+  x = torch::dropout(activate(t.fc7(x), o), p, is_training());
+  if (last == Layer::kFc7) return x;
+  return t.fc8(x);
+}
+
 // The same parameters as forward_towers, folded into grouped convolutions: the
 // towers' kernels stacked along the output channels, groups = 2 where a layer sees
 // only its own tower, and the LRN window kept inside each tower.
@@ -444,35 +509,35 @@ torch::Tensor AlexNetImpl::forward_grouped(const torch::Tensor& images, Layer la
   auto& t0 = *tower0;
   auto& t1 = *tower1;
   const auto& lrn = options.lrn();
-  auto conv = [](const torch::Tensor& x, const torch::nn::Conv2d& a, const torch::nn::Conv2d& b,
-                 int64_t stride, int64_t padding, int64_t groups) {
-    return torch::conv2d(x, torch::cat({a->weight, b->weight}), torch::cat({a->bias, b->bias}),
-                         stride, padding, /*dilation=*/1, groups)
-        .relu_();
+  const auto& o = options;
+  auto conv = [&](const torch::Tensor& x, const torch::nn::Conv2d& a, const torch::nn::Conv2d& b, int64_t stride,
+                  int64_t padding, int64_t groups) {
+    return activate(torch::conv2d(x, torch::cat({a->weight, b->weight}), torch::cat({a->bias, b->bias}), stride,
+                                  padding, /*dilation=*/1, groups),
+                    o);
   };
-  const bool ceil = options.ceil_mode();
   auto normalise = [&](const torch::Tensor& x) {
     return lrn ? local_response_norm(x, *lrn, /*groups=*/options.lrn_across_towers() ? 1 : 2) : x;
   };
   // LRN then pooling (the paper), or pooling then LRN (Caffe's CaffeNet).
   auto normalise_pool = [&](const torch::Tensor& x) {
-    return options.pool_before_lrn() ? normalise(pool(x, ceil)) : pool(normalise(x), ceil);
+    return options.pool_before_lrn() ? normalise(pool(x, o)) : pool(normalise(x), o);
   };
   auto x = images.to(tower_devices()[0]);
   x = normalise_pool(conv(x, t0.conv1, t1.conv1, 4, options.conv1_padding(), 1));
   x = normalise_pool(conv(x, t0.conv2, t1.conv2, 1, 2, 2));
   x = conv(x, t0.conv3, t1.conv3, 1, 1, 1);
   x = conv(x, t0.conv4, t1.conv4, 1, 1, 2);
-  x = pool(conv(x, t0.conv5, t1.conv5, 1, 1, 2), ceil).flatten(1);
+  x = pool(conv(x, t0.conv5, t1.conv5, 1, 1, 2), o).flatten(1);
   if (last == Layer::kPool5) return x;
   // fc layers see both towers: two products instead of concatenating fc6's 150 MB of weights.
   auto fc = [&](torch::nn::Linear a, torch::nn::Linear b) {
     return torch::cat({a->forward(x), b->forward(x)}, 1);
   };
   const double p = options.dropout();
-  x = torch::dropout(fc(t0.fc6, t1.fc6).relu_(), p, is_training());
+  x = torch::dropout(activate(fc(t0.fc6, t1.fc6), o), p, is_training());
   if (last == Layer::kFc6) return x;
-  x = torch::dropout(fc(t0.fc7, t1.fc7).relu_(), p, is_training());
+  x = torch::dropout(activate(fc(t0.fc7, t1.fc7), o), p, is_training());
   if (last == Layer::kFc7) return x;
   return fc(t0.fc8, t1.fc8);
 }
@@ -485,7 +550,7 @@ torch::Tensor AlexNetImpl::forward_towers(const torch::Tensor& images, Layer las
   const std::array<TowerImpl*, 2> towers{tower0.get(), tower1.get()};
   const auto& lrn = options.lrn();
   const double p = options.dropout();
-  const bool ceil = options.ceil_mode();
+  const auto& o = options;
   auto normalise = [&](const torch::Tensor& x) { return lrn ? local_response_norm(x, *lrn) : x; };
   auto each = [&](auto&& body) {
     std::array<torch::Tensor, 2> out;
@@ -508,26 +573,26 @@ torch::Tensor AlexNetImpl::forward_towers(const torch::Tensor& images, Layer las
   auto after_conv = [&](std::array<torch::Tensor, 2> h) {
     if (!options.lrn_across_towers()) {
       return each([&](TowerImpl&, int t) {
-        return options.pool_before_lrn() ? normalise(pool(h[t], ceil)) : pool(normalise(h[t]), ceil);
+        return options.pool_before_lrn() ? normalise(pool(h[t], o)) : pool(normalise(h[t]), o);
       });
     }
-    if (options.pool_before_lrn()) return across(each([&](TowerImpl&, int t) { return pool(h[t], ceil); }));
+    if (options.pool_before_lrn()) return across(each([&](TowerImpl&, int t) { return pool(h[t], o); }));
     h = across(h);
-    return each([&](TowerImpl&, int t) { return pool(h[t], ceil); });
+    return each([&](TowerImpl&, int t) { return pool(h[t], o); });
   };
-  auto h = after_conv(each([&](TowerImpl& tower, int t) { return tower.conv1(streams.take(t, images)).relu_(); }));
-  h = after_conv(each([&](TowerImpl& tower, int t) { return tower.conv2(h[t]).relu_(); }));
+  auto h = after_conv(each([&](TowerImpl& tower, int t) { return activate(tower.conv1(streams.take(t, images)), o); }));
+  h = after_conv(each([&](TowerImpl& tower, int t) { return activate(tower.conv2(h[t]), o); }));
   auto joined = streams.join(h);
   h = each([&](TowerImpl& tower, int t) {
-    auto x = tower.conv3(joined[t]).relu_();
-    x = tower.conv4(x).relu_();
-    return pool(tower.conv5(x).relu_(), ceil).flatten(1);
+    auto x = activate(tower.conv3(joined[t]), o);
+    x = activate(tower.conv4(x), o);
+    return pool(activate(tower.conv5(x), o), o).flatten(1);
   });
   joined = streams.join(h);
   if (last == Layer::kPool5) return streams.finish(joined[0]);
   for (auto fc : {&TowerImpl::fc6, &TowerImpl::fc7}) {
     h = each([&](TowerImpl& tower, int t) {
-      return torch::dropout((tower.*fc)(joined[t]).relu_(), p, is_training());
+      return torch::dropout(activate((tower.*fc)(joined[t]), o), p, is_training());
     });
     joined = streams.join(h);
     if (last == (fc == &TowerImpl::fc6 ? Layer::kFc6 : Layer::kFc7)) {
@@ -547,7 +612,14 @@ void AlexNetImpl::pretty_print(std::ostream& stream) const {
 template <>
 const std::vector<std::pair<std::string, Architecture>>& names<Architecture>() {
   static const std::vector<std::pair<std::string, Architecture>> table{{"two_tower", Architecture::kTwoTower},
-                                                                       {"torchvision", Architecture::kTorchvision}};
+                                                                       {"torchvision", Architecture::kTorchvision},
+                                                                       {"one_tower", Architecture::kOneTower}};
+  return table;
+}
+template <>
+const std::vector<std::pair<std::string, Activation>>& names<Activation>() {
+  static const std::vector<std::pair<std::string, Activation>> table{{"relu", Activation::kReLU},
+                                                                     {"tanh", Activation::kTanh}};
   return table;
 }
 template <>

@@ -44,12 +44,6 @@ struct Shape {
   int64_t cols(int64_t o) const { return std::min(o * stride + kernel, w) - o * stride; }
 };
 
-int64_t pooled_size(int64_t in, int64_t kernel, int64_t stride, bool ceil_mode) {
-  int64_t out = (in - kernel + (ceil_mode ? stride - 1 : 0)) / stride + 1;
-  if (ceil_mode && (out - 1) * stride >= in) --out;  // the last window must start inside
-  return out;
-}
-
 // NCHW forward: per plane, the maximum over each window's rows (contiguous, so it
 // vectorises), then over its columns.
 template <typename T, typename A = acc_t<T>>
@@ -315,6 +309,12 @@ at::Tensor max_pool2d(const at::Tensor& input, int64_t kernel_size, int64_t stri
                      (type == at::kFloat || type == at::kDouble || type == at::kBFloat16);
   if (!fused) return at::max_pool2d(input, {kernel_size, kernel_size}, {stride, stride}, {0, 0}, {1, 1}, ceil_mode);
   return MaxPoolFunction::apply(input, kernel_size, stride, ceil_mode);
+}
+
+int64_t pooled_size(int64_t in, int64_t kernel, int64_t stride, bool ceil_mode) {
+  int64_t out = (in - kernel + (ceil_mode ? stride - 1 : 0)) / stride + 1;
+  if (ceil_mode && (out - 1) * stride >= in) --out;  // the last window must start inside
+  return out;
 }
 
 }  // namespace alexnet

@@ -228,6 +228,10 @@ std::vector<std::pair<std::string, std::vector<torch::Tensor>>> layout(const Ale
     for (const auto& p : model.named_parameters()) out.push_back({p.key(), {p.value()}});
     return out;
   }
+  if (!model.tower1) {  // one tower: its layers' names, as the grouped layout's
+    for (const auto& p : model.tower0->named_parameters()) out.push_back({p.key(), {p.value()}});
+    return out;
+  }
   const auto t0 = model.tower0->named_parameters();
   const auto t1 = model.tower1->named_parameters();
   for (const auto& p : t0) out.push_back({p.key(), {p.value(), t1[p.key()]}});

@@ -1,3 +1,4 @@
+#include <alexnet/network/pooling.h>
 #include <alexnet/network/summary.h>
 
 #include "network/graph.h"
@@ -34,6 +35,9 @@ ModelSummary summarize(const AlexNetImpl& model) {
   ModelSummary s;
   s.architecture = name_of(o.architecture());
   s.input_size = o.input_size();
+  s.activation = name_of(o.activation());
+  s.pool_size = o.pool_size();
+  s.pool_stride = o.pool_stride();
   for (const auto& p : model.parameters()) s.parameters += p.numel();
 
   const auto learned = model.learned_layers();
@@ -70,7 +74,7 @@ ModelSummary summarize(const AlexNetImpl& model) {
   auto normalise_pool = [&](int which) {
     const auto n = std::to_string(which);
     if (o.lrn() && !o.pool_before_lrn()) plain_row("lrn" + n, side);
-    side = detail::pooled(side, ceil);
+    side = pooled_size(side, o.pool_size(), o.pool_stride(), ceil);
     plain_row("pool" + n, side);
     if (o.lrn() && o.pool_before_lrn()) plain_row("lrn" + n, side);
   };
@@ -81,9 +85,9 @@ ModelSummary summarize(const AlexNetImpl& model) {
   learned_row("conv3", side);
   learned_row("conv4", side);
   learned_row("conv5", side);
-  side = detail::pooled(side, ceil);
+  side = pooled_size(side, o.pool_size(), o.pool_stride(), ceil);
   plain_row("pool5", side);
-  if (!towers && side != 6) {
+  if (o.architecture() == Architecture::kTorchvision && side != 6) {
     side = 6;
     plain_row("avgpool", side);
   }
@@ -110,6 +114,8 @@ std::string ModelSummary::to_table() const {
                                         std::to_string(input_size) + ")")
       << std::right << std::setw(13) << grouped(parameters) << std::setw(16) << grouped(macs)
       << "\n";
+  out << "activation " << activation << ", max pooling " << pool_size << "x" << pool_size << " stride "
+      << pool_stride << (pool_size > pool_stride ? " (overlapping)" : "") << "\n";
   return out.str();
 }
 
@@ -117,6 +123,9 @@ std::string ModelSummary::to_json() const {
   detail::Json out;
   out["architecture"] = architecture;
   out["input_size"] = input_size;
+  out["activation"] = activation;
+  out["pool_size"] = pool_size;
+  out["pool_stride"] = pool_stride;
   out["layers"] = detail::Json::array();
   for (const auto& l : layers) {
     detail::Json layer;

@@ -53,6 +53,9 @@ std::string forward_source(const std::vector<GraphStep>& graph) {
       case Kind::kRelu:
         s << "    x = torch.relu(x)\n";
         break;
+      case Kind::kTanh:
+        s << "    x = torch.tanh(x)\n";
+        break;
       case Kind::kLRN: {
         const auto args = ", " + std::to_string(step.size) + ", " + real(step.alpha) + ", " + real(step.beta) + ", " +
                           real(step.k) + ")";

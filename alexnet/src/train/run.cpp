@@ -200,6 +200,21 @@ const std::vector<Entry>& table() {
        false, "How weights and biases start (none: the preset's)", name_list<Init>()},
       {"dropout", Kind::kReal, [](const RunConfig& c) { return text_of(c.dropout()); },
        [](RunConfig& c, const std::string& t) { c.dropout(real("dropout", t)); }, false, "Dropout probability on fc6 and fc7 (Section 4.2)", {}},
+      {"activation", Kind::kText, [](const RunConfig& c) { return name_of(c.activation()); },
+       [](RunConfig& c, const std::string& t) { c.activation(choice<Activation>("activation", t)); }, false,
+       "The non-linearity: relu (Section 3.1) or tanh (Figure 1's alternative)", name_list<Activation>()},
+      {"towers", Kind::kWhole, [](const RunConfig& c) { return std::to_string(c.towers()); },
+       [](RunConfig& c, const std::string& t) { c.towers(whole<int64_t>("towers", t)); }, false,
+       "2: the paper's towers; 1: one tower with half the kernels (conv5 and fc full), Section 3.2's alternative", {}},
+      {"lrn", Kind::kSwitch, [](const RunConfig& c) { return c.lrn() ? "true" : "false"; },
+       [](RunConfig& c, const std::string& t) { c.lrn(flag("lrn", t)); }, false,
+       "Local response normalisation after conv1 and conv2 (Section 3.3); off: none", {}},
+      {"pool_size", Kind::kWhole, [](const RunConfig& c) { return std::to_string(c.pool_size()); },
+       [](RunConfig& c, const std::string& t) { c.pool_size(whole<int64_t>("pool_size", t)); }, false,
+       "Max pooling's window z (Section 3.4: 3, overlapping; 2 with stride 2: not)", {}},
+      {"pool_stride", Kind::kWhole, [](const RunConfig& c) { return std::to_string(c.pool_stride()); },
+       [](RunConfig& c, const std::string& t) { c.pool_stride(whole<int64_t>("pool_stride", t)); }, false,
+       "Max pooling's stride s (Section 3.4: 2)", {}},
       {"devices", Kind::kText, [](const RunConfig& c) { return devices_text(c.devices()); },
        [](RunConfig& c, const std::string& t) { c.devices(parse_devices(t)); }, true, "cpu, cuda:0, or cuda:0,cuda:1 (one tower each)", {}},
       {"execution", Kind::kText, [](const RunConfig& c) { return name_of(c.execution()); },
@@ -222,6 +237,11 @@ const std::vector<Entry>& table() {
       ALEXNET_TRAIN_SETTING(seed, Kind::kWhole, std::to_string(o.seed()),
                             o.seed(whole<uint64_t>("seed", t)), false, "Seeds initialisation, data order, augmentation and dropout", {}),
       ALEXNET_TRAIN_SETTING(resize, Kind::kWhole, std::to_string(o.resize()), o.resize(whole<int64_t>("resize", t)), false, "Side images are brought to before cropping (Section 2)", {}),
+      ALEXNET_TRAIN_SETTING(random_crops, Kind::kSwitch, o.random_crops() ? "true" : "false",
+                            o.random_crops(flag("random_crops", t)), false,
+                            "Random crops of the resized images (Section 4.1); off: the centre crop", {}),
+      ALEXNET_TRAIN_SETTING(flips, Kind::kSwitch, o.flips() ? "true" : "false", o.flips(flag("flips", t)), false,
+                            "Random horizontal reflections (Section 4.1); off: none", {}),
       ALEXNET_TRAIN_SETTING(pca_std, Kind::kReal, text_of(o.pca_std()), o.pca_std(real("pca_std", t)), false, "PCA colour noise: standard deviation of alpha (0: off)", {}),
       ALEXNET_TRAIN_SETTING(ten_crop, Kind::kSwitch, o.ten_crop() ? "true" : "false", o.ten_crop(flag("ten_crop", t)),
                             false, "Validate on ten crops instead of the centre crop", {}),
@@ -414,7 +434,7 @@ AlexNetOptions network_of(const RunConfig& c, const AlexNetOptions* base, int64_
   if (!base) return c.model(classes);
   auto o = *base;
   o.num_classes(classes).dropout(c.dropout()).devices(c.devices());
-  if (o.architecture() == Architecture::kTwoTower) o.execution(c.execution());
+  if (o.architecture() == Architecture::kTwoTower) o.execution(c.execution());  // one tower: grouped
   if (c.input_size() > 0) o.input_size(c.input_size());
   if (c.init()) o.init(*c.init());
   return o;
@@ -606,6 +626,16 @@ AlexNetOptions RunConfig::model(int64_t classes) const {
   auto options = preset(arch(), input_size()).num_classes(classes).dropout(dropout()).devices(devices()).execution(
       execution());
   if (init()) options.init(*init());
+  const bool alternative = activation() != Activation::kReLU || towers() != 2 || !lrn() || pool_size() != 3 ||
+                           pool_stride() != 2;
+  if (alternative && options.architecture() == Architecture::kTorchvision) {
+    throw OptionError("arch", "torchvision has none of the paper's alternatives (activation, towers, lrn, pooling): "
+                              "use the paper or caffe preset");
+  }
+  if (towers() != 1 && towers() != 2) throw OptionError("towers", "takes 2 (the paper's) or 1, got " + std::to_string(towers()));
+  options.activation(activation()).pool_size(pool_size()).pool_stride(pool_stride());
+  if (!lrn()) options.lrn(c10::nullopt);
+  if (towers() == 1) options.architecture(Architecture::kOneTower).lrn_across_towers(false);
   return options;
 }
 
@@ -733,7 +763,7 @@ void Run::Impl::open(bool resume) {
     pre.crop = model->options.input_size();
   } else {
     const auto mean = c.train().mean().value_or(
-        model->options.architecture() == Architecture::kTwoTower ? Mean::kImage : Mean::kChannels);
+        model->options.architecture() == Architecture::kTorchvision ? Mean::kChannels : Mean::kImage);
     pre = Preprocessing::from_statistics(classes, mean, stats.mean_image, stats.mean_rgb, c.train().resize(),
                                          model->options.input_size());
   }
@@ -871,6 +901,8 @@ Run::Outcome Run::fit() {
                                             .resize(o.resize())
                                             .crop(crop)
                                             .pca_std(o.pca_std())
+                                            .random_crop(o.random_crops())
+                                            .flip(o.flips())
                                             .seed(o.seed())
                                             .on_error(o.on_error()),
                                m.stats);

@@ -44,7 +44,10 @@ struct TransformOptions {
   TORCH_ARG(Mode, mode) = Mode::kTrain;
   /// Standard deviation of the PCA noise's alpha (Section 4.1(b): 0.1); 0 disables it.
   TORCH_ARG(double, pca_std) = 0.1;
-  /// Random reflections in training.
+  /// Random crops in training (Section 4.1(a)); false: the centre crop, the
+  /// alternative the paper says overfits substantially.
+  TORCH_ARG(bool, random_crop) = true;
+  /// Random reflections in training (Section 4.1(a)).
   TORCH_ARG(bool, flip) = true;
   /// Seeds every random draw; with the epoch and index it fixes an example's crop,
   /// reflection and colour noise whatever the number of workers.

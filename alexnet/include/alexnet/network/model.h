@@ -40,6 +40,16 @@ namespace alexnet {
 enum class Architecture {
   kTwoTower,     ///< The paper's two towers, 96-256-384-384-256 kernels, LRN (Section 3).
   kTorchvision,  ///< torchvision's one-tower 64-192-384-256-256 variant, no LRN.
+  /// The alternative Section 3.2 measures the towers against: one tower with half the
+  /// kernels of conv1..conv4 (48-128-192-192), conv5 (256) and the fc layers (4096)
+  /// full size, so that the parameters stay about equal (59.8 million at 227).
+  kOneTower,
+};
+
+/// The non-linearity after every convolution and hidden fully connected layer.
+enum class Activation {
+  kReLU,  ///< max(0, x): Section 3.1's choice.
+  kTanh,  ///< tanh(x): the saturating one Section 3.1 (Figure 1) compares it with.
 };
 
 /// How a two-tower network runs; the parameters are the same either way.
@@ -105,6 +115,13 @@ struct AlexNetOptions {
   /// Overlapping pooling rounds its output size up, as Caffe's does (the same sizes as
   /// rounding down at 227, where every pool fits exactly).
   TORCH_ARG(bool, ceil_mode) = false;
+  /// The non-linearity (Section 3.1: ReLU; tanh is Figure 1's alternative).
+  TORCH_ARG(Activation, activation) = Activation::kReLU;
+  /// Max pooling's window z (Section 3.4: 3, overlapping).
+  TORCH_ARG(int64_t, pool_size) = 3;
+  /// Max pooling's stride s (Section 3.4: 2; z = 2, s = 2 is the non-overlapping
+  /// alternative with the same output sizes).
+  TORCH_ARG(int64_t, pool_stride) = 2;
 
  public:
   /// Every option but `devices` (where to run is the loader's choice) as one JSON
@@ -131,7 +148,7 @@ AlexNetOptions preset(const std::string& name, int64_t input_size = 0);
 const std::vector<std::string>& preset_names();
 
 /// One learned layer, in forward order: its paper name and, for two-tower
-/// networks, the tower (0 or 1) it belongs to (-1 for torchvision's).
+/// networks, the tower (0 or 1) it belongs to (-1 for one-tower networks).
 struct LearnedLayer {
   std::string name;
   int64_t tower;
@@ -141,7 +158,8 @@ struct LearnedLayer {
 
 /// One of the paper's towers: half the kernels of every layer (Section 3.2).
 /// conv1, conv2, conv4 and conv5 see only this tower's maps; conv3, fc6, fc7 and
-/// fc8 see both towers'.
+/// fc8 see both towers'. Architecture::kOneTower's network is one such tower alone,
+/// with conv5 and the fc layers twice as wide.
 class TowerImpl : public torch::nn::Module {
  public:
   TowerImpl(const AlexNetOptions& options, int64_t classes);
@@ -188,6 +206,7 @@ class AlexNetImpl : public torch::nn::Cloneable<AlexNetImpl> {
   torch::Tensor forward_grouped(const torch::Tensor& images, Layer last);
   torch::Tensor forward_towers(const torch::Tensor& images, Layer last);
   torch::Tensor forward_torchvision(const torch::Tensor& images, Layer last);
+  torch::Tensor forward_one_tower(const torch::Tensor& images, Layer last);
   void check_images(const torch::Tensor& images) const;
   void initialize();
 
@@ -196,7 +215,9 @@ class AlexNetImpl : public torch::nn::Cloneable<AlexNetImpl> {
 TORCH_MODULE(AlexNet);
 
 template <>
-const std::vector<std::pair<std::string, Architecture>>& names<Architecture>();  ///< two_tower, torchvision
+const std::vector<std::pair<std::string, Architecture>>& names<Architecture>();  ///< two_tower, torchvision, one_tower
+template <>
+const std::vector<std::pair<std::string, Activation>>& names<Activation>();  ///< relu, tanh
 template <>
 const std::vector<std::pair<std::string, Execution>>& names<Execution>();  ///< grouped, towers
 template <>

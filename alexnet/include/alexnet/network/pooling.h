@@ -22,4 +22,9 @@ namespace alexnet {
 /// Throws c10::Error for an input that is not 4-D or smaller than one window.
 at::Tensor max_pool2d(const at::Tensor& input, int64_t kernel_size, int64_t stride, bool ceil_mode = false);
 
+/// The side max_pool2d gives from an `in`-wide input: floor((in - kernel) / stride) + 1,
+/// or rounded up with `ceil_mode` while the last window starts inside the input (as
+/// LibTorch and Caffe do).
+int64_t pooled_size(int64_t in, int64_t kernel, int64_t stride, bool ceil_mode);
+
 }  // namespace alexnet

@@ -21,6 +21,9 @@ struct LayerSummary {
 struct ModelSummary {
   std::string architecture;
   int64_t input_size = 0;
+  std::string activation;     ///< relu or tanh (Section 3.1)
+  int64_t pool_size = 0;      ///< max pooling's window z (Section 3.4)
+  int64_t pool_stride = 0;    ///< and its stride s
   std::vector<LayerSummary> layers;
   int64_t parameters = 0;  ///< every parameter of the module
   int64_t macs = 0;        ///< multiply-adds per image

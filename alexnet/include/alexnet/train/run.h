@@ -86,6 +86,10 @@ struct TrainOptions {
   TORCH_ARG(int64_t, resize) = 256;
   /// PCA colour noise (Section 4.1(b): 0.1); 0 turns it off.
   TORCH_ARG(double, pca_std) = 0.1;
+  /// Random crops of the resized images (Section 4.1(a)); false: the centre crop.
+  TORCH_ARG(bool, random_crops) = true;
+  /// Random horizontal reflections (Section 4.1(a)).
+  TORCH_ARG(bool, flips) = true;
   /// Validate with ten crops instead of the centre crop (Section 4.1).
   TORCH_ARG(bool, ten_crop) = false;
   /// Unreadable images: stop (kFail) or leave them out and count them.
@@ -180,6 +184,16 @@ struct RunConfig {
   TORCH_ARG(c10::optional<Init>, init) = c10::nullopt;
   /// Dropout on fc6 and fc7 (Section 4.2).
   TORCH_ARG(double, dropout) = 0.5;
+  /// The paper's choices and the alternatives it measured them against (Sections
+  /// 3.1-3.4), for the paper and caffe presets: the non-linearity, ...
+  TORCH_ARG(Activation, activation) = Activation::kReLU;
+  /// ... two towers or one with half the kernels (Architecture::kOneTower), ...
+  TORCH_ARG(int64_t, towers) = 2;
+  /// ... LRN after conv1 and conv2 (the preset's) or none, ...
+  TORCH_ARG(bool, lrn) = true;
+  /// ... and the pooling window z and stride s (3 and 2: overlapping).
+  TORCH_ARG(int64_t, pool_size) = 3;
+  TORCH_ARG(int64_t, pool_stride) = 2;
   /// One device for both towers, or one per tower.
   TORCH_ARG(std::vector<c10::Device>, devices) = {c10::Device(c10::kCPU)};
   /// How the two towers run.
