@@ -64,5 +64,6 @@ void add_data_commands(CLI::App& app);
 void add_train_commands(CLI::App& app);
 void add_visual_commands(CLI::App& app);
 void add_convert_commands(CLI::App& app);
+void add_ablate_command(CLI::App& app);
 
 }  // namespace alexnet::app

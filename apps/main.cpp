@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   alexnet::app::add_train_commands(app);
   alexnet::app::add_visual_commands(app);
   alexnet::app::add_convert_commands(app);
+  alexnet::app::add_ablate_command(app);
 
   try {
     app.parse(argc, argv);

@@ -230,3 +230,42 @@ TEST_CASE("alexnet train --resume keeps what the last resume changed, changes th
   CHECK_FALSE(std::filesystem::exists(dir + "/bad"));
   REQUIRE(run("rm -rf " + dir, out) == 0);
 }
+
+TEST_CASE("alexnet ablate trains every variant on a tiny budget, continues, grows and writes its report",
+          "[cli][ablation]") {
+  const auto dir = alexnet::test::temp_dir("cli-ablate");
+  std::string out;
+  const std::string photos = "/usr/lib/python3/dist-packages/skimage/data";
+  REQUIRE(run("mkdir -p " + dir + "/d/one " + dir + "/d/two && cp " + photos + "/coffee.png " + photos +
+                  "/rocket.jpg " + dir + "/d/one/ && cp " + photos + "/motorcycle_left.png " + photos + "/retina.jpg " +
+                  dir + "/d/two/",
+              out) == 0);
+  const std::string study = kCli + " ablate --out " + dir + "/study --data " + dir + "/d --val " + dir +
+                            "/d --arch caffe --init caffe --input-size 67 --resize 72 --batch-size 2 --workers 1 "
+                            "--lr 0.001 --seeds 1";
+  REQUIRE(run(study + " --epochs 1", out, true) == 0);
+  for (const char* v : {"paper", "tanh", "one_tower", "no_lrn", "pool_2x2", "centre_crop", "no_pca", "no_dropout"}) {
+    CHECK_THAT(out, Catch::Contains(std::string("\n| ") + v + " | "));
+    CHECK(std::filesystem::exists(dir + "/study/runs/" + v + "-seed1/best.pt"));
+  }
+  for (const char* file : {"ablation.md", "ablation-results.json", "figure1.png", "differences.png"}) {
+    CHECK(std::filesystem::exists(dir + "/study/" + file));
+  }
+  // Again with more epochs: every run resumes and trains on.
+  REQUIRE(run(study + " --epochs 2", out, true) == 0);
+  CHECK_THAT(out, Catch::Contains("continuing the study in " + dir + "/study") &&
+                      Catch::Contains("no_dropout, seed 1 (8 of 8): resuming at epoch 2"));
+  REQUIRE(run("wc -l < " + dir + "/study/runs/pool_2x2-seed1/metrics.jsonl", out) == 0);
+  CHECK(out == "2\n");
+  // --out alone continues with what was stored; --report writes from the finished runs.
+  REQUIRE(run(kCli + " ablate --out " + dir + "/study --report --threshold 0.4", out) == 0);
+  CHECK_THAT(out, Catch::Contains("epochs to 40% train error"));
+  // A change to what the runs compute is refused, in one line, and nothing is lost.
+  CHECK(run(study + " --epochs 2 --momentum 0.5", out, true) == 1);
+  CHECK(out ==
+        "error: --momentum was 0.9 in the study '" + dir + "/study', now 0.5: use another folder for another study\n");
+  CHECK(std::filesystem::exists(dir + "/study/runs/paper-seed1/best.pt"));
+  CHECK(run(kCli + " ablate --out " + dir + "/new --data " + dir + "/d", out, true) == 1);
+  CHECK(out == "error: --val is needed: the study compares validation errors (give a validation set)\n");
+  REQUIRE(run("rm -rf " + dir, out) == 0);
+}
