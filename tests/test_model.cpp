@@ -342,6 +342,34 @@ TEST_CASE("Towers on CUDA match grouped execution on the CPU", "[model][cuda]") 
   }
 }
 
+TEST_CASE("The paper's alternatives on CUDA match the CPU", "[model][cuda]") {
+  if (!torch::cuda::is_available()) {
+    alexnet::test::skip("LibTorch reports no CUDA device (CPU build or no GPU); scripts/device_check.sh runs this on a GPU");
+    return;
+  }
+  alexnet::set_tf32(false);  // full float32 on both sides
+  const auto base = AlexNetOptions::caffe().input_size(99).num_classes(10).dropout(0.0);
+  const std::vector<std::pair<const char*, AlexNetOptions>> alternatives{
+      {"tanh", AlexNetOptions(base).activation(alexnet::Activation::kTanh)},
+      {"one tower", AlexNetOptions(base).architecture(alexnet::Architecture::kOneTower)},
+      {"no LRN", AlexNetOptions(base).lrn(c10::nullopt)},
+      {"pooling 2x2", AlexNetOptions(base).pool_size(2).pool_stride(2)}};
+  for (const auto& [name, options] : alternatives) {
+    INFO(name);
+    torch::manual_seed(13);
+    AlexNet cpu(options);
+    const auto x = at::randn({4, 3, 99, 99}) * 50;
+    const auto weights = at::randn({4, 10});
+    const auto expected = forward_backward(cpu, x, weights);
+    AlexNet gpu(AlexNetOptions(options).devices({c10::Device("cuda:0")}));
+    {
+      torch::NoGradGuard no_grad;
+      for (size_t i = 0; i < cpu->parameters().size(); ++i) gpu->parameters()[i].copy_(cpu->parameters()[i]);
+    }
+    check_same(forward_backward(gpu, x.to(c10::Device("cuda:0")), weights), expected, 1e-4);
+  }
+}
+
 namespace {
 
 // Where the GPU tests put the towers: one GPU (two streams), and two GPUs when there are.
