@@ -24,6 +24,7 @@ void refuse_existing(const std::string& path, bool overwrite) {
   if (fs::exists(path) && !overwrite) {
     throw std::runtime_error("'" + path + "' exists; --overwrite to replace it");
   }
+  check_writable(path, "output");  // before the reading and converting
 }
 
 // One class name per line, in output order.

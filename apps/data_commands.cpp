@@ -2,6 +2,7 @@
 #include "progress.h"
 
 #include <alexnet/data.h>
+#include <alexnet/network/checkpoint.h>
 
 #include <filesystem>
 #include <iostream>
@@ -42,6 +43,7 @@ void refuse_existing(const std::string& path, bool force) {
   if (!force && std::filesystem::exists(path)) {
     throw std::runtime_error("'" + path + "' exists; pass --force to replace it");
   }
+  check_writable(path, "output");  // before the pass over the data
 }
 
 }  // namespace
@@ -61,6 +63,7 @@ void add_data_commands(CLI::App& app) {
     cmd->callback([=] {
       refuse_existing(*out, *force);
       const auto source = flags->open();
+      if (const auto note = data::describe_left_out(*source); !note.empty()) spdlog::warn("{}", note);
       int64_t skipped = 0;
       const auto stats = data::compute_statistics(*source, flags->size, flags->workers, flags->on_error(), &skipped);
       stats.save(*out);

@@ -27,11 +27,16 @@ std::atomic<int> signals{0};
 std::atomic<bool> stop_requested{false};
 volatile std::sig_atomic_t announce_stop = 1;
 
+// The first stops the run after its step, with a checkpoint; a second (schedulers and
+// launchers often send two) only says so: stopping at once could cut the checkpoint's
+// write and lose the epoch's steps. SIGKILL abandons them.
 extern "C" void on_stop_signal(int) {
-  if (stop_requested.exchange(true)) ::_exit(130);  // the second one stops at once
-  const char note[] = "\nstopping after this step (again to stop at once)\n";
+  const bool again = stop_requested.exchange(true);
+  const char first[] = "\nstopping after this step, with a checkpoint\n";
+  const char second[] = "\nalready stopping: the checkpoint is being written (SIGKILL abandons it)\n";
   if (announce_stop) {
-    [[maybe_unused]] auto written = ::write(2, note, sizeof(note) - 1);
+    [[maybe_unused]] auto written =
+        again ? ::write(2, second, sizeof(second) - 1) : ::write(2, first, sizeof(first) - 1);
   }
 }
 
@@ -131,7 +136,7 @@ int launch_local(int nproc) {
   while (running > 0) {
     const int pending = signals.load();
     if (pending > forwarded) {
-      signal_all(pending == 1 ? SIGINT : SIGKILL);
+      if (forwarded == 0) signal_all(SIGINT);  // once: the ranks stop together and rank 0 checkpoints
       forwarded = pending;
     }
     int status = 0;

@@ -28,7 +28,8 @@ bool launched_ranks(int nproc);
 
 /// Runs N copies of the command (without --nproc-per-node) as ranks 0..N-1 on
 /// 127.0.0.1 and waits. Ctrl-C / SIGTERM is passed to every rank once (they stop
-/// together and rank 0 checkpoints); a second one kills them. When one rank fails the
+/// together and rank 0 checkpoints); later ones are not passed on (SIGKILL
+/// ends them). When one rank fails the
 /// others are stopped. Returns the first non-zero exit status, or 0.
 int launch_local(int nproc);
 
@@ -36,7 +37,8 @@ int launch_local(int nproc);
 /// finishes its step and checkpoints.
 const std::atomic<bool>& stop_flag();
 /// From now on the first SIGINT or SIGTERM sets stop_flag() (saying so on stderr when
-/// `announce`: under data parallelism rank 0 speaks for all); a second exits at once (130).
+/// `announce`: under data parallelism rank 0 speaks for all); a second only says that the
+/// checkpoint is being written.
 void stop_on_signals(bool announce);
 
 /// This process's place in a data-parallel world (torchrun's, Slurm's or

@@ -47,6 +47,9 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const alexnet::app::ExitStatus& e) {
     return e.code;
+  } catch (const alexnet::OptionHint& e) {
+    spdlog::error("{} ({})", e.text(), alexnet::app::flag_of(e.option()));
+    return 1;
   } catch (const alexnet::OptionError& e) {
     // The library names its options ("batch_size"); here they are flags ("--batch-size").
     spdlog::error("{} {}", alexnet::app::flag_of(e.option()), e.rest());

@@ -91,7 +91,10 @@ void run_train(const TrainFlags& f) {
   std::error_code error;
   const bool lead = lead_rank(group.get());
   if (resuming && lead && fs::is_directory(dir, error)) log.open(dir);
-  auto run = [&] {
+  // From here on Ctrl-C stops: while the run opens (its statistics can take minutes) it
+  // is not started and its folder is left as it was; once training, it checkpoints.
+  stop_on_signals(/*announce=*/lead);
+  auto open = [&] {
     if (!resuming) {
       auto config = f.config;
       config.devices(devices);
@@ -109,16 +112,27 @@ void run_train(const TrainFlags& f) {
     } catch (const ChangeRefused& e) {
       throw OptionError(e.option(), e.rest() + " (--allow-changes resumes anyway)");
     }
+  };
+  auto run = [&] {
+    try {
+      return open();
+    } catch (const Stopped& e) {
+      if (lead) spdlog::warn("{} before training began: {}", e.what(), resuming ? "the run is as it was" : "no run was made");
+      throw ExitStatus{130};
+    }
   }();
   batch = run.config().train().batch_size();
   if (!resuming && lead) log.open(dir);
   for (const auto& change : run.changes()) spdlog::info("resume: {} (kept for the next resume)", change);
-  stop_on_signals(/*announce=*/lead);  // from here on, Ctrl-C checkpoints
   if (run.fit() == Run::Outcome::kStopped) {
     if (lead) spdlog::warn("stopped: checkpoint in {}; continue with: alexnet train --resume {}", run.last(), dir);
     throw ExitStatus{130};
   }
-  spdlog::info("done: {} (last), {} (best)", run.last(), run.best());
+  if (fs::exists(run.best())) {
+    spdlog::info("done: {} (last), {} (best)", run.last(), run.best());
+  } else {
+    spdlog::info("done: {} (last)", run.last());
+  }
 }
 
 }  // namespace
@@ -192,7 +206,11 @@ void add_train_commands(CLI::App& app) {
       validate(f->options);
       const auto group = join_world(world_from_environment(), f->dist_timeout, "gloo");
       auto [model, pre] = load_for_inference(f->weights);
-      const auto e = evaluate(model, data::open_source(f->data), pre, f->options, group.get());
+      const auto source = data::open_source(f->data);
+      if (const auto note = data::describe_left_out(*source); !note.empty() && lead_rank(group.get())) {
+        spdlog::warn("{}", note);
+      }
+      const auto e = evaluate(model, source, pre, f->options, group.get());
       if (group && group->rank() != 0) return;  // rank 0 reports the whole set
       std::cout << (f->json ? e.to_json(pre.classes) + "\n" : e.to_text(pre.classes)) << std::flush;
       if (e.skipped) spdlog::warn("left out {} unreadable images", e.skipped);

@@ -50,6 +50,7 @@ void add_visual_commands(CLI::App& app) {
         ->required();
     add_inference_flags(cmd, f->options, /*ten_crop=*/false);
     cmd->callback([f] {
+      check_writable(f->out, "features");  // before every image is computed
       auto [model, pre] = load_for_inference(f->weights);
       std::error_code error;
       const bool collection = f->data.size() == 1 && (fs::is_directory(f->data[0], error) ||

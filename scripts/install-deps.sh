@@ -16,6 +16,8 @@ packages=(
   libonnx-dev libprotobuf-dev protobuf-compiler
   # zlib reads Fashion-MNIST's gzip'd IDX files; the data set is the main job's default
   zlib1g-dev dataset-fashion-mnist
+  # ICU's normaliser: class names compared in Unicode NFC (folders copied from a Mac are NFD)
+  libicu-dev
   # References for parity tests and baselines in benchmarks: the same LibTorch 1.13
   python3-torch python3-torchvision python3-numpy
   # The allocators PyTorch's CPU performance guide recommends, preloaded into the

@@ -13,6 +13,16 @@ using alexnet::test::run;
 
 namespace {
 const std::string kCli = ALEXNET_CLI;
+
+// DIR/d: two classes of two real photographs each (python3-skimage's).
+void make_two_classes(const std::string& dir) {
+  const std::string photos = "/usr/lib/python3/dist-packages/skimage/data";
+  std::string out;
+  REQUIRE(run("mkdir -p " + dir + "/d/one " + dir + "/d/two && cp " + photos + "/coffee.png " + photos +
+                  "/rocket.jpg " + dir + "/d/one/ && cp " + photos + "/motorcycle_left.png " + photos + "/retina.jpg " +
+                  dir + "/d/two/",
+              out) == 0);
+}
 }
 
 TEST_CASE("alexnet summary prints the paper's totals", "[cli]") {
@@ -91,11 +101,7 @@ TEST_CASE("alexnet stats, prepare and import work as documented, and name bad in
 TEST_CASE("alexnet train, evaluate and classify work from the command line, Ctrl-C checkpoints", "[cli][train]") {
   const auto dir = alexnet::test::temp_dir("cli-train");
   std::string out;
-  const std::string photos = "/usr/lib/python3/dist-packages/skimage/data";
-  REQUIRE(run("mkdir -p " + dir + "/d/one " + dir + "/d/two && cp " + photos + "/coffee.png " + photos +
-                  "/rocket.jpg " + dir + "/d/one/ && cp " + photos + "/motorcycle_left.png " + photos + "/retina.jpg " +
-                  dir + "/d/two/",
-              out) == 0);
+  make_two_classes(dir);
   const std::string common = " --data " + dir + "/d --val " + dir +
                              "/d --arch caffe --input-size 67 --resize 72 --batch-size 2 --workers 1";
   REQUIRE(run(kCli + " train" + common + " --epochs 2 --out " + dir + "/run", out, true) == 0);
@@ -187,6 +193,57 @@ TEST_CASE("alexnet train, evaluate and classify work from the command line, Ctrl
   REQUIRE(run("rm -rf " + dir, out) == 0);
 }
 
+// Schedulers send SIGTERM twice, and a second process may be pointed at a run in use:
+// neither may cost the run its steps, its checkpoint or its folder.
+TEST_CASE("A second stop signal keeps the checkpoint; a second process is refused a run in use", "[cli][train]") {
+  const auto dir = alexnet::test::temp_dir("cli-signals");
+  std::string out;
+  make_two_classes(dir);
+  // At 227x227 a step and a save take a moment: the second signal lands in one of them.
+  const std::string train = kCli + " train --data " + dir + "/d --arch caffe --batch-size 1 --workers 1 "
+                                   "--epochs 100000 --out " + dir + "/run";
+  // Two SIGTERMs (the second once the first is handled: the kernel merges two pending
+  // ones): the run still finishes its step, checkpoints and says so.
+  int status = run("bash -c '" + train + " & pid=$!; until grep -q training " + dir +
+                       "/run/train.log 2>/dev/null; do sleep 0.2; done; sleep 1; kill -TERM $pid; sleep 0.1; "
+                       "kill -TERM $pid; wait $pid'",
+                   out, true);
+  CHECK(status == 130);
+  CHECK_THAT(out, Catch::Contains("already stopping: the checkpoint is being written") &&
+                      Catch::Contains("continue with: alexnet train --resume " + dir + "/run"));
+  REQUIRE(run("ls -A " + dir + "/run", out) == 0);
+  CHECK_THAT(out, Catch::Contains("last.pt") && !Catch::Contains(".tmp-"));
+  // A second process on a run that is training: refused, naming the holder; the first
+  // trains on and stops as asked.
+  status = run("bash -c '" + kCli + " train --resume " + dir + "/run & pid=$!; until grep -q resuming " + dir +
+                   "/run/train.log 2>/dev/null; do sleep 0.2; done; sleep 1; " + train +
+                   " --overwrite > " + dir + "/second.txt 2>&1; echo second=$? pid=$pid; kill -INT $pid; wait $pid'",
+               out, true);
+  CHECK(status == 130);
+  const std::regex refused("second=1 pid=([0-9]+)");
+  std::smatch match;
+  REQUIRE(std::regex_search(out, match, refused));
+  CHECK(alexnet::test::read_text(dir + "/second.txt") ==
+        "error: run '" + dir + "/run' is in use by process " + match[1].str() +
+            ": one process at a time (wait for it, or stop it)\n");
+  CHECK(std::filesystem::exists(dir + "/run/last.pt"));
+  // Its lock ends with it: the folder is free again.
+  CHECK(run(kCli + " train --resume " + dir + "/run --epochs 1", out, true) == 0);
+
+  // kill -9, most likely during a save (at 227x227 each epoch writes 2 x 230 MB and
+  // trains for a moment): no temporary is left, and the run resumes.
+  const std::string big = kCli + " train --data " + dir + "/d --arch caffe --batch-size 2 --workers 1 "
+                                 "--epochs 100000 --out " + dir + "/big";
+  REQUIRE(run("bash -c '" + big + " & pid=$!; until grep -q \"epoch 1:\" " + dir +
+                  "/big/train.log 2>/dev/null; do sleep 0.1; done; sleep 1.5; kill -KILL $pid; wait $pid; true'",
+              out, true) == 0);
+  REQUIRE(run("ls -A " + dir + "/big", out) == 0);
+  CHECK_THAT(out, Catch::Contains("last.pt") && Catch::Contains("best.pt") && !Catch::Contains(".tmp-"));
+  CHECK(run(kCli + " train --resume " + dir + "/big --epochs 1", out, true) == 0);
+  CHECK_THAT(out, Catch::Contains("done: " + dir + "/big/last.pt (last), " + dir + "/big/best.pt (best)"));
+  REQUIRE(run("rm -rf " + dir, out) == 0);
+}
+
 // The scenario of a user who extends a run, stops it, and continues it with a plain
 // --resume: the extension holds. Changes that alter the run are refused by flag.
 TEST_CASE("alexnet train --resume keeps what the last resume changed, changes that alter a run are refused",
@@ -228,6 +285,9 @@ TEST_CASE("alexnet train --resume keeps what the last resume changed, changes th
   CHECK(run(kCli + " train --out " + dir + "/bad --data " + dir + "/d --batch-size 0", out, true) == 1);
   CHECK(out == "error: --batch-size must be positive, got 0\n");
   CHECK_FALSE(std::filesystem::exists(dir + "/bad"));
+  // A diverging loss names the flag that helps, as every message of the tool does.
+  CHECK(run(kCli + common + " --epochs 3 --lr 1e4 --out " + dir + "/nan", out, true) == 1);
+  CHECK_THAT(out, Catch::EndsWith("): lower the learning rate (--lr)\n") && Catch::Contains("error: the loss became"));
   REQUIRE(run("rm -rf " + dir, out) == 0);
 }
 
@@ -235,11 +295,7 @@ TEST_CASE("alexnet ablate trains every variant on a tiny budget, continues, grow
           "[cli][ablation]") {
   const auto dir = alexnet::test::temp_dir("cli-ablate");
   std::string out;
-  const std::string photos = "/usr/lib/python3/dist-packages/skimage/data";
-  REQUIRE(run("mkdir -p " + dir + "/d/one " + dir + "/d/two && cp " + photos + "/coffee.png " + photos +
-                  "/rocket.jpg " + dir + "/d/one/ && cp " + photos + "/motorcycle_left.png " + photos + "/retina.jpg " +
-                  dir + "/d/two/",
-              out) == 0);
+  make_two_classes(dir);
   const std::string study = kCli + " ablate --out " + dir + "/study --data " + dir + "/d --val " + dir +
                             "/d --arch caffe --init caffe --input-size 67 --resize 72 --batch-size 2 --workers 1 "
                             "--lr 0.001 --seeds 1";

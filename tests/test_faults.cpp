@@ -9,6 +9,8 @@
 #include <alexnet/data.h>
 #include <alexnet/train/inference.h>
 #include <alexnet/network/preprocessing.h>
+#include <alexnet/network/pytorch.h>
+#include <alexnet/network/torchscript.h>
 #include <alexnet/train/visualize.h>
 
 #include <catch2/catch.hpp>
@@ -152,16 +154,23 @@ TEST_CASE("Fault: memory is bounded by the input's header, not by what we keep",
   const auto photo = kPhotos + "/astronaut.png";
   cv::imwrite(dir + "/strip.png", cv::Mat(20000, 1, CV_8UC3, cv::Scalar(10, 200, 30)));  // 1 wide, 20000 high
   cv::imwrite(dir + "/wide.png", cv::Mat(1, 20000, CV_8UC3, cv::Scalar(10, 200, 30)));
-  cv::imwrite(dir + "/large.png", cv::Mat(4600, 4600, CV_8UC3, cv::Scalar(0, 0, 0)));  // 63 MB decoded: allowed
-  cv::imwrite(dir + "/larger.png", cv::Mat(5000, 5000, CV_8UC3, cv::Scalar(0, 0, 0)));  // 75 MB: refused
+  cv::imwrite(dir + "/large.png", cv::Mat(4600, 4600, CV_8UC3, cv::Scalar(0, 0, 0)));  // 63 MB decoded
+  cv::imwrite(dir + "/larger.png", cv::Mat(5000, 5000, CV_8UC3, cv::Scalar(0, 0, 0)));  // 75 MB: one at a time
   cv::imwrite(dir + "/large.bmp", cv::Mat(4600, 4600, CV_8UC3, cv::Scalar(0, 0, 0)));
   // A strip decodes to its central square, enlarged: not to 256 x 5,120,000 first.
   const auto strip = data::decode_resized(dir + "/strip.png", 256);
   CHECK((strip.width == 256 && strip.height == 256));
   CHECK((strip.pixels[0] == 30 && strip.pixels[1] == 200 && strip.pixels[2] == 10));  // RGB
-  CHECK_THAT(message_of([&] { data::decode_resized(dir + "/larger.png", 256); }),
-             Catch::Contains("5000x5000 png would take 71 MiB decoded (only JPEG decodes at reduced scale), more "
-                             "than the 64 MiB allowed"));
+  // What cameras and scanners write decodes: a 24-megapixel PNG, a 12-megapixel 16-bit
+  // TIFF (each above kMaxDecodedBytes, so decoded one at a time).
+  cv::imwrite(dir + "/camera.png", cv::Mat(4000, 6000, CV_8UC3, cv::Scalar(10, 20, 30)));
+  cv::imwrite(dir + "/scan.tif", cv::Mat(3000, 4000, CV_16UC3, cv::Scalar(257 * 10, 257 * 20, 257 * 30)));
+  for (const char* name : {"/camera.png", "/scan.tif", "/larger.png"}) {
+    INFO(name);
+    const auto image = data::decode_resized(dir + name, 256);
+    CHECK((image.width == 256 && image.height == 256));
+  }
+  CHECK(data::decode_resized(dir + "/scan.tif", 256).pixels[0] == 30);  // 16 bits scaled to 8, RGB
   // Peak memory of `classify`, against an ordinary photo with the same model.
   auto peak_kib = [&](const std::string& image, int expected_status) {
     std::string out;
@@ -174,11 +183,38 @@ TEST_CASE("Fault: memory is bounded by the input's header, not by what we keep",
   const long ordinary = peak_kib(photo, 0);
   for (const auto& [image, status] : std::vector<std::pair<std::string, int>>{
            {dir + "/strip.png", 0}, {dir + "/wide.png", 0}, {dir + "/large.png", 0}, {dir + "/large.bmp", 0},
-           {dir + "/larger.png", 1}}) {
+           {dir + "/larger.png", 0}}) {
     const long peak = peak_kib(image, status);
     WARN(image << ": classify peaks at " << peak / 1024 << " MiB, an ordinary photo at " << ordinary / 1024 << " MiB");
     CHECK(peak - ordinary < 100 * 1024);
   }
+  // Large images arriving together are decoded one at a time: statistics over four
+  // 25-megapixel PNGs with two decoding threads peak at one such image (75 MB) more
+  // than over four small ones, not two.
+  for (const char* set : {"small", "large"}) {
+    for (const char* c : {"a", "b"}) fs::create_directories(dir + "/" + set + "/" + c);
+  }
+  for (int i = 0; i < 2; ++i) {
+    for (const char* c : {"a", "b"}) {
+      fs::copy(dir + "/larger.png", dir + "/large/" + c + "/" + std::to_string(i) + ".png");
+      fs::copy(photo, dir + "/small/" + c + "/" + std::to_string(i) + ".png");
+    }
+  }
+  auto stats_peak_kib = [&](const std::string& set) {
+    std::string out;
+    const int status = run("/usr/bin/time -f 'peak %M' " + kCli + " stats --workers 2 --size 64 --data " + dir + "/" +
+                               set + " --out " + dir + "/stats-" + set + ".pt",
+                           out, true);
+    INFO(out);
+    REQUIRE(status == 0);
+    std::smatch m;
+    REQUIRE(std::regex_search(out, m, std::regex("peak ([0-9]+)")));
+    return std::stol(m[1].str());
+  };
+  const long small = stats_peak_kib("small"), large = stats_peak_kib("large");
+  WARN("stats peaks at " << large / 1024 << " MiB over four 25-megapixel PNGs, " << small / 1024
+                         << " MiB over four photos");
+  CHECK(large - small < 120 * 1024);
 }
 
 TEST_CASE("Fault: labels by position, not by name (classes are matched by name)", "[faults][train]") {
@@ -398,4 +434,137 @@ TEST_CASE("Fault: options reach LibTorch's internals unchecked, or are checked t
             out, true) == 1);
   CHECK(out == "error: training data '" + dir + "/one' has 1 class: a classifier needs at least 2\n");
   CHECK_FALSE(fs::exists(dir + "/run1"));  // the folder made for the run is gone again
+}
+
+TEST_CASE("Fault: a file that is not what the option expects is read as one (pages, pointers, archives, images)",
+          "[faults][data]") {
+  const auto dir = test::temp_dir("fault-impostors");
+  auto write = [&](const std::string& name, const std::string& bytes) {
+    std::ofstream(dir + "/" + name, std::ios::binary) << bytes;
+    return dir + "/" + name;
+  };
+  const auto html = write("alexnet.pt", "\n<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head></html>\n");
+  const auto lfs = write("lfs.pt", "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 244408911\n");
+  const auto jpeg = kPhotos + "/rocket.jpg";
+  torch::manual_seed(1);
+  AlexNet tv(AlexNetOptions::torchvision().num_classes(3));
+  write_state_dict(to_state_dict(*tv), dir + "/tv.pth");  // what torch.save writes
+  AlexNet small(AlexNetOptions::caffe().input_size(67).num_classes(3));
+  save_torchscript(*small, Preprocessing::torchvision({"a", "b", "c"}), dir + "/model.ts");
+  const std::vector<std::pair<std::string, std::string>> weights{
+      {html, "an HTML page, not weights: the download failed (open it to read why)"},
+      {lfs, "a Git LFS pointer, not the file itself: run git lfs pull"},
+      {jpeg, "a JPEG image, not weights"},
+      {dir + "/tv.pth", "a PyTorch file (torch.save: a state dict or a pickled model), not our checkpoint: import it "
+                        "with alexnet convert --from torchvision"},
+      {dir + "/model.ts", "a TorchScript module (torch.jit.save, alexnet export --format torchscript), not our "
+                          "checkpoint: alexnet reads the checkpoints it writes and PyTorch state dicts through "
+                          "alexnet convert"}};
+  for (const auto& [path, kind] : weights) {
+    INFO(path);
+    CHECK(message_of([&] { load(path); }) == "checkpoint '" + path + "': " + kind);
+  }
+  // As data: named, never read as lines (and a line's bytes are never echoed raw).
+  std::string out;
+  REQUIRE(run("cd " + dir + " && python3 -c \"import zipfile; zipfile.ZipFile('set.zip', 'w').writestr('a/1.png', b'x')\"",
+              out) == 0);
+  const auto binary = write("set.bin", std::string("\x01\x02\x00\x03 7\n", 7));
+  const auto control = write("list.txt", "a.png 0\nb\x1B[31m.png\n");
+  const std::vector<std::pair<std::string, std::string>> data{
+      {dir + "/set.zip", "a zip archive, not a data set: extract it (a folder of class folders)"},
+      {jpeg, "a JPEG image, not a data set: give the folder of class folders (alexnet classify takes single images)"},
+      {html, "an HTML page, not a data set: the download failed (open it to read why)"},
+      {binary, "binary data, not a list file of 'path label' lines"}};
+  for (const auto& [path, kind] : data) {
+    INFO(path);
+    CHECK(message_of([&] { data::open_source(path); }) == "data '" + path + "': " + kind);
+  }
+  CHECK(message_of([&] { data::open_source(control); }) ==
+        "list '" + control + "' line 2: expected 'path label', got 'b\\x1B[31m.png'");
+}
+
+TEST_CASE("Fault: long work that could not have been saved (outputs are checked before the work)", "[faults][cli]") {
+  const auto dir = test::temp_dir("fault-unwritable");
+  torch::manual_seed(1);
+  AlexNet small(AlexNetOptions::caffe().input_size(67).num_classes(3));
+  save(*small, dir + "/w.pt");
+  fs::create_directories(dir + "/folder");
+  const std::string photos = " --data " + kPhotos + "/rocket.jpg " + kPhotos + "/coffee.png";
+  const std::vector<std::pair<std::string, std::string>> commands{
+      {kCli + " features --weights " + dir + "/w.pt" + photos + " --out " + dir + "/missing/f.npy",
+       "error: features '" + dir + "/missing/f.npy': cannot be written (folder '" + dir +
+           "/missing': No such file or directory): nothing was done\n"},
+      {kCli + " features --weights " + dir + "/w.pt" + photos + " --out " + dir + "/folder",
+       "error: features '" + dir + "/folder': cannot be written (it is a folder): nothing was done\n"},
+      {kCli + " stats --data " + kPhotos + " --out " + dir + "/w.pt/stats.pt",
+       "error: output '" + dir + "/w.pt/stats.pt': cannot be written ('" + dir + "/w.pt' is not a folder): nothing "
+       "was done\n"},
+      {kCli + " export --weights " + dir + "/w.pt --format torchscript --out " + dir + "/missing/m.ts",
+       "error: output '" + dir + "/missing/m.ts': cannot be written (folder '" + dir +
+           "/missing': No such file or directory): nothing was done\n"}};
+  std::string out;
+  for (const auto& [command, expected] : commands) {
+    INFO(command);
+    CHECK(run(command, out, true) == 1);
+    CHECK(out == expected);
+  }
+  // A place nobody may write (sysfs is never writable, even by root).
+  CHECK(run(kCli + " features --weights " + dir + "/w.pt" + photos + " --out /sys/f.npy", out, true) == 1);
+  CHECK_THAT(out, Catch::StartsWith("error: features '/sys/f.npy': cannot be written (") &&
+                      Catch::EndsWith("): nothing was done\n"));
+}
+
+TEST_CASE("Fault: files left out without a word (images are known by their bytes; the rest is counted and named)",
+          "[faults][data]") {
+  const auto dir = test::temp_dir("fault-left-out");
+  for (const char* c : {"one", "two"}) fs::create_directories(dir + "/set/" + c);
+  const auto jpeg = file_bytes(kPhotos + "/rocket.jpg");
+  const auto png = file_bytes(kPhotos + "/coffee.png");
+  write_bytes(dir + "/set/one/a.jpg", jpeg);
+  write_bytes(dir + "/set/one/b.jfif", jpeg);
+  write_bytes(dir + "/set/one/c.JPE", jpeg);
+  write_bytes(dir + "/set/two/d", png);  // no extension
+  write_bytes(dir + "/set/two/e.dat", png);
+  std::ofstream(dir + "/set/two/f.gif", std::ios::binary) << "GIF89a\x01\x00\x01\x00\x80\x00\x00";
+  std::ofstream(dir + "/set/two/notes.txt") << "where these came from\n";
+  std::ofstream(dir + "/set/one/Thumbs.db", std::ios::binary) << std::string("\xD0\xCF\x11\xE0", 4);
+  const auto source = data::open_source(dir + "/set");
+  std::vector<std::string> names;
+  for (size_t i = 0; i < source->size(); ++i) names.push_back(fs::path(source->describe(i)).filename().string());
+  CHECK(names == std::vector<std::string>{"a.jpg", "b.jfif", "c.JPE", "d", "e.dat", "f.gif"});
+  CHECK(source->left_out() == std::vector<std::string>{dir + "/set/one/Thumbs.db", dir + "/set/two/notes.txt"});
+  CHECK(data::describe_left_out(*source) == "left out 2 files of " + dir + "/set that are not images (1 .db, 1 .txt: " +
+                                                dir + "/set/one/Thumbs.db, " + dir + "/set/two/notes.txt)");
+  // Each image decodes as the JPEG or PNG it is; the GIF is named as what it is, and
+  // --on-error decides (here, on the command line: stop, or skip and count).
+  for (size_t i = 0; i < 5; ++i) CHECK(source->image(i, 64).width == 64);
+  CHECK(message_of([&] { source->image(5, 64); }) ==
+        "image '" + dir + "/set/two/f.gif': a GIF image, which this build's OpenCV cannot decode (convert it to PNG)");
+  std::string out;
+  CHECK(run(kCli + " stats --data " + dir + "/set --out " + dir + "/s.pt", out, true) == 1);
+  CHECK_THAT(out, Catch::Contains("warning: left out 2 files of " + dir + "/set that are not images") &&
+                      Catch::Contains("f.gif': a GIF image"));
+  REQUIRE(run(kCli + " stats --data " + dir + "/set --out " + dir + "/s.pt --skip-bad", out, true) == 0);
+  CHECK_THAT(out, Catch::Contains("left out 1 unreadable images"));
+}
+
+TEST_CASE("Fault: names in another Unicode form (NFD folders meet a model's NFC classes)", "[faults][data]") {
+  if (!data::nfc_available()) return test::skip("this build has no ICU (libicu-dev): class names compare as bytes");
+  const auto dir = test::temp_dir("fault-nfd");
+  // "café" with a combining acute accent, and 한국 as separate jamo: what a Mac's copy holds.
+  const std::string cafe_nfd = "cafe\xCC\x81", cafe_nfc = "caf\xC3\xA9";
+  const std::string korea_nfd = "\xE1\x84\x92\xE1\x85\xA1\xE1\x86\xAB\xE1\x84\x80\xE1\x85\xAE\xE1\x86\xA8";
+  const std::string korea_nfc = "\xED\x95\x9C\xEA\xB5\xAD";
+  CHECK(data::nfc(cafe_nfd) == cafe_nfc);
+  CHECK(data::nfc(korea_nfd) == korea_nfc);
+  CHECK(data::nfc("plain") == "plain");
+  CHECK(data::nfc("bad\xFF") == "bad\xFF");  // not UTF-8: kept as it is
+  for (const auto& c : {cafe_nfd, korea_nfd}) {
+    fs::create_directories(dir + "/" + c);
+    write_bytes(dir + "/" + c + "/0.png", file_bytes(kPhotos + "/coffee.png"));
+  }
+  const auto matched = data::match_classes(data::open_source(dir), {"tea", korea_nfc, cafe_nfc});
+  // Folders sort as bytes: cafe\u0301 (0x65) before the jamo (0xE1).
+  CHECK(matched->label(0) == 2);
+  CHECK(matched->label(1) == 1);
 }

@@ -9,6 +9,7 @@
 #include <alexnet/train/run.h>
 
 #include <alexnet/network/checkpoint.h>
+#include <alexnet/network/error.h>
 #include <alexnet/network/precision.h>
 
 #include <catch2/catch.hpp>
@@ -18,6 +19,8 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <sys/wait.h>
+#include <unistd.h>
 
 using namespace alexnet;
 namespace fs = std::filesystem;
@@ -313,5 +316,66 @@ TEST_CASE("A run checks its settings before reading any data", "[train][run]") {
   for (const auto& setting : RunConfig::settings()) {
     CHECK(RunConfig::from_json(every.to_json()).get(setting.name) == every.get(setting.name));
     CHECK_FALSE(setting.help.empty());
+  }
+}
+
+TEST_CASE("A run folder is one process's at a time; a killed writer's temporaries go at the resume", "[train][run]") {
+  const auto data = test::make_colours("run-lock", 2);
+  const auto dir = test::temp_dir("run-lock-out") + "/run";
+  const auto pid = std::to_string(::getpid());
+  const auto in_use = "run '" + dir + "' is in use by process " + pid + ": one process at a time (wait for it, or stop it)";
+  {
+    auto first = Run::create(dir, small_config(data, 1));
+    // Held from create until fit returns: an overwrite or a resume meanwhile is refused
+    // (the lock is per open file, so this process is refused too).
+    CHECK(test::message_of([&] { Run::create(dir, small_config(data, 1), RunOptions().overwrite(true)); }) == in_use);
+    CHECK(fs::exists(dir + "/stats.pt"));  // nothing of the first was touched
+    first.fit();
+    // Released once fit returns.
+    Run::resume(dir, [](RunConfig& c) { c.train().epochs(2); }).fit();
+  }
+  CHECK(read_metrics(dir + "/metrics.jsonl").size() == 2);
+  // Temporaries of a writer that was killed (its pid is gone) are removed by the next
+  // resume; one whose writer lives (pid 1) is not.
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);
+  const auto orphan = dir + "/last.pt.tmp-" + std::to_string(child);
+  const auto alive = dir + "/notes.tmp-1";
+  std::ofstream(orphan) << "half a checkpoint";
+  std::ofstream(alive) << "another writer's";
+  Run::resume(dir);
+  CHECK_FALSE(fs::exists(orphan));
+  CHECK(fs::exists(alive));
+}
+
+TEST_CASE("A stop ends the statistics and the validation too, and the resume equals an uninterrupted run",
+          "[train][run]") {
+  const auto data = test::make_colours("run-stop-anywhere", 6);
+  const auto base = test::temp_dir("run-stop-anywhere-out");
+  // Set before the statistics: the run is not started, and its folder not made.
+  std::atomic<bool> stop{true};
+  TrainHooks hooks;
+  hooks.stop = &stop;
+  CHECK_THROWS_AS(Run::create(base + "/stats", small_config(data, 1), RunOptions().hooks(hooks)), Stopped);
+  CHECK_FALSE(fs::exists(base + "/stats"));
+  // Set at the epoch's last step: its training is done, validation is stopped.
+  stop = false;
+  hooks.on_step = [&](int64_t, int64_t step, int64_t steps, double, double) {
+    if (step == steps) stop = true;
+  };
+  auto stopped = Run::create(base + "/val", small_config(data, 2), RunOptions().hooks(hooks));
+  REQUIRE(stopped.fit() == Run::Outcome::kStopped);
+  CHECK(stopped.history().empty());  // epoch 1 not yet validated
+  auto again = Run::resume(base + "/val");
+  REQUIRE(again.fit() == Run::Outcome::kFinished);
+  auto straight = Run::create(base + "/straight", small_config(data, 2));
+  straight.fit();
+  REQUIRE(again.history().size() == 2);
+  for (size_t e = 0; e < 2; ++e) {
+    INFO("epoch " << e + 1);
+    CHECK(again.history()[e].train_loss == straight.history()[e].train_loss);
+    CHECK(again.history()[e].val_loss == straight.history()[e].val_loss);
+    CHECK(again.history()[e].val_top1 == straight.history()[e].val_top1);
   }
 }

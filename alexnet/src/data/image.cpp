@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <mutex>
 #include <stdexcept>
 #include <unistd.h>
 
@@ -46,17 +47,28 @@ cv::Mat as_mat(const Image& image) {
 
 }  // namespace
 
+// Decodes larger than kMaxDecodedBytes take this, one at a time in the process.
+std::mutex& large_decodes() {
+  static std::mutex one;
+  return one;
+}
+
 // Decodes to an 8-bit BGR (or gray) cv::Mat: OpenCV's order, converted once, late.
 // What the file's structure says is checked first: a cut file is refused (decoders
-// fill the missing rows with gray), and so, when a side is asked for, is one whose
-// samples would take more memory than kMaxDecodedBytes at the scale it is decoded at.
+// fill the missing rows with gray). When a side is asked for and the samples would take
+// more than kMaxDecodedBytes at the scale they are decoded at, `hold` receives the lock
+// of large decodes: the caller keeps it until the image is brought to that side.
 // `path`, when given, is the file the bytes came from: formats that are often stored
 // uncompressed (BMP, TIFF) are then decoded from the file after the bytes are freed, so
 // that the file and its decoded pixels are never both in memory.
 cv::Mat decode_bgr(std::vector<uint8_t>&& bytes, const std::string& name, int64_t min_side,
-                   const std::string& path = "") {
+                   const std::string& path = "", std::unique_lock<std::mutex>* hold = nullptr) {
   if (bytes.empty()) fail(name, "the file is empty");
   const auto info = detail::probe_image(bytes.data(), bytes.size());
+  if (info.format.empty() && bytes.size() >= 6 &&
+      (std::memcmp(bytes.data(), "GIF87a", 6) == 0 || std::memcmp(bytes.data(), "GIF89a", 6) == 0)) {
+    fail(name, "a GIF image, which this build's OpenCV cannot decode (convert it to PNG)");
+  }
   if (info.format.empty()) fail(name, "not a decodable image (corrupt, truncated, or not JPEG/PNG/BMP/WebP/TIFF)");
   if (!info.incomplete.empty()) fail(name, "truncated: " + info.incomplete);
   const int64_t width = info.width, height = info.height;
@@ -79,11 +91,7 @@ cv::Mat decode_bgr(std::vector<uint8_t>&& bytes, const std::string& name, int64_
   }
   const int64_t decoded = ((width + reduction - 1) / reduction) * ((height + reduction - 1) / reduction) * 3 *
                           info.bytes_per_sample;
-  if (min_side > 0 && decoded > kMaxDecodedBytes) {
-    fail(name, size + " " + info.format + " would take " + std::to_string(decoded >> 20) + " MiB decoded" +
-                   (info.format == "jpeg" ? "" : " (only JPEG decodes at reduced scale)") + ", more than the " +
-                   std::to_string(kMaxDecodedBytes >> 20) + " MiB allowed");
-  }
+  if (min_side > 0 && decoded > kMaxDecodedBytes && hold) *hold = std::unique_lock<std::mutex>(large_decodes());
   cv::Mat mat;
   try {
     if (!path.empty() && (info.format == "bmp" || info.format == "tiff")) {
@@ -176,7 +184,8 @@ Image decode_image(const std::string& path, int64_t min_side) {
 }
 
 Image decode_resized(const std::string& path, int64_t side) {
-  return resize_crop(decode_bgr(read_file(path), path, side, path), side, side, /*bgr=*/true);
+  std::unique_lock<std::mutex> large;  // held, for a large image, until it is small
+  return resize_crop(decode_bgr(read_file(path), path, side, path, &large), side, side, /*bgr=*/true);
 }
 
 Image resize_and_crop(const Image& image, int64_t resize, int64_t crop) {

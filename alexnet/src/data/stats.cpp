@@ -67,7 +67,7 @@ detail::Json json_array(const torch::Tensor& t) {
 }  // namespace
 
 Statistics compute_statistics(const Source& source, int64_t side, int64_t workers, OnError on_error,
-                              int64_t* skipped) {
+                              int64_t* skipped, const std::atomic<bool>* stop) {
   if (side < 1 || side > 4096) throw OptionError("size", "must be between 1 and 4096, got " + std::to_string(side));
   if (workers < 0) throw OptionError("workers", "must be 0 or more, got " + std::to_string(workers));
   const size_t count = source.size();
@@ -78,6 +78,7 @@ Statistics compute_statistics(const Source& source, int64_t side, int64_t worker
   auto work = [&](Sums& sums) {
     sums.image.assign(static_cast<size_t>(side * side * 3), 0.0);
     for (size_t i = next++; i < count; i = next++) {
+      if (stop && stop->load()) break;
       try {
         add_image(sums, to_rgb(source.image(i, side)));
       } catch (...) {
@@ -96,6 +97,7 @@ Statistics compute_statistics(const Source& source, int64_t side, int64_t worker
   work(partial[0]);
   for (auto& t : threads) t.join();
   if (failure) std::rethrow_exception(failure);
+  if (stop && stop->load()) throw Stopped("statistics");
 
   Sums total = std::move(partial[0]);
   for (size_t w = 1; w < partial.size(); ++w) {

@@ -1,6 +1,8 @@
 #include "network/atomic_file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,6 +11,7 @@
 #include <stdexcept>
 #include <streambuf>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 namespace alexnet::detail {
 namespace {
@@ -91,11 +94,25 @@ std::string reason(int error) {
   return std::strerror(error);
 }
 
+// An anonymous file in `folder` (O_TMPFILE): the kernel removes it with its last
+// descriptor, so a writer killed at any instant leaves nothing behind. -1 where the file
+// system has none, or /proc (through which it is given a name) is not mounted.
+int anonymous_file(const std::string& folder) {
+#ifdef O_TMPFILE
+  static const bool proc = ::access("/proc/self/fd", F_OK) == 0;
+  if (proc) return ::open(folder.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+#endif
+  (void)folder;
+  return -1;
+}
+
 }  // namespace
+
+std::string temporary_of(const std::string& path, long pid) { return path + ".tmp-" + std::to_string(pid); }
 
 void write_atomically(const std::string& path, const std::function<void(const ByteSink&)>& write,
                       const std::string& what) {
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  const std::string tmp = temporary_of(path, static_cast<long>(::getpid()));
   struct stat previous {};
   const bool existed = ::stat(path.c_str(), &previous) == 0;
   auto fail = [&](const std::string& why) {
@@ -103,7 +120,14 @@ void write_atomically(const std::string& path, const std::function<void(const By
     throw std::runtime_error(what + " '" + path + "': " + why +
                              (existed ? "; the previous file is intact" : "; nothing was written"));
   };
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // Anonymous while it is written, named PATH.tmp-PID only for the instant before the
+  // rename; where anonymous files are not to be had, named from the start (a folder's
+  // next opening removes those whose writer is gone: remove_orphan_temporaries).
+  const auto slash = path.rfind('/');
+  remove_orphan_temporaries(directory_of(path), slash == std::string::npos ? path : path.substr(slash + 1));
+  int fd = anonymous_file(directory_of(path));
+  const bool anonymous = fd >= 0;
+  if (!anonymous) fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     const int error = errno;
     throw std::runtime_error(what + " '" + path + "': cannot write " + tmp + ": " + reason(error));
@@ -116,6 +140,11 @@ void write_atomically(const std::string& path, const std::function<void(const By
     fail(e.what());
   }
   if (sink.error() == 0 && ::fsync(fd) != 0) sink.fail(errno);  // so that the rename cannot reach the disk first
+  if (sink.error() == 0 && anonymous) {
+    std::remove(tmp.c_str());  // one a killed process of the same pid left
+    const auto self = "/proc/self/fd/" + std::to_string(fd);
+    if (::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, tmp.c_str(), AT_SYMLINK_FOLLOW) != 0) sink.fail(errno);
+  }
   if (::close(fd) != 0) sink.fail(errno);
   if (sink.error() != 0) fail(reason(sink.error()));
   if (std::rename(tmp.c_str(), path.c_str()) != 0) fail("cannot rename into place: " + reason(errno));
@@ -124,6 +153,47 @@ void write_atomically(const std::string& path, const std::function<void(const By
     ::fsync(dir);
     ::close(dir);
   }
+}
+
+void check_writable(const std::string& path, const std::string& what) {
+  const auto folder = directory_of(path);
+  auto refuse = [&](const std::string& why) {
+    throw std::runtime_error(what + " '" + path + "': cannot be written (" + why + "): nothing was done");
+  };
+  struct stat st {};
+  if (::stat(folder.c_str(), &st) != 0) refuse("folder '" + folder + "': " + reason(errno));
+  if (!S_ISDIR(st.st_mode)) refuse("'" + folder + "' is not a folder");
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) refuse("it is a folder");
+  // A file made and dropped there: what the real write will meet (read-only, no permission).
+  int fd = anonymous_file(folder);
+  if (fd < 0) {
+    const auto probe = folder + "/.alexnet-probe-" + std::to_string(::getpid());
+    fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0) ::unlink(probe.c_str());
+  }
+  if (fd < 0) refuse(reason(errno));
+  ::close(fd);
+  struct statvfs space {};
+  if (::statvfs(folder.c_str(), &space) == 0 && space.f_bavail == 0) refuse(reason(ENOSPC));
+}
+
+int remove_orphan_temporaries(const std::string& folder, const std::string& name_of_file) {
+  int removed = 0;
+  DIR* d = ::opendir(folder.c_str());
+  if (!d) return 0;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    const auto at = name.rfind(".tmp-");
+    if (at == std::string::npos || at == 0 || at + 5 == name.size()) continue;
+    if (!name_of_file.empty() && name.compare(0, at, name_of_file) != 0) continue;
+    const auto digits = name.substr(at + 5);
+    if (digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 9) continue;
+    const auto pid = static_cast<pid_t>(std::stol(digits));
+    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno == EPERM) continue;  // its writer is alive
+    if (std::remove((folder + "/" + name).c_str()) == 0) ++removed;
+  }
+  ::closedir(d);
+  return removed;
 }
 
 void write_atomically(const std::string& path, const std::function<void(std::ostream&)>& write,

@@ -2,6 +2,7 @@
 #include <alexnet/network/error.h>
 
 #include "network/atomic_file.h"
+#include "network/file_kind.h"
 #include "network/legacy.h"
 #include "network/zip.h"
 
@@ -47,6 +48,8 @@ Archive open(const std::string& path) {
     std::ifstream probe(path, std::ios::binary);
     if (!probe) fail(path, std::strerror(errno));
   }
+  // A file of another kind is named as such, with what to do.
+  if (const auto kind = detail::foreign_file(path, detail::Expected::kCheckpoint); !kind.empty()) fail(path, kind);
   // Our bounded reader checks the directory and every entry's CRC-32 first: LibTorch's
   // reader trusts the sizes a damaged file claims, and its TorchScript parser crashes on
   // damaged source (fuzz/corpus/checkpoint/crash-*).
@@ -197,5 +200,7 @@ void load_weights(AlexNetImpl& model, const std::string& path, CheckpointExtras*
   copy_checked(model, read_tensors(a, path), path);
   if (extras) *extras = extras_of(a, path);
 }
+
+void check_writable(const std::string& path, const std::string& what) { detail::check_writable(path, what); }
 
 }  // namespace alexnet

@@ -211,9 +211,10 @@ Trainer::StepResult Trainer::step(const torch::Tensor& images, const torch::Tens
   const bool finite = std::isfinite(result.loss);
   auto diverged = [&](const std::string& where) {
     const char* what = std::isnan(result.loss) ? "NaN" : std::isinf(result.loss) ? "infinite" : "non-finite";
-    return std::runtime_error("the loss became " + std::string(what) + " at epoch " + std::to_string(m.epoch + 1) +
-                              ", step " + std::to_string(m.step + 1) + where + " (learning rate " + number(m.lr) +
-                              "): lower the learning rate (lr)");
+    return OptionHint("the loss became " + std::string(what) + " at epoch " + std::to_string(m.epoch + 1) + ", step " +
+                          std::to_string(m.step + 1) + where + " (learning rate " + number(m.lr) +
+                          "): lower the learning rate",
+                      "lr");
   };
   // float16 overflows are the loss scaler's to handle (below); otherwise a
   // non-finite loss ends the run (on every replica together: see the flags).

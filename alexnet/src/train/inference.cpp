@@ -134,6 +134,10 @@ int64_t for_each_output(AlexNet& model, const std::shared_ptr<data::Source>& sou
   torch::NoGradGuard no_grad;
   int64_t skipped = 0;
   for (auto& batch : *loader) {
+    if (options.stop() && options.stop()->load()) {
+      model->train(was_training);
+      throw Stopped("inference over " + source->name());
+    }
     skipped += batch.skipped;
     if (batch.labels.size(0) > 0) visit(batch, model->forward_to(data::normalize(batch, pre, device), layer));
   }

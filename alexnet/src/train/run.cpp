@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -31,6 +32,8 @@
 #include <map>
 #include <sstream>
 #include <stdexcept>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 namespace alexnet {
@@ -477,10 +480,12 @@ int64_t load_pretrained(const AlexNetImpl& source, const std::vector<std::string
     if (layer.rfind("fc8.", 0) == 0) {
       tensor = tensor.clone();
       kept = 0;
+      std::vector<std::string> known;  // compared in NFC (data::nfc)
+      for (const auto& name : source_classes) known.push_back(data::nfc(name));
       for (size_t c = 0; c < classes.size(); ++c) {
-        const auto found = std::find(source_classes.begin(), source_classes.end(), classes[c]);
-        if (found == source_classes.end()) continue;
-        tensor[static_cast<int64_t>(c)].copy_(s[found - source_classes.begin()]);
+        const auto found = std::find(known.begin(), known.end(), data::nfc(classes[c]));
+        if (found == known.end()) continue;
+        tensor[static_cast<int64_t>(c)].copy_(s[found - known.begin()]);
         ++kept;
       }
       continue;
@@ -497,6 +502,40 @@ int64_t load_pretrained(const AlexNetImpl& source, const std::vector<std::string
   return kept;
 }
 
+// One process at a time in a run's folder: an advisory lock (flock) on RUN/.lock, which
+// holds the holder's pid. The kernel drops it when the holder ends, however it ends, so
+// a lock file left by a dead process does not block.
+class FolderLock {
+ public:
+  explicit FolderLock(const std::string& dir) {
+    const auto path = (fs::path(dir) / ".lock").string();
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw std::runtime_error("run '" + dir + "': cannot open " + path + ": " + std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      char text[32] = {};
+      const auto n = ::pread(fd_, text, sizeof(text) - 1, 0);
+      ::close(fd_);
+      fd_ = -1;
+      std::string held(text, n > 0 ? static_cast<size_t>(n) : 0);
+      const auto pid = to_number<long>(held.substr(0, held.find('\n')));
+      throw std::runtime_error("run '" + dir + "' is in use by process " + (pid ? std::to_string(*pid) : "(unknown)") +
+                               ": one process at a time (wait for it, or stop it)");
+    }
+    const auto pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
+      // The lock holds without the pid; a refusal then names no process.
+    }
+  }
+  FolderLock(const FolderLock&) = delete;
+  FolderLock& operator=(const FolderLock&) = delete;
+  ~FolderLock() {
+    if (fd_ >= 0) ::close(fd_);  // releases the lock; the file stays (removing it would race a new holder)
+  }
+
+ private:
+  int fd_ = -1;
+};
+
 // A new run's folder: made empty for it, and put back as it was unless `keep` is
 // called (the run failed to start). An overwritten run waits beside it until then.
 class FolderGuard {
@@ -505,6 +544,7 @@ class FolderGuard {
     std::error_code error;
     if (fs::exists(dir_, error) && !fs::is_empty(dir_, error)) {
       if (!overwrite) throw RunExists(dir_);
+      old_lock_ = std::make_unique<FolderLock>(dir_);  // never overwrite a run that is training
       aside_ = dir_ + ".old-" + std::to_string(::getpid());
       fs::rename(dir_, aside_);
     }
@@ -531,6 +571,7 @@ class FolderGuard {
  private:
   std::string dir_, aside_;
   bool made_ = false, kept_ = false;
+  std::unique_ptr<FolderLock> old_lock_;  // the overwritten run's, until it is gone or back
 };
 
 }  // namespace
@@ -692,6 +733,7 @@ struct Run::Impl {
   Preprocessing pre;
   std::unique_ptr<Trainer> trainer;
   Progress progress;
+  std::unique_ptr<FolderLock> lock;  // the writer's, for the run's life
 
   bool parallel() const { return options.group() && options.group()->size() > 1; }
   void info(const std::string& text) const {
@@ -716,8 +758,14 @@ struct Run::Impl {
 
 void Run::Impl::open(bool resume) {
   const auto& c = config;
+  if (resume && writer) detail::remove_orphan_temporaries(dir);  // a killed save's
   auto train_source = data::open_source(c.data());
   auto val_source = c.val().empty() ? nullptr : data::open_source(c.val());
+  for (const auto* source : {train_source.get(), val_source.get()}) {
+    if (source && !data::describe_left_out(*source).empty() && options.hooks().on_warning && writer) {
+      options.hooks().on_warning(data::describe_left_out(*source));
+    }
+  }
   const auto& classes = train_source->classes();
   if (classes.size() < 2) {
     throw std::invalid_argument("training data '" + c.data() + "' has " + std::to_string(classes.size()) +
@@ -744,7 +792,7 @@ void Run::Impl::open(bool resume) {
   } else if (c.stats().empty()) {
     info("computing the training set's statistics (alexnet stats) into " + stats_path);
     stats = data::compute_statistics(*train_source, c.train().resize(), std::max<int64_t>(1, c.train().workers()),
-                                     c.train().on_error());
+                                     c.train().on_error(), nullptr, options.hooks().stop);
     if (writer) stats.save(stats_path);
   } else {
     throw OptionError("stats", "'" + c.stats() + "' does not exist (alexnet stats writes it)");
@@ -838,7 +886,10 @@ Run Run::create(const std::string& dir, RunConfig config, RunOptions options) {
     m->info("precision auto: " + name_of(m->config.trainer().precision()) + " (" + describe(cpu_bf16()) + ")");
   }
   std::optional<FolderGuard> folder;
-  if (m->writer) folder.emplace(dir, m->options.overwrite());
+  if (m->writer) {
+    folder.emplace(dir, m->options.overwrite());
+    m->lock = std::make_unique<FolderLock>(dir);
+  }
   // The other ranks read nothing of the folder before rank 0 has made it.
   if (m->parallel()) m->options.group()->barrier();
   m->open(/*resume=*/false);
@@ -879,12 +930,19 @@ Run Run::resume(const std::string& dir, const Edit& edit, RunOptions options) {
   check_network(config, m->network);
   m->config = std::move(config);
   m->options = std::move(options);
+  if (m->writer) m->lock = std::make_unique<FolderLock>(dir);
   m->open(/*resume=*/true);
   return Run(std::move(m));
 }
 
 Run::Outcome Run::fit() {
   auto& m = *impl_;
+  // The folder is this process's from create or resume until fit returns or throws.
+  if (m.writer && !m.lock) m.lock = std::make_unique<FolderLock>(m.dir);
+  struct Release {
+    Impl& m;
+    ~Release() { m.lock.reset(); }
+  } release{m};
   auto& trainer = *m.trainer;
   auto& p = m.progress;
   const auto& o = m.config.train();
@@ -917,7 +975,10 @@ Run::Outcome Run::fit() {
                               .ten_crop(o.ten_crop())
                               .batch_size(batch_size)
                               .workers(o.workers())
-                              .on_error(o.on_error());
+                              .on_error(o.on_error())
+                              // Alone, a stop ends validation too; replicas validate
+                              // together to the end (none may leave the others waiting).
+                              .stop(m.parallel() ? nullptr : hooks.stop);
   auto warn = [&](const std::string& text) {
     if (hooks.on_warning) hooks.on_warning(text);
   };
@@ -980,7 +1041,14 @@ Run::Outcome Run::fit() {
     metrics.val_loss = metrics.val_top1 = metrics.val_top5 = std::numeric_limits<double>::quiet_NaN();
     bool improved = !m.val;  // without validation data the latest weights are the best known
     if (m.val) {
-      const auto e = detail::evaluate_matched(trainer.model(), m.val, m.pre, inference, group);
+      Evaluation e;
+      try {
+        e = detail::evaluate_matched(trainer.model(), m.val, m.pre, inference, group);
+      } catch (const Stopped&) {
+        // Every step of the epoch is taken: a resume trains none and validates.
+        if (m.writer) m.save_last();
+        return Outcome::kStopped;
+      }
       metrics.val_loss = e.loss;
       metrics.val_top1 = e.top1;
       metrics.val_top5 = e.top5;
@@ -1003,11 +1071,13 @@ Run::Outcome Run::fit() {
     p.loss_sum = p.correct = p.seen = p.seconds = 0;
     p.history.push_back(metrics);
     if (m.writer) {
-      m.save_last();
+      // last.pt last: until it is in place a resume repeats this epoch, which writes
+      // best.pt and metrics.jsonl again, so a kill between the three loses nothing.
       if (improved) m.save_best();
       std::string lines;
       for (const auto& h : p.history) lines += h.to_json() + "\n";
       detail::write_file_atomically((fs::path(m.dir) / "metrics.jsonl").string(), lines, "metrics");
+      m.save_last();
     }
     if (m.parallel()) {
       trainer.check_replicas();

@@ -23,11 +23,13 @@ struct Image {
 /// Images whose header gives more pixels than this are refused before decoding
 /// (decompression bombs).
 constexpr int64_t kMaxPixels = int64_t(1) << 28;  // 268 megapixels
-/// When a side is asked for (`decode_resized`, every data set), so are images whose
-/// decoded samples, at the scale they are decoded at, would take more than this: JPEG
-/// decodes at 1/2, 1/4 or 1/8 scale, so a 268-megapixel JPEG fits; a PNG, BMP, WebP or
-/// TIFF decodes whole (22 megapixels of 8-bit RGB fit, 11 of 16-bit). Memory is then
-/// bounded by what the pipeline keeps, not by what a header claims.
+/// When a side is asked for (`decode_resized`, every data set), images whose decoded
+/// samples, at the scale they are decoded at, take more than this (a 24-megapixel PNG
+/// from a camera, a 36-megapixel panorama, a 12-megapixel 16-bit TIFF scan; JPEG decodes
+/// at 1/2, 1/4 or 1/8 scale and rarely gets here) are decoded one at a time across all
+/// the process's decoding threads, each held only until it is brought to that side.
+/// Memory is then bounded by what the pipeline keeps plus one such image (at most
+/// kMaxPixels of 16-bit RGB: 1.5 GiB), never by how many arrive together.
 constexpr int64_t kMaxDecodedBytes = int64_t(64) << 20;
 
 /// Decodes an image file (JPEG, PNG, BMP, WebP, TIFF) to 8-bit RGB: gray and palette

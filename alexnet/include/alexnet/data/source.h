@@ -46,7 +46,22 @@ class Source {
   virtual const std::vector<std::string>& classes() const = 0;
   /// What the data set is, for messages: its folder, list file or packed set.
   virtual std::string name() const { return "data"; }
+  /// Files under an image folder that are not images (by their first bytes, whatever
+  /// their names), left out of it; empty for other sources.
+  virtual std::vector<std::string> left_out() const { return {}; }
 };
+
+/// `name` in Unicode's normalisation form C, the form in which class names are compared
+/// wherever they meet (data and a model's classes, fine-tuning's fc8 rows): folders
+/// copied from a Mac arrive decomposed (NFD: "e" then a combining accent; Hangul as
+/// separate jamo). Text that is not UTF-8 is returned as it is; so is everything in a
+/// build without ICU (nfc_available() says which).
+std::string nfc(const std::string& name);
+bool nfc_available();
+
+/// "" when nothing was left out of `source`; otherwise one line for people: "left out 3
+/// files of data/train that are not images (2 .txt, 1 without extension: data/train/a/notes.txt, ...)".
+std::string describe_left_out(const Source& source);
 
 /// Options for reading image files.
 struct ReadOptions {

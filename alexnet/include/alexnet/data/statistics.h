@@ -8,6 +8,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -27,8 +28,11 @@ struct Statistics {
   static Statistics load(const std::string& path);
 };
 
-/// One pass over `source` with `workers` threads, accumulating in double.
+/// One pass over `source` with `workers` threads, accumulating in double. When `stop`
+/// is set (a signal handler's flag) the pass ends within an image per thread and
+/// throws alexnet::Stopped.
 Statistics compute_statistics(const Source& source, int64_t side = 256, int64_t workers = 2,
-                              OnError on_error = OnError::kFail, int64_t* skipped = nullptr);
+                              OnError on_error = OnError::kFail, int64_t* skipped = nullptr,
+                              const std::atomic<bool>* stop = nullptr);
 
 }  // namespace alexnet::data

@@ -50,4 +50,10 @@ void load_weights(AlexNetImpl& model, const std::string& path, CheckpointExtras*
 /// The options of the model stored in `path`.
 AlexNetOptions read_options(const std::string& path);
 
+/// Throws now what writing `path` would meet, before long work whose result could not
+/// be kept (features, statistics, conversions): its folder missing or not a folder,
+/// `path` a folder, no permission, a read-only or full file system. The message is
+/// "WHAT 'PATH': cannot be written (REASON): nothing was done".
+void check_writable(const std::string& path, const std::string& what = "file");
+
 }  // namespace alexnet

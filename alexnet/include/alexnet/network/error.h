@@ -26,4 +26,25 @@ class OptionError : public std::invalid_argument {
   std::string option_, rest_;
 };
 
+/// A long operation (statistics, evaluation, a run's validation) saw its stop flag set
+/// (TrainHooks::stop, InferenceOptions::stop) and ended early, writing nothing.
+class Stopped : public std::runtime_error {
+ public:
+  explicit Stopped(const std::string& what) : std::runtime_error(what + ": stopped") {}
+};
+
+/// A failure whose remedy is an option: the message ends "(OPTION)", naming it as the
+/// option structs do ("... lower the learning rate (lr)"); the command-line tool names
+/// its flag instead ("(--lr)").
+class OptionHint : public std::runtime_error {
+ public:
+  OptionHint(const std::string& text, const std::string& option)
+      : std::runtime_error(text + " (" + option + ")"), text_(text), option_(option) {}
+  const std::string& text() const noexcept { return text_; }
+  const std::string& option() const noexcept { return option_; }
+
+ private:
+  std::string text_, option_;
+};
+
 }  // namespace alexnet

@@ -15,6 +15,7 @@
 
 #include <torch/arg.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -28,6 +29,9 @@ namespace data {
 struct Batch;
 }
 
+/// A flag that a signal handler sets to ask long work to stop.
+using StopFlag = const std::atomic<bool>*;
+
 struct InferenceOptions {
   InferenceOptions() = default;
   /// Average the softmax outputs of ten crops (Section 4.1) instead of the centre crop.
@@ -38,6 +42,9 @@ struct InferenceOptions {
   TORCH_ARG(int64_t, workers) = 2;
   /// Unreadable images: stop, or leave them out and count them.
   TORCH_ARG(data::OnError, on_error) = data::OnError::kFail;
+  /// Checked before each batch: once set (a signal handler's flag), the function
+  /// throws alexnet::Stopped. nullptr: never.
+  TORCH_ARG(StopFlag, stop) = nullptr;
 };
 
 /// Throws OptionError naming the first option of `options` out of its range.

@@ -262,7 +262,9 @@ class Run {
   /// anything is made); `precision` auto is resolved; the folder is made (RunExists if
   /// it holds something, unless `overwrite`); then the data is opened, its statistics
   /// loaded or computed, and the network built (seeded by the configuration's seed).
-  /// If any of that fails, the folder is left as it was before the call.
+  /// If any of that fails, the folder is left as it was before the call. The folder is
+  /// this process's (an advisory lock on RUN/.lock) from here until `fit` returns:
+  /// another process's create, overwrite or resume of it throws naming this pid.
   static Run create(const std::string& dir, RunConfig config, RunOptions options = {});
 
   /// A change to a run's configuration at a resume.
