@@ -195,7 +195,7 @@ TEST_CASE("alexnet train, evaluate and classify work from the command line, Ctrl
 
 // Schedulers send SIGTERM twice, and a second process may be pointed at a run in use:
 // neither may cost the run its steps, its checkpoint or its folder.
-TEST_CASE("A second stop signal keeps the checkpoint; a second process is refused a run in use", "[cli][train]") {
+TEST_CASE("A second stop signal keeps the checkpoint, and a second process is refused a run in use", "[cli][train]") {
   const auto dir = alexnet::test::temp_dir("cli-signals");
   std::string out;
   make_two_classes(dir);

@@ -514,7 +514,7 @@ TEST_CASE("Fault: long work that could not have been saved (outputs are checked 
                       Catch::EndsWith("): nothing was done\n"));
 }
 
-TEST_CASE("Fault: files left out without a word (images are known by their bytes; the rest is counted and named)",
+TEST_CASE("Fault: files left out without a word (images are known by their bytes, the rest is counted and named)",
           "[faults][data]") {
   const auto dir = test::temp_dir("fault-left-out");
   for (const char* c : {"one", "two"}) fs::create_directories(dir + "/set/" + c);

@@ -319,7 +319,7 @@ TEST_CASE("A run checks its settings before reading any data", "[train][run]") {
   }
 }
 
-TEST_CASE("A run folder is one process's at a time; a killed writer's temporaries go at the resume", "[train][run]") {
+TEST_CASE("A run folder is one process's at a time, and a killed writer's temporaries go at the resume", "[train][run]") {
   const auto data = test::make_colours("run-lock", 2);
   const auto dir = test::temp_dir("run-lock-out") + "/run";
   const auto pid = std::to_string(::getpid());
