@@ -74,7 +74,9 @@ cv::Mat decode_bgr(std::vector<uint8_t>&& bytes, const std::string& name, int64_
   const int64_t width = info.width, height = info.height;
   const auto size = std::to_string(width) + "x" + std::to_string(height);
   if (width <= 0 || height <= 0) fail(name, "its header gives no size (" + info.format + ")");
-  if (width > kMaxPixels / height) fail(name, "too large to decode safely (" + size + ")");
+  if (width > kMaxPixels / height) {
+    fail(name, "too large to decode safely (" + size + ", more than the 268 megapixels allowed)");
+  }
   int flags = cv::IMREAD_COLOR;
   int64_t reduction = 1;
   if (info.format == "jpeg") {
