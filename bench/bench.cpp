@@ -7,7 +7,7 @@
 //   alexnet_bench gemm          GFLOP/s of a 4096 x 4096 matrix product (at::mm and as a 1 x 1
 //                               convolution): the roofline
 //   alexnet_bench onnx-reference --out DIR   ONNX models with inputs and our logits, for
-//                               ONNX Runtime on the GPU machine (scripts/device_check.sh)
+//                               ONNX Runtime where a GPU is (scripts/device_check.sh)
 
 #include <alexnet/network/distributed.h>
 #include <alexnet/network/lrn.h>
@@ -59,7 +59,7 @@ struct Args {
 
 #ifdef ALEXNET_INTEROP
 // Networks that compress well (weights of three values, scaled to keep activations in
-// range; biases 0), so that they travel to the GPU machine small: DIR/NAME.onnx,
+// range; biases 0), so that they travel small to a machine with a GPU: DIR/NAME.onnx,
 // NAME.input.f32 and NAME.logits.f32 (float32, little-endian), and manifest.json.
 int onnx_reference(const std::string& dir) {
   std::ofstream manifest(dir + "/manifest.json");

@@ -13,12 +13,12 @@
 # the last line printed is one JSON summary: each stage's status, seconds and reason,
 # and the figures.
 #
-#   here, before lending the tree:  scripts/device_check.sh --prepare   (Catch2's header
+#   with Debian's packages, first: scripts/device_check.sh --prepare  (Catch2's header
 #                                   into .device/, which git ignores: carry .device; and,
 #                                   once build/ is built, ONNX models with our logits:
-#                                   the GPU machine has no libonnx-dev to export them)
-#   on the GPU machine:             scripts/device_check.sh [--deadline SECONDS]
-#   here, on the CPU:               scripts/device_check.sh --rehearse  (the same stages
+#                                   a machine without libonnx-dev cannot export them)
+#   on a GPU:                       scripts/device_check.sh [--deadline SECONDS]
+#   on a CPU, to rehearse:          scripts/device_check.sh --rehearse  (the same stages
 #                                   against Debian's LibTorch, CUDA tests skipping with
 #                                   their reason, a tiny benchmark; .ci/run runs it)
 #   the tests' selection:           scripts/device_check.sh --selection
@@ -40,10 +40,10 @@ case "${1:-}" in
     printf '%s\n' "$selection_cuda" "$selection_distributed"
     exit 0 ;;
   --prepare)
-    # The header-only libraries the GPU machine lacks: Catch2 v2 and nlohmann/json.
+    # The header-only libraries a pip LibTorch with CUDA comes without: Catch2 v2 and nlohmann/json.
     mkdir -p .device/include
     cp -r /usr/include/catch2 /usr/include/nlohmann .device/include/
-    echo "prepared .device/include (catch2, nlohmann); carry .device to the GPU machine"
+    echo "prepared .device/include (catch2, nlohmann); carry .device to the machine with the GPU"
     # Networks of three weight values compress to a few MB (the carry limit is 64 MiB).
     if [ -x build/bin/alexnet_bench ]; then
       tmp=$(mktemp -d)
@@ -120,7 +120,7 @@ stage_cuda_tests() { run_tests "$selection_cuda"; }
 stage_distributed_tests() { run_tests "$selection_distributed"; }
 
 # Our ONNX export in ONNX Runtime: CUDA (TF32 off) and CPU, logits against ours. The
-# models come from --prepare (exported here: the GPU machine cannot); the rehearsal
+# models come from --prepare (exported where libonnx-dev is: a pip LibTorch cannot); the rehearsal
 # exports them with its own build.
 stage_onnxruntime() {
   local dir="$build/onnx-reference"

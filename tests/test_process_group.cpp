@@ -1,6 +1,6 @@
 // c10d process groups through the library's API: a world of one in this process (Gloo,
 // and NCCL on a GPU), two real processes on loopback, and the errors a user meets.
-// Needs neither OpenCV nor the apps, so it also runs on the GPU machine.
+// Needs neither OpenCV nor the apps, so it also runs against a pip LibTorch with CUDA.
 
 #include "helpers.h"
 
@@ -109,7 +109,7 @@ TEST_CASE("distributed worker", "[.][worker]") {
   check_collectives(group, c10::kCPU);
 }
 
-// scripts/device_check.sh runs on the GPU machine only the tests that need a GPU or
+// scripts/device_check.sh runs on a GPU only the tests that need a GPU or
 // several processes. Catch2 v2 lets a spec made only of exclusions select hidden
 // tests too (the workers below, which fail when started alone): its selection must
 // never pick one, and must pick every [cuda] test.

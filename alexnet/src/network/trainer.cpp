@@ -1,5 +1,5 @@
 // The trainer's step and state: LibTorch only, in the network target, so that a
-// benchmark or a loop of one's own (and the GPU machine, which has no OpenCV) can
+// benchmark or a loop of one's own (and a machine without OpenCV, such as a pip LibTorch with CUDA) can
 // step without the data pipeline.
 
 #include <alexnet/network/distributed.h>
