@@ -45,24 +45,8 @@ data=$run-data-$per_class
 # files of Debian's dataset-fashion-mnist.
 if [ ! -f "$data/done" ]; then
   rm -rf "$data"
-  /usr/bin/python3 - "$data" "$per_class" <<'PY'
-import gzip, os, sys
-import numpy as np, cv2
-out, per_class = sys.argv[1], int(sys.argv[2])
-src = "/usr/share/datasets/fashion-mnist"
-names = ["T-shirt-top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-def idx(name, offset):
-    with gzip.open(os.path.join(src, name)) as f:
-        return np.frombuffer(f.read(), np.uint8, offset=offset)
-for split, prefix, n in (("train", "train", per_class), ("val", "t10k", 200)):
-    images = idx(f"{prefix}-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
-    labels = idx(f"{prefix}-labels-idx1-ubyte.gz", 8)
-    for label in range(10):
-        folder = os.path.join(out, split, names[label])
-        os.makedirs(folder)
-        for i in np.flatnonzero(labels == label)[:n]:
-            cv2.imwrite(os.path.join(folder, f"{i:05d}.png"), images[i])
-PY
+  /usr/bin/python3 scripts/fashion_mnist_folders.py "$data/train" train --per-class "$per_class"
+  /usr/bin/python3 scripts/fashion_mnist_folders.py "$data/val" test --per-class 200
   touch "$data/done"
 fi
 

@@ -44,28 +44,11 @@ mkdir -p "$run"
 # images of each class and its whole test set.
 if [ ! -f "$data/done-$per_class" ]; then
   rm -rf "$data"
-  /usr/bin/python3 - "$data" "$per_class" <<'PY'
-import gzip, os, sys
-import numpy as np, cv2
-out, per_class = sys.argv[1], int(sys.argv[2])
-src = "/usr/share/datasets/fashion-mnist"
-names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-def idx(name, offset):
-    with gzip.open(os.path.join(src, name)) as f:
-        return np.frombuffer(f.read(), np.uint8, offset=offset)
-for split, prefix in (("train", "train"), ("test", "t10k")):
-    images = idx(f"{prefix}-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
-    labels = idx(f"{prefix}-labels-idx1-ubyte.gz", 8)
-    for label in range(10):
-        half = "A" if label < 5 else "B"
-        which = np.flatnonzero(labels == label)
-        if split == "train" and half == "B":
-            which = which[:per_class]
-        folder = os.path.join(out, f"{half}-{split}", names[label].replace("/", "-"))
-        os.makedirs(folder)
-        for i in which:
-            cv2.imwrite(os.path.join(folder, f"{i:05d}.png"), images[i])
-PY
+  folders=scripts/fashion_mnist_folders.py
+  /usr/bin/python3 $folders "$data/A-train" train --classes 0-4
+  /usr/bin/python3 $folders "$data/A-test" test --classes 0-4
+  /usr/bin/python3 $folders "$data/B-train" train --classes 5-9 --per-class "$per_class"
+  /usr/bin/python3 $folders "$data/B-test" test --classes 5-9
   touch "$data/done-$per_class"
 fi
 
