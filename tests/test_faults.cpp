@@ -479,6 +479,8 @@ TEST_CASE("Fault: a file that is not what the option expects is read as one (pag
     INFO(path);
     CHECK(message_of([&] { data::open_source(path); }) == "data '" + path + "': " + kind);
   }
+  // A path in Latin-1 (a Linux file name is bytes) is text, not binary data.
+  CHECK(data::open_source(write("latin1.txt", "caf\xE9.png 0\n"))->size() == 1);
   CHECK(message_of([&] { data::open_source(control); }) ==
         "list '" + control + "' line 2: expected 'path label', got 'b\\x1B[31m.png'");
 }

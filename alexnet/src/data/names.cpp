@@ -3,6 +3,8 @@
 
 #include <alexnet/data/source.h>
 
+#include "network/text.h"
+
 #ifdef ALEXNET_WITH_ICU
 #include <unicode/normalizer2.h>
 #include <unicode/unistr.h>
@@ -13,14 +15,9 @@ namespace {
 
 // Whether `s` is UTF-8 (ICU would replace what is not, and change the name).
 bool utf8(const std::string& s) {
-  for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const size_t extra = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xE ? 2 : (c >> 3) == 0x1E ? 3 : 9;
-    if (extra == 9 || i + extra >= s.size()) return false;
-    for (size_t k = 1; k <= extra; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
-    }
-    i += extra + 1;
+  for (size_t i = 0, n = 0; i < s.size(); i += n) {
+    n = detail::utf8_length(s, i);
+    if (n == 0 || i + n > s.size()) return false;
   }
   return true;
 }

@@ -1,5 +1,5 @@
 #include "network/file_kind.h"
-
+#include "network/text.h"
 
 #include <algorithm>
 #include <cctype>
@@ -26,21 +26,9 @@ std::string lower(std::string s) {
   return s;
 }
 
-// Whether `bytes` hold a NUL or a byte sequence that is not UTF-8: not a text file.
-bool binary(const std::string& bytes) {
-  for (size_t i = 0; i < bytes.size();) {
-    const auto c = static_cast<unsigned char>(bytes[i]);
-    if (c == 0) return true;
-    size_t extra = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xE ? 2 : (c >> 3) == 0x1E ? 3 : 9;
-    if (extra == 9) return true;
-    if (i + extra >= bytes.size()) return false;  // a character cut by the sample's end
-    for (size_t k = 1; k <= extra; ++k) {
-      if ((static_cast<unsigned char>(bytes[i + k]) >> 6) != 0x2) return true;
-    }
-    i += extra + 1;
-  }
-  return false;
-}
+// Whether `bytes` hold a NUL: not a text file. (Any other byte may be in a path: a
+// Linux file name is bytes, Latin-1 ones included.)
+bool binary(const std::string& bytes) { return bytes.find('\0') != std::string::npos; }
 
 const char* image_kind(const std::string& b) {
   if (starts(b, "\xFF\xD8\xFF")) return "a JPEG image";
@@ -129,12 +117,10 @@ std::string printable(const std::string& text, size_t limit) {
   size_t shown = 0, i = 0;
   for (; i < text.size() && shown < limit; ++shown) {
     const auto c = static_cast<unsigned char>(text[i]);
-    size_t extra = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xE ? 2 : (c >> 3) == 0x1E ? 3 : 9;
-    bool ok = extra != 9 && i + extra < text.size() && (c >= 0x20 || c == '\t') && c != 0x7F;
-    for (size_t k = 1; ok && k <= extra; ++k) ok = (static_cast<unsigned char>(text[i + k]) >> 6) == 0x2;
-    if (ok) {
-      out.append(text, i, extra + 1);
-      i += extra + 1;
+    const size_t n = utf8_length(text, i);
+    if (n > 0 && i + n <= text.size() && (c >= 0x20 || c == '\t') && c != 0x7F) {
+      out.append(text, i, n);
+      i += n;
     } else {
       char hex[8];
       std::snprintf(hex, sizeof(hex), "\\x%02X", c);

@@ -37,6 +37,18 @@ inline std::vector<std::string> text_lines(const std::string& text) {
   return out;
 }
 
+/// The length its lead byte gives the UTF-8 character at `text[at]` (1 to 4; it may run
+/// past the end of `text`, which callers check), or 0 when the bytes there are not one:
+/// a byte no character begins with, or one of its continuation bytes is not one.
+inline size_t utf8_length(const std::string& text, size_t at) {
+  const auto c = static_cast<unsigned char>(text[at]);
+  const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+  for (size_t k = 1; k < n && at + k < text.size(); ++k) {
+    if ((static_cast<unsigned char>(text[at + k]) >> 6) != 0x2) return 0;
+  }
+  return n;
+}
+
 /// The whole of a file, or throws "WHAT 'PATH': cannot open".
 inline std::string read_text_file(const std::string& path, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
