@@ -990,11 +990,12 @@ Run::Outcome Run::fit() {
     train_set.set_epoch(epoch);
     const auto shard = static_cast<int64_t>(sampler.shard_size());
     const int64_t steps = (shard + batch_size - 1) / batch_size;
-    auto loader = torch::data::make_data_loader(
-        train_set, sampler,
-        torch::data::DataLoaderOptions(static_cast<size_t>(batch_size))
-            .workers(static_cast<size_t>(o.workers()))
-            .max_jobs(static_cast<size_t>(2 * o.workers() + 1)));
+    // LibTorch's loader queues max_jobs batches for its workers at the start of each
+    // epoch; with no workers nobody would take them, and those batches were lost.
+    auto loader_options = torch::data::DataLoaderOptions(static_cast<size_t>(batch_size))
+                              .workers(static_cast<size_t>(o.workers()));
+    if (o.workers() > 0) loader_options.max_jobs(static_cast<size_t>(2 * o.workers() + 1));
+    auto loader = torch::data::make_data_loader(train_set, sampler, loader_options);
     const auto start = std::chrono::steady_clock::now();
     auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
     for (auto& batch : *loader) {
