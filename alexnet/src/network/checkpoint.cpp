@@ -4,10 +4,10 @@
 #include "network/atomic_file.h"
 #include "network/file_kind.h"
 #include "network/legacy.h"
-#include "network/zip.h"
+#include "network/tensor_archive.h"
+#include "network/loading.h"
 
 #include <ATen/core/Dict.h>
-#include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
 #include <fcntl.h>
@@ -18,6 +18,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 
@@ -37,11 +38,21 @@ std::string shape_string(c10::IntArrayRef sizes) {
   throw std::runtime_error("checkpoint '" + path + "': " + message);
 }
 
+// A checkpoint opened: its directory and data.pkl read, its options parsed, no
+// tensor read yet (tensor_archive.h).
 struct Archive {
-  torch::serialize::InputArchive archive;
+  std::unique_ptr<detail::TensorArchive> file;
+  std::map<std::string, detail::PickleValuePtr> entries;  // "format", "options", "tensors", extras
   AlexNetOptions options;
   bool format1 = false;
+
+  const detail::PickleValue* entry(const std::string& name, detail::PickleValue::Kind kind) const {
+    const auto it = entries.find(name);
+    return it != entries.end() && it->second->kind == kind ? it->second.get() : nullptr;
+  }
 };
+
+using Kind = detail::PickleValue::Kind;
 
 Archive open(const std::string& path) {
   {
@@ -50,65 +61,67 @@ Archive open(const std::string& path) {
   }
   // A file of another kind is named as such, with what to do.
   if (const auto kind = detail::foreign_file(path, detail::Expected::kCheckpoint); !kind.empty()) fail(path, kind);
-  // Our bounded reader checks the directory and every entry's CRC-32 first: LibTorch's
-  // reader trusts the sizes a damaged file claims, and its TorchScript parser crashes on
-  // damaged source (fuzz/corpus/checkpoint/crash-*).
+  // Our own bounded reader (zip.h, pickle.h): LibTorch's trusts the sizes a damaged
+  // file claims, and its TorchScript parser crashes on damaged source
+  // (fuzz/corpus/checkpoint/crash-*).
+  Archive a;
   try {
-    detail::zip_directory(path);
+    a.file = std::make_unique<detail::TensorArchive>(path);
   } catch (const std::runtime_error& e) {
     fail(path, std::string("not a readable checkpoint (") + e.what() + ")");
   }
-  Archive a;
-  try {
-    a.archive.load_from(path);
-  } catch (const c10::Error& e) {
-    fail(path, "not a readable checkpoint (" + error_message(e) + ")");
-  } catch (const std::exception& e) {  // LibTorch's unpickler throws others, some without a message
-    const std::string what = e.what();
-    fail(path, "not a readable checkpoint (" + (what.empty() ? std::string("LibTorch cannot read it") : what) + ")");
+  const auto& root = *a.file->root();
+  if (root.kind == Kind::kDict) {
+    for (const auto& [key, value] : root.entries) {
+      if (key->kind == Kind::kString) a.entries.emplace(key->text, value);
+    }
   }
-  c10::IValue format;
-  if (!a.archive.try_read("format", format) || !format.isString()) {
-    fail(path, "not an AlexNet checkpoint (it has no 'format' entry)");
-  }
-  a.format1 = format.toStringRef() == detail::kFormat1;
-  if (format.toStringRef() != kFormat && !a.format1) {
-    fail(path, "unsupported format '" + format.toStringRef() + "' (this build reads '" + kFormat + "' and '" +
+  const auto* format = a.entry("format", Kind::kString);
+  if (!format) fail(path, "not an AlexNet checkpoint (it has no 'format' entry)");
+  a.format1 = format->text == detail::kFormat1;
+  if (format->text != kFormat && !a.format1) {
+    fail(path, "unsupported format '" + format->text + "' (this build reads '" + kFormat + "' and '" +
                    detail::kFormat1 + "')");
   }
-  c10::IValue options;
-  if (!a.archive.try_read("options", options) || !options.isString()) {
-    fail(path, "has no model options");
-  }
+  const auto* options = a.entry("options", Kind::kString);
+  if (!options) fail(path, "has no model options");
   try {
-    a.options = a.format1 ? detail::format1_options(options.toStringRef())
-                          : AlexNetOptions::from_json(options.toStringRef());
+    a.options = a.format1 ? detail::format1_options(options->text) : AlexNetOptions::from_json(options->text);
   } catch (const std::exception& e) {
     fail(path, error_message(e));
   }
   return a;
 }
 
-std::map<std::string, torch::Tensor> read_tensors(Archive& a, const std::string& path) {
-  c10::IValue value;
-  if (!a.archive.try_read("tensors", value) || !value.isGenericDict()) {
-    fail(path, "has no tensors");
-  }
+// The tensors of a dict entry by name, as meta views (not read yet).
+std::map<std::string, torch::Tensor> tensors_of(const Archive& a, const std::string& name, const std::string& path,
+                                                const std::string& what) {
   std::map<std::string, torch::Tensor> tensors;
-  for (const auto& entry : value.toGenericDict()) {
-    if (!entry.key().isString() || !entry.value().isTensor()) fail(path, "has a malformed tensor entry");
-    tensors.emplace(entry.key().toStringRef(), entry.value().toTensor());
+  const auto* dict = a.entry(name, Kind::kDict);
+  if (!dict) return tensors;
+  for (const auto& [key, value] : dict->entries) {
+    if (key->kind != Kind::kString || value->kind != Kind::kTensor) fail(path, "has a malformed " + what);
+    tensors.emplace(key->text, value->tensor);
   }
   return tensors;
 }
 
-void copy_checked(AlexNetImpl& model, std::map<std::string, torch::Tensor> tensors,
-                  const std::string& path) {
+std::map<std::string, torch::Tensor> read_tensors(const Archive& a, const std::string& path) {
+  if (!a.entry("tensors", Kind::kDict)) fail(path, "has no tensors");
+  return tensors_of(a, "tensors", path, "tensor entry");
+}
+
+// Every parameter and buffer of `model`, by name.
+torch::OrderedDict<std::string, torch::Tensor> targets_of(AlexNetImpl& model) {
   auto targets = model.named_parameters(/*recurse=*/true);
-  for (const auto& buffer : model.named_buffers(/*recurse=*/true)) {
-    targets.insert(buffer.key(), buffer.value());
-  }
-  // Check everything first: a failed load must leave the model as it was.
+  for (const auto& buffer : model.named_buffers(/*recurse=*/true)) targets.insert(buffer.key(), buffer.value());
+  return targets;
+}
+
+// Every name and shape checked before anything is read: a failed load leaves the
+// model as it was.
+void check_names(const torch::OrderedDict<std::string, torch::Tensor>& targets,
+                 const std::map<std::string, torch::Tensor>& tensors, const std::string& path) {
   for (const auto& target : targets) {
     const auto found = tensors.find(target.key());
     if (found == tensors.end()) fail(path, "missing parameter '" + target.key() + "'");
@@ -123,23 +136,31 @@ void copy_checked(AlexNetImpl& model, std::map<std::string, torch::Tensor> tenso
   for (const auto& entry : tensors) {
     if (!targets.contains(entry.first)) fail(path, "unexpected parameter '" + entry.first + "'");
   }
-  torch::NoGradGuard no_grad;
-  for (auto& target : targets) target.value().copy_(tensors.at(target.key()));
+}
+
+// `view` read from the file as `dtype` in `format`, on `device`.
+torch::Tensor read(Archive& a, const torch::Tensor& view, c10::ScalarType dtype, c10::MemoryFormat format,
+                   const c10::Device& device, const std::string& path) {
+  try {
+    auto t = a.file->read(view, dtype, format);
+    return device.is_cpu() ? t : t.to(device);
+  } catch (const std::runtime_error& e) {
+    fail(path, std::string("not a readable checkpoint (") + e.what() + ")");
+  }
 }
 
 CheckpointExtras extras_of(Archive& a, const std::string& path) {
   CheckpointExtras extras;
-  c10::IValue value;
-  if (a.archive.try_read("extra_tensors", value) && value.isGenericDict()) {
-    for (const auto& entry : value.toGenericDict()) {
-      if (!entry.key().isString() || !entry.value().isTensor()) fail(path, "has a malformed extra tensor");
-      extras.tensors.emplace(entry.key().toStringRef(), entry.value().toTensor());
+  if (a.entry("extra_tensors", Kind::kDict)) {
+    for (const auto& [name, view] : tensors_of(a, "extra_tensors", path, "extra tensor")) {
+      extras.tensors.emplace(name, read(a, view, view.scalar_type(), c10::MemoryFormat::Preserve,
+                                        c10::Device(c10::kCPU), path));
     }
   }
-  if (a.archive.try_read("extra_strings", value) && value.isGenericDict()) {
-    for (const auto& entry : value.toGenericDict()) {
-      if (!entry.key().isString() || !entry.value().isString()) fail(path, "has a malformed extra string");
-      extras.strings.emplace(entry.key().toStringRef(), entry.value().toStringRef());
+  if (const auto* strings = a.entry("extra_strings", Kind::kDict)) {
+    for (const auto& [key, value] : strings->entries) {
+      if (key->kind != Kind::kString || value->kind != Kind::kString) fail(path, "has a malformed extra string");
+      extras.strings.emplace(key->text, value->text);
     }
   }
   if (a.format1) {
@@ -185,20 +206,52 @@ CheckpointExtras read_extras(const std::string& path) {
 }
 
 AlexNet load(const std::string& path, const std::vector<c10::Device>& devices, CheckpointExtras* extras) {
+  return detail::load(path, devices, c10::kFloat, /*channels_last=*/false, extras);
+}
+
+AlexNet detail::load(const std::string& path, const std::vector<c10::Device>& devices, c10::ScalarType dtype,
+                     bool channels_last, CheckpointExtras* extras) {
   auto a = open(path);
   auto options = a.options;
   options.devices(devices);
   if (devices.size() == 2 && devices[0] != devices[1]) options.execution(Execution::kTowers);
-  AlexNet model(options);
-  copy_checked(*model, read_tensors(a, path), path);
+  // Built without initialisation: every weight is read from the file into the tensor
+  // that keeps it, once, converted to `dtype` on the way.
+  auto model = [&] {
+    const detail::Uninitialized uninitialized;
+    return AlexNet(options);
+  }();
+  const auto tensors = read_tensors(a, path);
+  auto targets = targets_of(*model);
+  check_names(targets, tensors, path);
+  torch::NoGradGuard no_grad;
+  for (auto& target : targets) {
+    auto& t = target.value();
+    const auto format = channels_last && t.dim() == 4 ? c10::MemoryFormat::ChannelsLast : c10::MemoryFormat::Contiguous;
+    t.set_data(read(a, tensors.at(target.key()), t.is_floating_point() ? dtype : t.scalar_type(), format, t.device(),
+                    path));
+  }
   if (extras) *extras = extras_of(a, path);
   return model;
 }
 
 void load_weights(AlexNetImpl& model, const std::string& path, CheckpointExtras* extras) {
   auto a = open(path);
-  copy_checked(model, read_tensors(a, path), path);
-  if (extras) *extras = extras_of(a, path);
+  const auto tensors = read_tensors(a, path);
+  auto targets = targets_of(model);
+  check_names(targets, tensors, path);
+  // Everything read (and checked) before the model changes.
+  std::vector<torch::Tensor> values;
+  for (const auto& target : targets) {
+    const auto& t = target.value();
+    values.push_back(read(a, tensors.at(target.key()), t.scalar_type(), c10::MemoryFormat::Preserve,
+                          c10::Device(c10::kCPU), path));
+  }
+  auto more = extras ? extras_of(a, path) : CheckpointExtras{};
+  torch::NoGradGuard no_grad;
+  size_t i = 0;
+  for (auto& target : targets) target.value().copy_(values[i++]);
+  if (extras) *extras = std::move(more);
 }
 
 void check_writable(const std::string& path, const std::string& what) { detail::check_writable(path, what); }

@@ -2,11 +2,13 @@
 
 #include "network/graph.h"
 #include "network/json.h"
+#include "network/loading.h"
 
 #include <alexnet/network/pooling.h>
 
 #include <c10/core/Event.h>
 #include <c10/core/StreamGuard.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/functional/dropout.h>
@@ -42,9 +44,29 @@ torch::Tensor activate(torch::Tensor x, const AlexNetOptions& o) {
   return o.activation() == Activation::kTanh ? x.tanh_() : x.relu_();
 }
 
+thread_local bool uninitialized = false;
+
+// Under detail::Uninitialized: a 1x1 layer (LibTorch's constructor initialises what it
+// builds) given its true sizes, its parameters allocated and never written.
 torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t pad) {
-  return torch::nn::Conv2d(
-      torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(pad));
+  const auto options = torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(pad);
+  if (!uninitialized) return torch::nn::Conv2d(options);
+  torch::nn::Conv2d layer(torch::nn::Conv2dOptions(1, 1, 1).stride(stride).padding(pad));
+  layer->options.in_channels(in).out_channels(out).kernel_size(kernel);
+  torch::NoGradGuard no_grad;
+  layer->weight.set_data(torch::empty({out, in, kernel, kernel}));
+  layer->bias.set_data(torch::empty({out}));
+  return layer;
+}
+
+torch::nn::Linear linear(int64_t in, int64_t out) {
+  if (!uninitialized) return torch::nn::Linear(in, out);
+  torch::nn::Linear layer(1, 1);
+  layer->options = torch::nn::LinearOptions(in, out);
+  torch::NoGradGuard no_grad;
+  layer->weight.set_data(torch::empty({out, in}));
+  layer->bias.set_data(torch::empty({out}));
+  return layer;
 }
 
 // On CUDA each tower runs on a stream of its own and the exchanges wait on events,
@@ -249,9 +271,9 @@ TowerImpl::TowerImpl(const AlexNetOptions& o, int64_t classes) {
   conv3 = register_module("conv3", conv(towers * kConv2, kConv3, 3, 1, 1));
   conv4 = register_module("conv4", conv(kConv3, kConv4, 3, 1, 1));
   conv5 = register_module("conv5", conv(kConv4, conv5_maps, 3, 1, 1));
-  fc6 = register_module("fc6", torch::nn::Linear(towers * conv5_maps * pool5 * pool5, hidden));
-  fc7 = register_module("fc7", torch::nn::Linear(towers * hidden, hidden));
-  fc8 = register_module("fc8", torch::nn::Linear(towers * hidden, classes));
+  fc6 = register_module("fc6", linear(towers * conv5_maps * pool5 * pool5, hidden));
+  fc7 = register_module("fc7", linear(towers * hidden, hidden));
+  fc8 = register_module("fc8", linear(towers * hidden, classes));
 }
 
 AlexNetImpl::AlexNetImpl(AlexNetOptions options_) : options(std::move(options_)) { reset(); }
@@ -329,10 +351,10 @@ void AlexNetImpl::reset() {
                        nn::MaxPool2d(nn::MaxPool2dOptions(kPoolSize).stride(kPoolStride))));
     classifier = register_module(
         "classifier",
-        nn::Sequential(nn::Dropout(o.dropout()), nn::Linear(256 * 6 * 6, 4096),
+        nn::Sequential(nn::Dropout(o.dropout()), linear(256 * 6 * 6, 4096),
                        nn::ReLU(nn::ReLUOptions(true)), nn::Dropout(o.dropout()),
-                       nn::Linear(4096, 4096), nn::ReLU(nn::ReLUOptions(true)),
-                       nn::Linear(4096, o.num_classes())));
+                       linear(4096, 4096), nn::ReLU(nn::ReLUOptions(true)),
+                       linear(4096, o.num_classes())));
   } else if (o.architecture() == Architecture::kOneTower) {
     tower0 = register_module("tower0", Tower(o, o.num_classes()));
   } else {
@@ -394,6 +416,7 @@ std::vector<LearnedLayer> AlexNetImpl::learned_layers() const {
 
 void AlexNetImpl::initialize() {
   if (options.init() == Init::kPyTorch) return;  // the layers' own reset() did it
+  if (uninitialized) return;                       // weights about to be loaded
   torch::NoGradGuard no_grad;
   const bool paper = options.init() == Init::kPaper;
   for (const auto& layer : learned_layers()) {
@@ -640,5 +663,21 @@ const std::vector<std::pair<std::string, Layer>>& names<Layer>() {
       {"pool5", Layer::kPool5}, {"fc6", Layer::kFc6}, {"fc7", Layer::kFc7}, {"logits", Layer::kLogits}};
   return table;
 }
+
+detail::Uninitialized::Uninitialized() : was_(uninitialized) {
+  auto generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator_ = generator.get_state();
+  uninitialized = true;
+}
+
+detail::Uninitialized::~Uninitialized() {
+  uninitialized = was_;
+  auto generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(generator_);
+}
+
+bool detail::Uninitialized::active() { return uninitialized; }
 
 }  // namespace alexnet

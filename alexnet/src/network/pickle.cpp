@@ -23,13 +23,20 @@ enum Op : uint8_t {
   kLongBinPut = 'r', kSetItem = 's', kTuple = 't', kEmptyTuple = ')', kSetItems = 'u', kBinFloat = 'G',
   kBinBytes = 'B', kShortBinBytes = 'C', kProto = 0x80, kTuple1 = 0x85, kTuple2 = 0x86, kTuple3 = 0x87,
   kNewTrue = 0x88, kNewFalse = 0x89, kLong1 = 0x8a, kShortBinUnicode = 0x8c, kBinUnicode8 = 0x8d,
-  kStackGlobal = 0x93, kMemoize = 0x94, kFrame = 0x95,
+  kStackGlobal = 0x93, kMemoize = 0x94, kFrame = 0x95, kNewObj = 0x81,
 };
 
-// The only Python globals a state dict needs; anything else is refused by name.
+// LibTorch's archives (torch::serialize, our checkpoints) pickle a TorchScript object
+// of this class whose attributes are the archive's entries.
+constexpr const char* kScriptObject = "__torch__.Module";
+
+// The only Python globals a state dict or a LibTorch archive needs; anything else is
+// refused by name.
 const std::map<std::string, Kind>& allowed_globals() {
   static const std::map<std::string, Kind> globals = [] {
     std::map<std::string, Kind> g{{"collections.OrderedDict", Kind::kDict},
+                                  {kScriptObject, Kind::kDict},
+                                  {"torch.jit._pickle.restore_type_tag", Kind::kDict},
                                   {"torch._utils._rebuild_tensor_v2", Kind::kTensor},
                                   {"torch._utils._rebuild_parameter", Kind::kTensor},
                                   {"torch._utils._rebuild_parameter_with_state", Kind::kTensor}};
@@ -163,12 +170,28 @@ class Reader {
           push(reduce(*callable, args->items));
           break;
         }
+        case kNewObj: {
+          // cls.__new__(cls, *args): only LibTorch's script object, empty until BUILD.
+          auto args = expect(pop(), Kind::kTuple, "NEWOBJ");
+          auto cls = expect(pop(), Kind::kGlobal, "NEWOBJ");
+          if (cls->text != kScriptObject || !args->items.empty()) fail("NEWOBJ of " + cls->text);
+          auto object = make(Kind::kDict);
+          object->text = cls->text;
+          push(object);
+          break;
+        }
         case kBuild: {
-          // An OrderedDict's state (state_dict's `_metadata`) and a parameter's
-          // attributes carry nothing the weights need.
-          pop();
-          const auto kind = top()->kind;
-          if (kind != Kind::kDict && kind != Kind::kTensor) fail("BUILD on " + top()->describe());
+          // A script object's state is its attributes. An OrderedDict's state
+          // (state_dict's `_metadata`) and a parameter's attributes carry nothing the
+          // weights need.
+          auto state = pop();
+          const auto& target = top();
+          if (target->kind == Kind::kDict && target->text == kScriptObject) {
+            if (state->kind != Kind::kDict || !target->entries.empty()) fail("BUILD of a script object with " + state->describe());
+            target->entries = state->entries;
+            break;
+          }
+          if (target->kind != Kind::kDict && target->kind != Kind::kTensor) fail("BUILD on " + target->describe());
           break;
         }
         case kBinPersId: {
@@ -310,8 +333,8 @@ class Reader {
     const auto it = allowed_globals().find(name);
     if (it == allowed_globals().end()) {
       throw std::runtime_error("refusing the Python global '" + name +
-                               "': a state dict needs only tensors, dicts and storages, and a pickle that names "
-                               "anything else is not loaded");
+                               "': a state dict or checkpoint needs only tensors, dicts and storages, and a pickle "
+                               "that names anything else is not loaded");
     }
     auto v = make(Kind::kGlobal);
     v->text = name;
@@ -328,6 +351,11 @@ class Reader {
     if (name == "collections.OrderedDict") {
       if (!args.empty()) fail("OrderedDict with arguments");
       return make(Kind::kDict);
+    }
+    if (name == "torch.jit._pickle.restore_type_tag") {
+      // (value, "Dict[str, Tensor]"): the value, its TorchScript type noted.
+      if (args.size() != 2 || args[1]->kind != Kind::kString) fail("restore_type_tag with unexpected arguments");
+      return args[0];
     }
     if (name == "torch._utils._rebuild_parameter" || name == "torch._utils._rebuild_parameter_with_state") {
       if (args.empty() || args[0]->kind != Kind::kTensor) fail(name + " without a tensor");
@@ -349,7 +377,11 @@ class Reader {
         strides.push_back(as_int(args[3]->items[d], "stride"));
         if (sizes.back() < 0 || strides.back() < 0) fail("negative tensor size or stride");
         if (sizes.back() == 0) empty = true;
-        if (sizes.back() > 0) last += (sizes.back() - 1) * strides.back();
+        int64_t reach = 0;
+        if (sizes.back() > 0 && (__builtin_mul_overflow(sizes.back() - 1, strides.back(), &reach) ||
+                                 __builtin_add_overflow(last, reach, &last))) {
+          fail("a tensor's sizes and strides overflow");
+        }
       }
       if (offset < 0 || (!empty && last >= storage.numel)) {
         throw std::runtime_error("a tensor reaches element " + std::to_string(last) + " of a storage of " +
@@ -456,6 +488,25 @@ PickleValuePtr unpickle(const char* data, size_t size, size_t* offset, const Per
   auto value = reader.run();
   *offset = reader.offset();
   return value;
+}
+
+StorageId parse_storage_id(const PickleValue& id) {
+  const auto& t = id.items;
+  if (id.kind != Kind::kTuple || t.size() < 5 || t[0]->kind != Kind::kString || t[0]->text != "storage" ||
+      t[1]->kind != Kind::kGlobal || t[2]->kind != Kind::kString || t[4]->kind != Kind::kInt || t[4]->integer < 0) {
+    throw std::runtime_error("unexpected persistent id (" + id.describe() + "), not a PyTorch storage");
+  }
+  StorageId s{t[2]->text, storage_dtype(t[1]->text), t[4]->integer};
+  if (t.size() > 5 && t[5]->kind != Kind::kNone) s.view = t[5].get();
+  return s;
+}
+
+PickleValuePtr storage_value(const at::Tensor& root, int64_t offset, int64_t numel) {
+  auto v = make(Kind::kStorage);
+  v->tensor = root;
+  v->integer = offset;
+  v->numel = numel;
+  return v;
 }
 
 c10::ScalarType storage_dtype(const std::string& global) {

@@ -44,6 +44,20 @@ using PersistentLoad = std::function<PickleValuePtr(const PickleValue& id)>;
 /// global by name).
 PickleValuePtr unpickle(const char* data, size_t size, size_t* offset, const PersistentLoad& persistent_load);
 
+/// A persistent id as PyTorch writes one: ('storage', torch.<Type>Storage, key,
+/// location, numel[, view]); `view` is the legacy format's (view_key, offset, size).
+struct StorageId {
+  std::string key;
+  c10::ScalarType dtype;
+  int64_t numel = 0;
+  const PickleValue* view = nullptr;  ///< into the id it was parsed from; null if none
+};
+/// Throws std::runtime_error for anything but a storage's id.
+StorageId parse_storage_id(const PickleValue& id);
+
+/// What a PersistentLoad returns: `numel` elements of the 1-D `root` from `offset`.
+PickleValuePtr storage_value(const at::Tensor& root, int64_t offset, int64_t numel);
+
 /// The dtype of a PyTorch storage class such as "torch.FloatStorage"; throws for others.
 c10::ScalarType storage_dtype(const std::string& global);
 

@@ -1,8 +1,10 @@
 #include <alexnet/network/preprocessing.h>
+#include <alexnet/network/error.h>
 #include <alexnet/network/pytorch.h>
 
 #include "network/classes.h"
 #include "network/json.h"
+#include "network/loading.h"
 
 #include <ATen/ATen.h>
 
@@ -172,9 +174,15 @@ Preprocessing Preprocessing::from(const CheckpointExtras& extras, const std::str
   }
 }
 
-std::pair<AlexNet, Preprocessing> load_for_inference(const std::string& path) {
+std::pair<AlexNet, Preprocessing> load_for_inference(const std::string& path, Precision precision) {
+  const c10::Device cpu(c10::kCPU);
+  precision = resolve(precision, {cpu});
+  if (precision == Precision::kFp16) throw OptionError("precision", "fp16 needs a CUDA device; on CPUs use bf16");
+  const bool reduced = precision == Precision::kBf16;
   CheckpointExtras extras;
-  auto model = load(path, {c10::Device(c10::kCPU)}, &extras);
+  auto model = detail::load(path, {cpu}, reduced ? c10::kBFloat16 : c10::kFloat, runs_channels_last(precision, cpu),
+                            &extras);
+  model->eval();
   return {model, Preprocessing::from(extras, path)};
 }
 

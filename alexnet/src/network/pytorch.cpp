@@ -2,7 +2,7 @@
 
 #include "network/atomic_file.h"
 #include "network/pickle.h"
-#include "network/zip.h"
+#include "network/tensor_archive.h"
 
 #include <ATen/ATen.h>
 
@@ -29,86 +29,19 @@ std::string shape(at::IntArrayRef sizes) {
   return out.str();
 }
 
-// A persistent id: ('storage', torch.<Type>Storage, key, location, numel[, view_metadata]).
-struct StorageId {
-  std::string key;
-  c10::ScalarType dtype;
-  int64_t numel;
-  const PickleValue* view = nullptr;  // legacy (view_key, offset, size), or null
-};
-
-StorageId parse_id(const PickleValue& id) {
-  const auto& t = id.items;
-  if (id.kind != Kind::kTuple || t.size() < 5 || t[0]->kind != Kind::kString || t[0]->text != "storage" ||
-      t[1]->kind != Kind::kGlobal || t[2]->kind != Kind::kString || t[4]->kind != Kind::kInt || t[4]->integer < 0) {
-    throw std::runtime_error("unexpected persistent id (" + id.describe() + "), not a PyTorch storage");
-  }
-  StorageId s{t[2]->text, detail::storage_dtype(t[1]->text), t[4]->integer};
-  if (t.size() > 5 && t[5]->kind != Kind::kNone) s.view = t[5].get();
-  return s;
-}
-
-PickleValuePtr storage_value(const at::Tensor& root, int64_t offset, int64_t numel) {
-  auto v = std::make_shared<PickleValue>();
-  v->kind = Kind::kStorage;
-  v->tensor = root;
-  v->integer = offset;
-  v->numel = numel;
-  return v;
-}
-
 std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot open the file");
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-// PyTorch 1.6+: a zip archive with `<archive>/data.pkl` and one record per storage, all
-// stored uncompressed. The directory is read by our bounded reader (zip.h): no record
-// may lie outside the file, so nothing below allocates more than the file holds.
+// PyTorch 1.6+: a zip archive with `<archive>/data.pkl` and one record per storage
+// (tensor_archive.h), every storage read.
 PickleValuePtr read_zip(const std::string& path) {
-  const auto file = read_all(path);
-  std::map<std::string, detail::ZipEntry> records;  // by name without the archive's folder
-  std::string archive;
-  const auto read = [&](uint64_t offset, size_t n) { return file.substr(static_cast<size_t>(offset), n); };
-  auto entries = detail::zip_directory(read, file.size());
-  detail::check_crcs(read, entries);
-  for (auto& entry : entries) {
-    const auto slash = entry.name.find('/');
-    if (slash == std::string::npos) continue;
-    if (archive.empty()) archive = entry.name.substr(0, slash);
-    if (entry.name.compare(0, slash, archive) != 0) throw std::runtime_error("a zip archive with two top folders");
-    records.emplace(entry.name.substr(slash + 1), std::move(entry));
-  }
-  auto record = [&](const std::string& name) -> std::string_view {
-    const auto it = records.find(name);
-    if (it == records.end()) throw std::runtime_error("the archive has no record '" + name + "'");
-    return std::string_view(file).substr(static_cast<size_t>(it->second.offset), static_cast<size_t>(it->second.size));
-  };
-  if (!records.count("data.pkl")) throw std::runtime_error("a zip archive without data.pkl (not torch.save's)");
-  if (records.count("byteorder") && record("byteorder") != "little") {
-    throw std::runtime_error("written on a big-endian machine, which is not supported");
-  }
-  std::map<std::string, at::Tensor> storages;
-  const auto pickle = record("data.pkl");
-  size_t offset = 0;
-  return detail::unpickle(pickle.data(), pickle.size(), &offset, [&](const PickleValue& raw) {
-    const auto id = parse_id(raw);
-    auto& storage = storages[id.key];
-    if (!storage.defined()) {
-      const auto bytes = record("data/" + id.key);
-      const auto element = static_cast<int64_t>(c10::elementSize(id.dtype));
-      // Checked before allocating: the element count is the file's word, the record's size is not.
-      if (id.numel > static_cast<int64_t>(bytes.size()) / element ||
-          static_cast<int64_t>(bytes.size()) != id.numel * element) {
-        throw std::runtime_error("storage '" + id.key + "' holds " + std::to_string(bytes.size()) + " bytes, expected " +
-                                 std::to_string(id.numel) + " elements of " + std::to_string(element));
-      }
-      storage = at::empty({id.numel}, at::TensorOptions(id.dtype));
-      std::memcpy(storage.data_ptr(), bytes.data(), bytes.size());
-    }
-    return storage_value(storage, 0, id.numel);
-  });
+  detail::TensorArchive archive(path);
+  auto root = archive.root();
+  archive.materialize(*root);
+  return root;
 }
 
 // Before PyTorch 1.6: pickles one after another (magic number, protocol version,
@@ -137,7 +70,7 @@ PickleValuePtr read_legacy(const std::string& path) {
   }
   std::map<std::string, at::Tensor> storages;
   const auto object = detail::unpickle(file.data(), file.size(), &at, [&](const PickleValue& raw) {
-    const auto id = parse_id(raw);
+    const auto id = detail::parse_storage_id(raw);
     auto& storage = storages[id.key];
     if (!storage.defined()) {
       // Its bytes follow the object: more elements than the rest of the file holds is damage,
@@ -149,13 +82,13 @@ PickleValuePtr read_legacy(const std::string& path) {
       storage = at::empty({id.numel}, at::TensorOptions(id.dtype));
     }
     if (storage.numel() != id.numel) throw std::runtime_error("storage '" + id.key + "' has two sizes");
-    if (!id.view) return storage_value(storage, 0, id.numel);
+    if (!id.view) return detail::storage_value(storage, 0, id.numel);
     const auto& v = id.view->items;  // (view_key, offset, size)
     if (id.view->kind != Kind::kTuple || v.size() != 3 || v[1]->kind != Kind::kInt || v[2]->kind != Kind::kInt ||
         v[1]->integer < 0 || v[2]->integer < 0 || v[1]->integer + v[2]->integer > id.numel) {
       throw std::runtime_error("storage '" + id.key + "' has a malformed view");
     }
-    return storage_value(storage, v[1]->integer, v[2]->integer);
+    return detail::storage_value(storage, v[1]->integer, v[2]->integer);
   });
   const auto keys = detail::unpickle(file.data(), file.size(), &at, none);
   if (keys->kind != Kind::kList) throw std::runtime_error("no list of storage keys after the object");

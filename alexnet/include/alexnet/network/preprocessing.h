@@ -17,6 +17,7 @@
 #include <alexnet/network/checkpoint.h>
 #include <alexnet/network/model.h>
 #include <alexnet/network/names.h>
+#include <alexnet/network/precision.h>
 
 #include <c10/core/Device.h>
 
@@ -79,9 +80,14 @@ struct Preprocessing {
   static Preprocessing from(const CheckpointExtras& extras, const std::string& path);
 };
 
-/// A checkpoint's model (on the CPU) and preprocessing, from one read of the file:
-/// what evaluation, classification and features need.
-std::pair<AlexNet, Preprocessing> load_for_inference(const std::string& path);
+/// A checkpoint's model (on the CPU, in eval mode) and preprocessing, from one read of
+/// the file: what evaluation, classification and features need. `precision` (kAuto:
+/// bf16 where this CPU multiplies in bf16, else fp32; see <alexnet/network/precision.h>)
+/// is the type the weights are kept in: bf16 reads them from the file straight into
+/// bfloat16 (half the memory) with the convolutions' weights channels-last; infer with
+/// the same precision in InferenceOptions. No random initialisation is done, no
+/// random number drawn, and the file's bytes are read once.
+std::pair<AlexNet, Preprocessing> load_for_inference(const std::string& path, Precision precision = Precision::kFp32);
 
 /// Converts torchvision's weights (a file `torch.save` wrote; see <alexnet/network/pytorch.h>)
 /// into a checkpoint at `checkpoint` carrying torchvision's preprocessing and `classes`
