@@ -10,7 +10,18 @@
 
 namespace alexnet::app {
 
+void add_precision_flag(CLI::App* cmd, InferenceOptions& options) {
+  options.precision(Precision::kAuto);
+  cmd->add_option_function<std::string>(
+         "--precision", [&options](const std::string& value) { options.precision(parse<Precision>("precision", value)); },
+         "fp32; bf16 (bfloat16 weights and products, half the memory); auto (bf16 on CPUs that multiply in bf16, else "
+         "fp32). Here: " + describe(cpu_bf16()))
+      ->check(CLI::IsMember({"fp32", "bf16", "auto"}))
+      ->default_str("auto");
+}
+
 void add_inference_flags(CLI::App* cmd, InferenceOptions& options, bool ten_crop) {
+  add_precision_flag(cmd, options);
   if (ten_crop) cmd->add_flag("--ten-crop", options.ten_crop(), "Average the softmax of ten crops (Section 4.1)");
   cmd->add_flag_function("--skip-bad", [&options](int64_t) { options.on_error(data::OnError::kSkip); },
                          "Leave out unreadable images instead of stopping");

@@ -205,7 +205,7 @@ void add_train_commands(CLI::App& app) {
       if (launched_ranks(f->nproc_per_node)) return;
       validate(f->options);
       const auto group = join_world(world_from_environment(), f->dist_timeout, "gloo");
-      auto [model, pre] = load_for_inference(f->weights);
+      auto [model, pre] = load_for_inference(f->weights, f->options.precision());
       const auto source = data::open_source(f->data);
       if (const auto note = data::describe_left_out(*source); !note.empty() && lead_rank(group.get())) {
         spdlog::warn("{}", note);
@@ -221,18 +221,20 @@ void add_train_commands(CLI::App& app) {
       std::string weights;
       std::vector<std::string> images;
       int64_t top = 5;
-      bool ten_crop = false, json = false;
+      InferenceOptions options;
+      bool json = false;
     };
     auto f = std::make_shared<Flags>();
     auto* cmd = app.add_subcommand("classify", "The most probable classes of images");
     cmd->add_option("--weights", f->weights, "Checkpoint written by alexnet train (best.pt)")->required();
     cmd->add_option("images", f->images, "Image files")->required();
     cmd->add_option("--top", f->top, "How many classes to show")->check(at_least(1))->capture_default_str();
-    cmd->add_flag("--ten-crop", f->ten_crop, "Average the softmax of ten crops (Section 4.1)");
+    cmd->add_flag("--ten-crop", f->options.ten_crop(), "Average the softmax of ten crops (Section 4.1)");
+    add_precision_flag(cmd, f->options);
     cmd->add_flag("--json", f->json, "One JSON object per image: image, top [{label, index, probability}]");
     cmd->callback([f] {
-      auto [model, pre] = load_for_inference(f->weights);
-      const auto probabilities = classify(model, f->images, pre, f->ten_crop);
+      auto [model, pre] = load_for_inference(f->weights, f->options.precision());
+      const auto probabilities = classify(model, f->images, pre, f->options);
       for (const auto& c : top_classes(probabilities, f->images, pre.classes, f->top)) {
         std::cout << (f->json ? c.to_json() + "\n" : c.to_text()) << std::flush;
       }

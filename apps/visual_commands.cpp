@@ -51,7 +51,7 @@ void add_visual_commands(CLI::App& app) {
     add_inference_flags(cmd, f->options, /*ten_crop=*/false);
     cmd->callback([f] {
       check_writable(f->out, "features");  // before every image is computed
-      auto [model, pre] = load_for_inference(f->weights);
+      auto [model, pre] = load_for_inference(f->weights, f->options.precision());
       std::error_code error;
       const bool collection = f->data.size() == 1 && (fs::is_directory(f->data[0], error) ||
                                                       fs::path(f->data[0]).extension() == ".txt");
@@ -70,6 +70,7 @@ void add_visual_commands(CLI::App& app) {
     struct Flags {
       std::string features, query, weights, grid;
       int64_t k = 8;
+      InferenceOptions options;
     };
     auto f = std::make_shared<Flags>();
     auto* cmd = app.add_subcommand("neighbours", "Nearest images by Euclidean distance between features (Figure 4)");
@@ -79,6 +80,7 @@ void add_visual_commands(CLI::App& app) {
                     "Checkpoint for an image query's features (default: the one the features were computed with)");
     cmd->add_option("--k", f->k, "How many neighbours")->check(at_least(1))->capture_default_str();
     cmd->add_option("--grid", f->grid, "Also draw the query and its neighbours to this PNG");
+    add_precision_flag(cmd, f->options);
     cmd->callback([f] {
       const auto file = read_features(f->features);
       const auto& features = file.values;
@@ -96,7 +98,7 @@ void add_visual_commands(CLI::App& app) {
         query = features[exclude];
         if (static_cast<size_t>(exclude) < names.size()) query_name = names[static_cast<size_t>(exclude)];
       } else {
-        query = features_like(file, f->query, f->weights);
+        query = features_like(file, f->query, f->weights, f->options.precision());
       }
       const auto [indices, distances] = nearest(features, query, f->k, exclude);
       std::cout << "query " << query_name << "\n";

@@ -276,11 +276,19 @@ int main(int argc, char** argv) {
     if (group) trainer->distribute(*group);
     step = [&] { trainer->step(images, labels); };
   } else if (a.mode == "infer") {
-    if (channels_last) {
-      images = images.contiguous(at::MemoryFormat::ChannelsLast);
+    // As load_for_inference leaves a model: bf16 weights (no casts per forward pass),
+    // the convolutions' channels-last.
+    const auto dtype = precision == alexnet::Precision::kBf16   ? torch::kBFloat16
+                       : precision == alexnet::Precision::kFp16 ? torch::kHalf
+                                                                : torch::kFloat;
+    images = images.to(dtype);
+    if (channels_last) images = images.contiguous(at::MemoryFormat::ChannelsLast);
+    {
       torch::NoGradGuard no_grad;
       for (auto& p : model->parameters()) {
-        if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+        auto data = p.data().to(dtype);
+        if (channels_last && p.dim() == 4) data = data.contiguous(at::MemoryFormat::ChannelsLast);
+        p.set_data(data);
       }
     }
     model->eval();

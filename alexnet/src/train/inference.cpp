@@ -41,6 +41,29 @@ data::TransformOptions transforms(const Preprocessing& pre, bool ten_crop, data:
       .on_error(on_error);
 }
 
+// How inference runs on a model: its precision and the input's form for it.
+struct Compute {
+  Precision precision;
+  c10::Device device;
+  bool channels_last;
+};
+
+Compute compute_for(const AlexNetImpl& model, Precision asked) {
+  const auto device = model.tower_devices().front();
+  const auto precision = inference_precision(model, asked);
+  return {precision, device, runs_channels_last(precision, device)};
+}
+
+// `layer`'s activations for the network input `x` (float32, as Preprocessing::apply
+// gives it), as float32.
+torch::Tensor run(AlexNet& model, const Compute& c, torch::Tensor x, Layer layer) {
+  const AutocastGuard autocast(c.device.type(), c.precision);
+  if (c.precision == Precision::kBf16) x = x.to(torch::kBFloat16);
+  if (c.precision == Precision::kFp16) x = x.to(torch::kHalf);
+  if (c.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+  return model->forward_to(x, layer).to(torch::kFloat);
+}
+
 Evaluation evaluate_here(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
                          const InferenceOptions& options) {
   const auto classes = model->options.num_classes();
@@ -83,6 +106,22 @@ Evaluation evaluate_here(AlexNet& model, const std::shared_ptr<data::Source>& so
 void validate(const InferenceOptions& o) {
   if (o.batch_size() <= 0) throw OptionError("batch_size", "must be positive, got " + std::to_string(o.batch_size()));
   if (o.workers() < 0) throw OptionError("workers", "must be 0 or more, got " + std::to_string(o.workers()));
+}
+
+Precision inference_precision(const AlexNetImpl& model, Precision asked) {
+  const auto device = model.tower_devices().front();
+  const auto precision = resolve(asked, {device});
+  if (precision == Precision::kFp16 && !device.is_cuda()) {
+    throw OptionError("precision", "fp16 needs a CUDA device; on CPUs use bf16");
+  }
+  const auto stored = model.parameters().front().scalar_type();
+  const auto wanted = precision == Precision::kBf16 ? torch::kBFloat16 : torch::kHalf;
+  if ((stored == torch::kBFloat16 || stored == torch::kHalf) && stored != wanted) {
+    throw OptionError("precision", name_of(precision) + " asked, but the model's weights are stored in " +
+                                       (stored == torch::kBFloat16 ? "bf16" : "fp16") +
+                                       " (load it at the precision it infers in)");
+  }
+  return precision;
 }
 
 std::string Evaluation::to_json(const std::vector<std::string>& classes) const {
@@ -128,7 +167,7 @@ int64_t for_each_output(AlexNet& model, const std::shared_ptr<data::Source>& sou
       dataset, sampler,
       torch::data::DataLoaderOptions(static_cast<size_t>(options.batch_size()))
           .workers(static_cast<size_t>(options.workers())));
-  const auto device = model->tower_devices().front();
+  const auto compute = compute_for(*model, options.precision());
   const bool was_training = model->is_training();
   model->eval();
   torch::NoGradGuard no_grad;
@@ -139,7 +178,9 @@ int64_t for_each_output(AlexNet& model, const std::shared_ptr<data::Source>& sou
       throw Stopped("inference over " + source->name());
     }
     skipped += batch.skipped;
-    if (batch.labels.size(0) > 0) visit(batch, model->forward_to(data::normalize(batch, pre, device), layer));
+    if (batch.labels.size(0) > 0) {
+      visit(batch, run(model, compute, data::normalize(batch, pre, compute.device), layer));
+    }
   }
   model->train(was_training);
   return skipped;
@@ -194,17 +235,17 @@ Evaluation detail::evaluate_matched(AlexNet& model, const std::shared_ptr<data::
 }
 
 torch::Tensor classify(AlexNet& model, const std::vector<std::string>& images, const Preprocessing& pre,
-                       bool ten_crop) {
+                       const InferenceOptions& options) {
+  const auto compute = compute_for(*model, options.precision());
   auto source = data::open_image_files(images);
-  data::ImageDataset dataset(source, transforms(pre, ten_crop, data::OnError::kFail));
+  data::ImageDataset dataset(source, transforms(pre, options.ten_crop(), data::OnError::kFail));
   std::vector<size_t> all(images.size());
   for (size_t i = 0; i < all.size(); ++i) all[i] = i;
   const auto batch = dataset.get_batch(all);
   model->eval();
   torch::NoGradGuard no_grad;
-  const auto device = model->tower_devices().front();
-  auto probabilities = model->forward(data::normalize(batch, pre, device)).softmax(1);
-  if (ten_crop) probabilities = probabilities.view({static_cast<int64_t>(images.size()), 10, -1}).mean(1);
+  auto probabilities = run(model, compute, data::normalize(batch, pre, compute.device), Layer::kLogits).softmax(1);
+  if (options.ten_crop()) probabilities = probabilities.view({static_cast<int64_t>(images.size()), 10, -1}).mean(1);
   return probabilities.to(torch::kCPU);
 }
 

@@ -292,7 +292,8 @@ Features read_features(const std::string& npy) {
   return f;
 }
 
-torch::Tensor features_like(const Features& f, const std::string& image, const std::string& weights) {
+torch::Tensor features_like(const Features& f, const std::string& image, const std::string& weights,
+                            Precision precision) {
   if (!f.layer) {
     throw std::invalid_argument("the features do not say which layer they are (written before features files recorded "
                                 "it): compute them again with alexnet features");
@@ -305,9 +306,9 @@ torch::Tensor features_like(const Features& f, const std::string& image, const s
     throw std::invalid_argument("the features are " + name_of(*f.layer) + " activations of '" + f.weights +
                                 "', not of '" + weights + "': a query must be computed with the same weights");
   }
-  auto [model, pre] = load_for_inference(given);
+  auto [model, pre] = load_for_inference(given, precision);
   const auto query = extract_features(model, data::open_image_files({image}), pre, *f.layer,
-                                      InferenceOptions().batch_size(1).workers(0))[0];
+                                      InferenceOptions().batch_size(1).workers(0).precision(precision))[0];
   if (query.size(0) != f.values.size(1)) {
     throw std::invalid_argument("'" + image + "' has " + std::to_string(query.size(0)) + " " + name_of(*f.layer) +
                                 " values with '" + given + "', the features " + std::to_string(f.values.size(1)));

@@ -5,12 +5,17 @@
 // Images are centre-cropped, or ten-cropped with the ten softmax outputs averaged
 // (Section 4.1), and preprocessed as the checkpoint says (<alexnet/network/preprocessing.h>).
 //
-//   auto [model, pre] = alexnet::load_for_inference("run/best.pt");
+// Inference runs in float32 or, with `precision`, in bfloat16 (autocast, channels-last
+// on CPUs); outputs are float32 either way. A model loaded in bf16 (load_for_inference's
+// precision) keeps its weights in bf16 and runs without per-batch weight casts.
+//
+//   auto [model, pre] = alexnet::load_for_inference("run/best.pt", alexnet::Precision::kAuto);
 //   auto result = alexnet::evaluate(model, alexnet::data::open_source("val/"), pre,
-//                                   alexnet::InferenceOptions().ten_crop(true));
+//                                   alexnet::InferenceOptions().ten_crop(true).precision(alexnet::Precision::kAuto));
 
 #include <alexnet/data/source.h>
 #include <alexnet/network/model.h>
+#include <alexnet/network/precision.h>
 #include <alexnet/network/preprocessing.h>
 
 #include <torch/arg.h>
@@ -45,10 +50,19 @@ struct InferenceOptions {
   /// Checked before each batch: once set (a signal handler's flag), the function
   /// throws alexnet::Stopped. nullptr: never.
   TORCH_ARG(StopFlag, stop) = nullptr;
+  /// fp32; bf16 (bfloat16 products, channels-last on CPUs); fp16 (CUDA); auto (bf16 on
+  /// CPUs that multiply in bf16, else fp32). A model whose weights are stored in bf16
+  /// needs bf16 (or auto resolving to it).
+  TORCH_ARG(Precision, precision) = Precision::kFp32;
 };
 
 /// Throws OptionError naming the first option of `options` out of its range.
 void validate(const InferenceOptions& options);
+
+/// The precision inference with `asked` runs at on `model`'s devices (kAuto resolved).
+/// Throws OptionError when the model's weights are stored in another reduced type
+/// (bf16 weights inferring in fp32, say).
+Precision inference_precision(const AlexNetImpl& model, Precision asked);
 
 struct Evaluation {
   int64_t images = 0;
@@ -66,7 +80,8 @@ struct Evaluation {
 /// Runs `model` (in eval mode, without gradients) over every image of `source` in
 /// order, as `pre` and `options` say, and calls `visit` with each batch and the
 /// activations of `layer` for it (on the model's device; ten rows per image with
-/// ten_crop). Returns how many images were left out as unreadable.
+/// ten_crop; float32 whatever the precision). Returns how many images were left out as
+/// unreadable.
 int64_t for_each_output(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
                         Layer layer, const InferenceOptions& options,
                         const std::function<void(const data::Batch&, const torch::Tensor&)>& visit);
@@ -78,9 +93,10 @@ int64_t for_each_output(AlexNet& model, const std::shared_ptr<data::Source>& sou
 Evaluation evaluate(AlexNet& model, const std::shared_ptr<data::Source>& source, const Preprocessing& pre,
                     const InferenceOptions& options = {}, ProcessGroup* group = nullptr);
 
-/// Softmax probabilities [N, classes] for image files, preprocessed as `pre` says.
+/// Softmax probabilities [N, classes] (float32) for image files, preprocessed as `pre`
+/// says, in one batch; `options` gives ten_crop and precision.
 torch::Tensor classify(AlexNet& model, const std::vector<std::string>& images, const Preprocessing& pre,
-                       bool ten_crop = false);
+                       const InferenceOptions& options = {});
 
 /// One image's most probable classes.
 struct Classification {

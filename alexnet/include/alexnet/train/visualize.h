@@ -48,8 +48,9 @@ Features read_features(const std::string& npy);
 /// `weights` (empty: the checkpoint the file names), centre crop. Throws naming the
 /// file when it does not record its layer, when `weights` is not the checkpoint it
 /// came from (while that one still exists), or when the result's width is not the
-/// file's.
-torch::Tensor features_like(const Features& features, const std::string& image, const std::string& weights = "");
+/// file's. `precision` as InferenceOptions' (the query computed as the rows were).
+torch::Tensor features_like(const Features& features, const std::string& image, const std::string& weights = "",
+                            Precision precision = Precision::kFp32);
 
 /// The `k` rows of `features` nearest to `query` by Euclidean distance (the query's
 /// own row excluded when `exclude` >= 0): indices and distances, nearest first.
