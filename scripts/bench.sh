@@ -32,6 +32,7 @@ done
 bash scripts/install-deps.sh >&2
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >&2
 cmake --build build --target alexnet_bench >&2
+source scripts/bench_env.sh
 
 exec /usr/bin/python3 bench/rounds.py --bench build/bin/alexnet_bench --threads "$threads" --rounds "$rounds" \
   --iterations "$iterations" --batch "$batch" --only "$only"

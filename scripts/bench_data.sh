@@ -22,6 +22,7 @@ done
 bash scripts/install-deps.sh >&2
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >&2
 cmake --build build --target alexnet_data_bench alexnet_cli >&2
+source scripts/bench_env.sh
 
 python=/usr/bin/python3
 work=$(mktemp -d)

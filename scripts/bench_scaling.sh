@@ -25,6 +25,7 @@ done
 bash scripts/install-deps.sh >&2
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >&2
 cmake --build build --target alexnet_bench >&2
+source scripts/bench_env.sh
 bench=build/bin/alexnet_bench
 args=(train --arch "$arch" --batch "$batch" --iterations "$iterations" --threads 1 --keep-memory 1)
 
