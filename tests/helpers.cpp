@@ -56,7 +56,23 @@ std::string message_of(const std::function<void()>& f) {
   return "no error";
 }
 
+int64_t memory_status(const std::string& field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1)) * 1024;
+  }
+  return -1;
+}
+
 void skip(const std::string& why) {
+  if (const char* strict = std::getenv("ALEXNET_STRICT_SKIPS"); strict && *strict && std::string(strict) != "0") {
+    FAIL("skipped for a missing prerequisite, which ALEXNET_STRICT_SKIPS does not allow: " << why);
+  }
+  skip_without_gpu(why);
+}
+
+void skip_without_gpu(const std::string& why) {
   if (const char* code = std::getenv("ALEXNET_SKIP_CODE")) {
     std::cout << "skipped: " << why << std::endl;
     std::exit(std::atoi(code));

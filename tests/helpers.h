@@ -34,10 +34,21 @@ inline bool same(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>
   return true;
 }
 
-/// Marks the running test as skipped, saying why. Under CTest (which sets
-/// ALEXNET_SKIP_CODE) the process exits with that code so CTest reports "Skipped";
-/// run directly, the reason is printed as a warning and the test returns.
+/// Marks the running test as skipped for a missing prerequisite (Python's torch, a data
+/// set, a library this build lacks), saying why. Under CTest (which sets
+/// ALEXNET_SKIP_CODE) the process exits with that code so CTest reports "Skipped"; run
+/// directly, the reason is printed as a warning and the test returns. Where
+/// ALEXNET_STRICT_SKIPS is set (scripts/test.sh, so CI) such a skip fails the test
+/// instead: a prerequisite that vanished must not leave CI green.
 void skip(const std::string& why);
+
+/// The same for the lack of a GPU (or of two): the one skip CI expects, allowed
+/// everywhere.
+void skip_without_gpu(const std::string& why);
+
+/// A memory figure of this process from /proc/self/status ("VmRSS", "VmHWM"), in bytes;
+/// -1 where there is none.
+int64_t memory_status(const std::string& field);
 
 /// What `f` throws (its what()), or "no error".
 std::string message_of(const std::function<void()>& f);

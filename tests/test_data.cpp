@@ -6,6 +6,7 @@
 #include <torch/data/dataloader.h>
 
 #include <filesystem>
+#include <numeric>
 #include <set>
 #include <fstream>
 
@@ -194,6 +195,28 @@ TEST_CASE("PCA colour noise has the paper's covariance", "[data]") {
   const auto expected = p.t().mm(torch::diag(scale)).mm(p);
   CHECK(alexnet::test::relative_error(covariance, expected) < 0.05);
   CHECK(x.mean(0).abs().max().item<double>() < 0.05);
+  fs::remove_all(root);
+}
+
+// Per image and per use (Section 4.1): within one batch every image draws its own
+// alphas, with the paper's covariance across the batch and none between neighbours.
+TEST_CASE("PCA colour noise is drawn afresh for each image of a batch", "[data]") {
+  const int n = 2000;
+  const auto root = make_folder("pca-batch", {"a"}, n, 8);
+  const auto stats = fake_stats();
+  ImageDataset train(open_image_folder(root), TransformOptions().resize(8).crop(8).pca_std(0.1), stats);
+  train.set_epoch(3);
+  std::vector<size_t> all(n);
+  std::iota(all.begin(), all.end(), size_t(0));
+  const auto x = train.get_batch(all).colour.to(torch::kDouble);
+  const auto centred = x - x.mean(0);
+  const auto covariance = centred.t().mm(centred) / (n - 1);
+  const auto p = stats.eigenvectors;
+  const auto expected = p.t().mm(torch::diag((0.1 * stats.eigenvalues / 255.0).pow(2))).mm(p);
+  CHECK(alexnet::test::relative_error(covariance, expected) < 0.1);
+  const auto a = centred.narrow(0, 0, n - 1), b = centred.narrow(0, 1, n - 1);
+  const auto between = a.t().mm(b) / (n - 2);
+  CHECK(between.norm().item<double>() < 0.1 * expected.norm().item<double>());
   fs::remove_all(root);
 }
 

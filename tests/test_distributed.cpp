@@ -12,6 +12,7 @@
 #include <torch/cuda.h>
 
 #include <chrono>
+#include <tuple>
 #include <filesystem>
 #include <regex>
 
@@ -61,7 +62,7 @@ TEST_CASE("two processes train as one with the global batch, replicas identical"
   double worst = 0;
   for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, relative_error(b[i], a[i]));
   WARN("2 ranks x 8 vs 1 x 16 after 2 epochs: worst parameter relative error " << worst);
-  CHECK(worst < 1e-4);
+  CHECK(worst < 3e-6);  // the README's figure is 3e-7
   // Training and validation figures are the world's, not an average of averages.
   const auto m1 = read_text(dir + "/one/metrics.jsonl");
   const auto m2 = read_text(dir + "/two/metrics.jsonl");
@@ -126,7 +127,7 @@ TEST_CASE("two processes train as one with the global batch, replicas identical"
 TEST_CASE("towers on GPUs train data parallel as one process does", "[distributed][cli][cuda]") {
   const int gpus = static_cast<int>(torch::cuda::device_count());
   if (gpus < 2) {
-    test::skip("needs two GPUs, one per replica (this machine has " + std::to_string(gpus) + ")");
+    test::skip_without_gpu("needs two GPUs, one per replica (this machine has " + std::to_string(gpus) + ")");
     return;
   }
   const std::string devices = gpus >= 4 ? "cuda:0,cuda:1" : "cuda:0";
@@ -162,9 +163,11 @@ TEST_CASE("NCCL without GPUs is a one-line error", "[distributed][cli]") {
 TEST_CASE("a rank that dies or hangs stops the others within the timeout", "[distributed][cli]") {
   const auto train = test::make_colours("dist-kill", 40);
   const auto dir = test::temp_dir("dist-kill-runs");
-  // Killed: its connections close and rank 0 fails at once. Stopped (SIGSTOP, a hang):
-  // nothing closes and rank 0 must give up after --dist-timeout (5 s).
-  const auto [how, bound_ms] = GENERATE(std::make_pair(std::string("KILL"), 20000), std::make_pair(std::string("STOP"), 30000));
+  // Killed: its connections close and rank 0 fails at once (the README: 0.2 s; bound
+  // 2 s). Stopped (SIGSTOP, a hang): nothing closes and rank 0 gives up after
+  // --dist-timeout, 5 s (the README: 5.15 s), neither before it nor long after.
+  const auto [how, min_ms, max_ms] = GENERATE(std::make_tuple(std::string("KILL"), 0, 2000),
+                                              std::make_tuple(std::string("STOP"), 4900, 7000));
   INFO("rank 1 gets SIG" << how);
   const auto port = free_port();
   // Two ranks started as torchrun would; rank 1 is signalled once training runs.
@@ -173,7 +176,8 @@ TEST_CASE("a rank that dies or hangs stops the others within the timeout", "[dis
                    "--dist-timeout 5 --out " + dir + "/run > " + dir + "/r0.log 2>&1 & p0=$!; " + "RANK=1 " + kCli +
                    " --threads 1" + kTrain + "--data " + train + " --epochs 100 --batch-size 2 --dist-timeout 5 --out " +
                    dir + "/run > " + dir + "/r1.log 2>&1 & p1=$!; " +
-                   "for i in $(seq 300); do grep -q 'epoch 1 ' " + dir + "/r0.log && break; sleep 0.1; done; " +
+                   "seen=0; for i in $(seq 300); do grep -q 'epoch 1 ' " + dir + "/r0.log && { seen=1; break; }; " +
+                   "sleep 0.1; done; echo seen=$seen; " +
                    "kill -" + how + " $p1; start=$(date +%s%N); wait $p0; status=$?; " +
                    "echo status=$status ms=$(( ($(date +%s%N) - start) / 1000000 )); kill -KILL $p1 2>/dev/null; true";
   std::string out;
@@ -181,10 +185,12 @@ TEST_CASE("a rank that dies or hangs stops the others within the timeout", "[dis
   const auto log = read_text(dir + "/r0.log");
   INFO(out << log);
   std::smatch m;
+  REQUIRE_THAT(out, Catch::Contains("seen=1"));  // training ran when rank 1 was signalled
   REQUIRE(std::regex_search(out, m, std::regex("status=([0-9]+) ms=([0-9]+)")));
   CHECK(std::stoi(m[1].str()) != 0);
   WARN("rank 0 exited " << m[2].str() << " ms after rank 1 got SIG" << how);
-  CHECK(std::stoi(m[2].str()) < bound_ms);
+  CHECK(std::stoi(m[2].str()) >= min_ms);
+  CHECK(std::stoi(m[2].str()) < max_ms);
   CHECK_THAT(log, Catch::Contains("data parallel:") && Catch::Contains("failed on rank 0"));
 }
 
@@ -192,13 +198,17 @@ TEST_CASE("Ctrl-C on the launcher stops every rank with a valid checkpoint, and 
           "[distributed][cli]") {
   const auto train = test::make_colours("dist-stop", 40);
   const auto dir = test::temp_dir("dist-stop-runs");
-  const auto cmd = kCli + kTrain + "--data " + train + " --epochs 30 --batch-size 2 --nproc-per-node 2 --out " + dir +
-                   "/run > " + dir + "/log 2>&1 & p=$!; " + "for i in $(seq 300); do grep -q 'epoch 1 ' " + dir +
-                   "/log && break; sleep 0.1; done; kill -INT $p; wait $p; echo status=$?";
+  // Dropout (0.5) and PCA colour noise on: a resume must draw what the run would have.
+  const auto flags = std::regex_replace(kTrain, std::regex("--pca-std 0 "), "--pca-std 0.1 ") + "--data " + train +
+                     " --batch-size 2 --nproc-per-node 2 ";
+  const auto cmd = kCli + flags + "--epochs 30 --out " + dir +
+                   "/run > " + dir + "/log 2>&1 & p=$!; " + "seen=0; for i in $(seq 300); do grep -q 'epoch 1 ' " + dir +
+                   "/log && { seen=1; break; }; sleep 0.1; done; echo seen=$seen; kill -INT $p; wait $p; echo status=$?";
   std::string out;
   REQUIRE(bash(cmd, out) == 0);
   const auto log = read_text(dir + "/log");
   INFO(out << log);
+  REQUIRE_THAT(out, Catch::Contains("seen=1"));  // stopped while training, not before
   CHECK_THAT(out, Catch::Contains("status=130"));
   CHECK_THAT(log, Catch::Contains("continue with: alexnet train --resume"));
   auto stopped = load(dir + "/run/last.pt");  // loadable
@@ -207,9 +217,12 @@ TEST_CASE("Ctrl-C on the launcher stops every rank with a valid checkpoint, and 
   std::string ps;
   test::run("ps -eo args | grep -- '[b]in/alexnet .*--out " + dir + "/run' || true", ps);
   CHECK(ps.empty());
-  // Resume with two ranks again and finish a short run.
+  // Resume with two ranks again and finish a short run: bit for bit the run of two
+  // epochs straight through.
   REQUIRE(test::run(kCli + " train --resume " + dir + "/run --epochs 2 --nproc-per-node 2", out, true) == 0);
   CHECK_THAT(out, Catch::Contains("the 2 replicas' weights are identical after epoch 2"));
+  REQUIRE(test::run(kCli + flags + "--epochs 2 --out " + dir + "/straight", out, true) == 0);
+  CHECK(test::same(test::snapshot(*load(dir + "/run/last.pt")), test::snapshot(*load(dir + "/straight/last.pt"))));
 }
 
 // Two ranks started by hand with different data: they must stop together, saying how

@@ -171,6 +171,11 @@ TEST_CASE("Fault: memory is bounded by the input's header, not by what we keep",
     CHECK((image.width == 256 && image.height == 256));
   }
   CHECK(data::decode_resized(dir + "/scan.tif", 256).pixels[0] == 30);  // 16 bits scaled to 8, RGB
+  // A full decode is not kept: once decode_resized returns, the 75 MB of a 25-megapixel
+  // PNG are given back (they are the peak while it decodes).
+  const auto resident = test::memory_status("VmRSS");
+  (void)data::decode_resized(dir + "/larger.png", 256);
+  CHECK(test::memory_status("VmRSS") - resident < 16 * 1024 * 1024);
   // Peak memory of `classify`, against an ordinary photo with the same model.
   auto peak_kib = [&](const std::string& image, int expected_status) {
     std::string out;
@@ -188,6 +193,13 @@ TEST_CASE("Fault: memory is bounded by the input's header, not by what we keep",
     WARN(image << ": classify peaks at " << peak / 1024 << " MiB, an ordinary photo at " << ordinary / 1024 << " MiB");
     CHECK(peak - ordinary < 100 * 1024);
   }
+  // A JPEG decodes at reduced scale (1/8 here): a 4600x4600 one costs what a photo
+  // does, not the 63 MB of its full decode.
+  cv::imwrite(dir + "/large.jpg", cv::Mat(4600, 4600, CV_8UC3, cv::Scalar(0, 0, 0)));
+  const long jpeg = peak_kib(dir + "/large.jpg", 0);
+  WARN("a 4600x4600 JPEG: classify peaks at " << jpeg / 1024 << " MiB, an ordinary photo at " << ordinary / 1024
+                                              << " MiB");
+  CHECK(jpeg - ordinary < 16 * 1024);
   // Large images arriving together are decoded one at a time: statistics over four
   // 25-megapixel PNGs with two decoding threads peak at one such image (75 MB) more
   // than over four small ones, not two.

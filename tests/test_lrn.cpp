@@ -218,7 +218,7 @@ TEST_CASE("LRN of float16 and bfloat16 accumulates in float32: large activations
 
 TEST_CASE("LRN of float16 and bfloat16 accumulates in float32 on CUDA", "[lrn][cuda]") {
   if (!torch::cuda::is_available()) {
-    alexnet::test::skip("no CUDA device here (LibTorch built without CUDA, or no GPU)");
+    alexnet::test::skip_without_gpu("no CUDA device here (LibTorch built without CUDA, or no GPU)");
     return;
   }
   check_reduced_precision(c10::Device("cuda:0"));
@@ -313,6 +313,19 @@ TEST_CASE("LRN keeps overflow, NaN and zero windows exact in both layouts", "[lr
     const auto out = alexnet::local_response_norm(last, options, 2);
     CHECK(out.is_contiguous(at::MemoryFormat::ChannelsLast));
     CHECK(torch::allclose(out.to(at::kFloat), expected.to(at::kFloat), 1e-2, 0, /*equal_nan=*/true));
+    // Each layout against the formula in double on the same bf16 values: NaN exactly
+    // where the formula gives NaN (a NaN in the window; 0 / 0 where k = 0 and the window
+    // is all zeros), and elsewhere within bf16's rounding. Where float's square
+    // overflows (s = inf) the output is 0; the formula in double gives at most 1e-7 there.
+    const auto formula = reference_lrn(b, options, 2);
+    for (const auto& layout : {expected, out}) {
+      const auto got = layout.to(at::kDouble);
+      CHECK(torch::equal(got.isnan(), formula.isnan()));
+      const auto defined = formula.isnan().logical_not();
+      CHECK(torch::allclose(got.masked_select(defined), formula.masked_select(defined), 1e-2, 1e-6));
+    }
+    CHECK(formula.isnan().sum().item<int64_t>() > 0);
+    CHECK(expected[0][3][0][0].item<float>() == 0.0f);
     const auto g = at::randn_like(expected);
     expected.backward(g);
     out.backward(g);

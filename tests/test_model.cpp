@@ -273,6 +273,21 @@ TEST_CASE("Dropout is active only in training", "[model]") {
   const double zeros = (fc7 == 0).to(at::kDouble).mean().item<double>();
   CHECK(zeros > 0.4);
   CHECK(!at::equal(model->forward(x), model->forward(x)));
+  // fc6 has no dropout before it: in training each of its live outputs is dropped with
+  // probability p and the others are scaled by 1 / (1 - p) (inverted dropout: evaluation
+  // needs no scaling).
+  const double p = model->options.dropout();
+  REQUIRE(p == 0.5);
+  const auto trained = model->forward_to(x, Layer::kFc6);
+  model->eval();
+  const auto evaluated = model->forward_to(x, Layer::kFc6);
+  const auto live = evaluated > 0;
+  REQUIRE(live.sum().item<int64_t>() > 2000);
+  const double dropped = (trained.masked_select(live) == 0).to(at::kDouble).mean().item<double>();
+  CHECK(dropped > p - 0.05);
+  CHECK(dropped < p + 0.05);
+  const auto kept = trained != 0;
+  CHECK(torch::allclose(trained.masked_select(kept), evaluated.masked_select(kept) / (1 - p), 1e-5, 0));
 }
 
 TEST_CASE("Initialisation follows the paper and Caffe, layer by layer", "[model]") {
@@ -309,7 +324,7 @@ TEST_CASE("Initialisation follows the paper and Caffe, layer by layer", "[model]
 
 TEST_CASE("Towers on CUDA match grouped execution on the CPU", "[model][cuda]") {
   if (!torch::cuda::is_available()) {
-    alexnet::test::skip("LibTorch reports no CUDA device (CPU build or no GPU); scripts/device_check.sh runs this on a GPU");
+    alexnet::test::skip_without_gpu("LibTorch reports no CUDA device (CPU build or no GPU); scripts/device_check.sh runs this on a GPU");
     return;
   }
   // TF32 would round convolutions to 10-bit mantissas: compare full float32.
@@ -344,7 +359,7 @@ TEST_CASE("Towers on CUDA match grouped execution on the CPU", "[model][cuda]") 
 
 TEST_CASE("The paper's alternatives on CUDA match the CPU", "[model][cuda]") {
   if (!torch::cuda::is_available()) {
-    alexnet::test::skip("LibTorch reports no CUDA device (CPU build or no GPU); scripts/device_check.sh runs this on a GPU");
+    alexnet::test::skip_without_gpu("LibTorch reports no CUDA device (CPU build or no GPU); scripts/device_check.sh runs this on a GPU");
     return;
   }
   alexnet::set_tf32(false);  // full float32 on both sides
@@ -408,7 +423,7 @@ std::vector<at::Tensor> train_steps(const std::vector<c10::Device>& devices, Exe
 
 TEST_CASE("Towers on CUDA train step after step as grouped execution on the CPU", "[model][cuda]") {
   if (!torch::cuda::is_available()) {
-    alexnet::test::skip("LibTorch reports no CUDA device (CPU build or no GPU); scripts/device_check.sh runs this on a GPU");
+    alexnet::test::skip_without_gpu("LibTorch reports no CUDA device (CPU build or no GPU); scripts/device_check.sh runs this on a GPU");
     return;
   }
   alexnet::set_tf32(false);  // full float32 on both sides
@@ -421,7 +436,7 @@ TEST_CASE("Towers on CUDA train step after step as grouped execution on the CPU"
 
 TEST_CASE("The towers' CUDA streams are made once per model, one per tower", "[model][cuda]") {
   if (!torch::cuda::is_available()) {
-    alexnet::test::skip("LibTorch reports no CUDA device (CPU build or no GPU); scripts/device_check.sh runs this on a GPU");
+    alexnet::test::skip_without_gpu("LibTorch reports no CUDA device (CPU build or no GPU); scripts/device_check.sh runs this on a GPU");
     return;
   }
   CHECK(AlexNet(AlexNetOptions::caffe().input_size(67).num_classes(4))->tower_streams().empty());  // the CPU
@@ -442,7 +457,7 @@ TEST_CASE("The towers' CUDA streams are made once per model, one per tower", "[m
 
 TEST_CASE("Towers on two GPUs draw different dropout masks", "[model][cuda]") {
   if (torch::cuda::device_count() < 2) {
-    alexnet::test::skip("needs two GPUs, one per tower (this machine has " +
+    alexnet::test::skip_without_gpu("needs two GPUs, one per tower (this machine has " +
                         std::to_string(torch::cuda::device_count()) + ")");
     return;
   }

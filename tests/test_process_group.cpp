@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cmath>
 #include <filesystem>
 #include <set>
 #include <sstream>
@@ -35,20 +36,26 @@ namespace {
 // This test binary run as ranks 0 and 1 of a world of two on loopback, each selecting
 // the hidden test `worker` (a tag); `env` goes before each (VAR=1 ...). Both logs, and
 // "s0=S0 s1=S1", their exit statuses: a rank left waiting fails at its group's timeout.
+// Each rank must have run its worker (--warn NoTests: a tag that selects nothing fails)
+// and passed it, rank 1 as much as rank 0.
 struct TwoRanks {
   std::string statuses, log0, log1;
 };
 TwoRanks run_two_ranks(const std::string& worker, const std::string& env = "") {
-  const auto self = fs::read_symlink("/proc/self/exe").string();
+  const auto self = fs::read_symlink("/proc/self/exe").string() + " --warn NoTests '[" + worker + "]'";
   const auto dir = test::temp_dir(worker);
   const auto cmd = "export WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()) + "; " +
-                   env + "RANK=0 LOCAL_RANK=0 " + self + " '[" + worker + "]' > " + dir + "/0.log 2>&1 & p0=$!; " +
-                   env + "RANK=1 LOCAL_RANK=1 " + self + " '[" + worker + "]' > " + dir + "/1.log 2>&1 & p1=$!; " +
+                   env + "RANK=0 LOCAL_RANK=0 " + self + " > " + dir + "/0.log 2>&1 & p0=$!; " +
+                   env + "RANK=1 LOCAL_RANK=1 " + self + " > " + dir + "/1.log 2>&1 & p1=$!; " +
                    "wait $p0; s0=$?; wait $p1; echo s0=$s0 s1=$?";
   TwoRanks out;
   REQUIRE(bash(cmd, out.statuses) == 0);
   out.log0 = read_text(dir + "/0.log");
   out.log1 = read_text(dir + "/1.log");
+  INFO(out.statuses << "rank 0:\n" << out.log0 << "rank 1:\n" << out.log1);
+  CHECK_THAT(out.statuses, Catch::Contains("s0=0 s1=0"));
+  CHECK_THAT(out.log0, Catch::Contains("All tests passed"));
+  CHECK_THAT(out.log1, Catch::Contains("All tests passed"));
   return out;
 }
 
@@ -153,7 +160,7 @@ TEST_CASE("a world of one runs every collective through Gloo", "[distributed]") 
 
 TEST_CASE("NCCL: a world of one on the GPU, CPU tensors passing through it", "[distributed][cuda]") {
   if (!torch::cuda::is_available()) {
-    test::skip("no CUDA device here (LibTorch built without CUDA, or no GPU)");
+    test::skip_without_gpu("no CUDA device here (LibTorch built without CUDA, or no GPU)");
     return;
   }
   if (!ProcessGroup::has_backend("nccl")) {
@@ -192,16 +199,7 @@ TEST_CASE("each replica on a machine takes its own GPUs", "[distributed]") {
 
 TEST_CASE("the process group averages, sums, broadcasts and overlaps across two processes", "[distributed]") {
   if (!ProcessGroup::has_backend("gloo")) return test::skip("this build has no Gloo (its LibTorch lacks the headers)");
-  const auto self = fs::read_symlink("/proc/self/exe").string();
-  const auto dir = test::temp_dir("dist-worker");
-  const auto cmd = "export WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()) + "; " +
-                   "RANK=0 " + self + " '[worker]' > " + dir + "/0.log 2>&1 & p0=$!; " + "RANK=1 " + self +
-                   " '[worker]' > " + dir + "/1.log 2>&1 & p1=$!; wait $p0; s0=$?; wait $p1; echo s0=$s0 s1=$?";
-  std::string out;
-  REQUIRE(bash(cmd, out) == 0);
-  INFO(out << read_text(dir + "/0.log") << read_text(dir + "/1.log"));
-  CHECK_THAT(out, Catch::Contains("s0=0 s1=0"));
-  CHECK_THAT(read_text(dir + "/0.log"), Catch::Contains("All tests passed"));
+  run_two_ranks("worker");
 }
 
 TEST_CASE("a port in use or an unreachable master is a one-line error", "[distributed]") {
@@ -330,7 +328,7 @@ TEST_CASE("towers inside data parallel train as one process with the global batc
 // the plain ones, step after step.
 TEST_CASE("towers on two GPUs: overlapped bucket all-reduces give the plain gradients", "[distributed][cuda]") {
   if (torch::cuda::device_count() < 2) {
-    test::skip("needs two GPUs, one per tower (this machine has " + std::to_string(torch::cuda::device_count()) + ")");
+    test::skip_without_gpu("needs two GPUs, one per tower (this machine has " + std::to_string(torch::cuda::device_count()) + ")");
     return;
   }
   const std::vector<c10::Device> devices{c10::Device("cuda:0"), c10::Device("cuda:1")};
@@ -432,7 +430,7 @@ TEST_CASE("a non-finite loss on one rank stops every rank at once", "[distribute
 
 TEST_CASE("float16: a non-finite loss on one rank makes every rank skip the step", "[distributed][cuda]") {
   if (!placement(true, 1)) {
-    return test::skip("needs a GPU and a process group backend for two ranks on it (two GPUs with NCCL, or Gloo)");
+    return test::skip_without_gpu("needs a GPU and a process group backend for two ranks on it (two GPUs with NCCL, or Gloo)");
   }
   const auto logs = run_nonfinite(/*fp16=*/true);
   CHECK_THAT(logs, Catch::Contains("rank 0: skipped the step") && Catch::Contains("rank 1: skipped the step"));
@@ -473,6 +471,16 @@ TEST_CASE("frozen worker", "[.][frozen-worker]") {
   }
   std::printf("rank %d: %d frozen tensors unchanged, %d trained, replicas identical\n", options.rank, unchanged,
               changed);
+  // Replicas that drift apart must stop: one weight of rank 1 moved by one float step,
+  // and every rank's check throws (the sums are compared on all of them).
+  if (options.rank == 1) {
+    torch::NoGradGuard no_grad;
+    auto w = model->learned_layers().back().weight;
+    const float value = w.view(-1)[0].item<float>();
+    w.view(-1)[0].fill_(std::nextafter(value, 1e30f));
+  }
+  CHECK_THROWS_WITH(trainer.check_replicas(), Catch::Contains("data parallel: the replicas' weights differ after epoch"));
+  std::printf("rank %d: replicas one float step apart noticed\n", options.rank);
 }
 
 TEST_CASE("frozen layers stay unchanged under two ranks, and no rank waits for them", "[distributed]") {
@@ -483,4 +491,6 @@ TEST_CASE("frozen layers stay unchanged under two ranks, and no rank waits for t
   CHECK_THAT(ranks.statuses, Catch::Contains("s0=0 s1=0"));
   CHECK_THAT(logs, Catch::Contains("rank 0: 20 frozen tensors unchanged, 12 trained, replicas identical") &&
                        Catch::Contains("rank 1: 20 frozen tensors unchanged, 12 trained, replicas identical"));
+  CHECK_THAT(logs, Catch::Contains("rank 0: replicas one float step apart noticed") &&
+                       Catch::Contains("rank 1: replicas one float step apart noticed"));
 }

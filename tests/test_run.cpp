@@ -379,3 +379,47 @@ TEST_CASE("A stop ends the statistics and the validation too, and the resume equ
     CHECK(again.history()[e].val_top1 == straight.history()[e].val_top1);
   }
 }
+
+// Section 5's rule and Caffe's, replayed from what a run recorded: with a rate too small
+// to learn, validation stalls after the first epoch, so the plateau rule divides by 10
+// once every `patience` epochs without a better error; the step rule multiplies by
+// lr_factor every step_epochs whatever validation says.
+TEST_CASE("The learning-rate rules change the rate when and by how much they say", "[train][run]") {
+  const auto data = test::make_colours("lr-rules", 4);
+  for (const auto policy : {LrPolicy::kPlateau, LrPolicy::kStep}) {
+    const auto dir = test::temp_dir("lr-rules-run");
+    auto config = small_config(data, 7);
+    config.train().lr_policy(policy).patience(2).step_epochs(3).lr_factor(0.5);
+    config.trainer().lr(1e-9);
+    auto run = Run::create(dir + "/run", config);
+    REQUIRE(run.fit() == Run::Outcome::kFinished);
+    const auto history = run.history();
+    REQUIRE(history.size() == 7);
+    // The replay: the rate each epoch ran at, from the validation errors before it.
+    double lr = 1e-9, best = 2;
+    int64_t bad = 0, changes = 0;
+    for (size_t e = 0; e < history.size(); ++e) {
+      INFO(name_of(policy) << ", epoch " << e + 1);
+      CHECK(history[e].lr == Approx(lr).epsilon(1e-12));
+      const double error = 1 - history[e].val_top1;
+      if (error < best) {
+        best = error;
+        bad = 0;
+      } else {
+        ++bad;
+      }
+      if (policy == LrPolicy::kPlateau && bad >= 2) {
+        lr *= 0.1;
+        bad = 0;
+        ++changes;
+      } else if (policy == LrPolicy::kStep && (e + 1) % 3 == 0) {
+        lr *= 0.5;
+        ++changes;
+      }
+    }
+    // Each rule acted at least twice within the run (plateau after epochs 3, 5 and 7;
+    // step after 3 and 6), so a wrong rule would show.
+    CHECK(changes >= 2);
+    fs::remove_all(dir);
+  }
+}

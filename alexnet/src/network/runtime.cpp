@@ -123,9 +123,11 @@ void manual_seed(uint64_t seed) {
   for (size_t i = 1; i < gpus; ++i) {
     auto generator = at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(i)));
     std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_current_seed(mix_seed(seed, i));
+    generator.set_current_seed(device_seed(seed, i));
   }
 }
+
+uint64_t device_seed(uint64_t seed, uint64_t index) { return index == 0 ? seed : mix_seed(seed, index); }
 
 void set_tf32(bool enabled) {
   at::globalContext().setAllowTF32CuDNN(enabled);

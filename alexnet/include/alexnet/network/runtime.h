@@ -29,10 +29,14 @@ uint64_t splitmix64(uint64_t x);
 /// step, image, device...). Every random draw of the library is keyed by one.
 uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b = 0, uint64_t c = 0);
 
-/// Seeds LibTorch's generators: the CPU's with `seed`, and GPU i's with
-/// mix_seed(seed, i). `torch::manual_seed` gives every GPU the same seed, so with the
+/// Seeds LibTorch's generators: the CPU's and GPU 0's with `seed`, and GPU i's with
+/// device_seed(seed, i). `torch::manual_seed` gives every GPU the same seed, so with the
 /// towers on two GPUs (Section 3.2) both would draw the same dropout masks.
 void manual_seed(uint64_t seed);
+
+/// The seed manual_seed gives GPU `index`: `seed` for GPU 0, mix_seed(seed, index) for
+/// the others.
+uint64_t device_seed(uint64_t seed, uint64_t index);
 
 /// TensorFloat-32 on CUDA GPUs from Ampere on: float32 convolutions (cuDNN) and matrix
 /// products (cuBLAS) with 10-bit mantissas, several times faster. LibTorch's defaults
