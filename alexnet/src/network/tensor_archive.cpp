@@ -162,6 +162,12 @@ at::Tensor TensorArchive::whole(Storage& s) {
 
 at::Tensor TensorArchive::read(const at::Tensor& view, c10::ScalarType dtype, c10::MemoryFormat format) {
   auto& s = storage_of(view);
+  // A copy holds view.numel() elements: more than its storage (strides of 0) would let a
+  // damaged file claim any amount of memory.
+  if (view.numel() > s.numel) {
+    throw std::runtime_error("a tensor of " + std::to_string(view.numel()) + " elements in storage '" + s.key +
+                             "' of " + std::to_string(s.numel));
+  }
   const bool streams = !s.data.defined() && view.storage_offset() == 0 && view.numel() == s.numel &&
                        view.is_non_overlapping_and_dense();
   if (!streams) {
