@@ -10,6 +10,8 @@
 #include <catch2/catch.hpp>
 #include <torch/nn/functional/loss.h>
 
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -319,3 +321,53 @@ TEST_CASE("convert, classify --json and export on the command line agree with to
   CHECK_FALSE(fs::exists(dir + "/g.pth"));
 }
 #endif
+
+// Archives made to mislead (found by attacking the reader): pickles that nest deeper
+// than a stack can follow or push millions of values from a few megabytes, a zip with
+// one name twice or a directory whose offsets cross, and a FIFO that would block.
+TEST_CASE("Archives made to mislead are refused in one line", "[pytorch]") {
+  const auto dir = alexnet::test::temp_dir("pytorch-misleading");
+  auto message = [&](const std::string& name) { return message_of([&] { read_state_dict(dir + "/" + name); }); };
+  // 200,000 lists, each in the one before: freed without recursion (this crashed).
+  write_zip(dir + "/nested.pth", "\x80\x02" + std::string(200000, ']') + std::string(199999, 'a') + ".");
+  CHECK(message("nested.pth") == "'" + dir + "/nested.pth': holds a list of 1, not a state dict");
+  // 1.1 million Nones from a 2 MB pickle: refused before they cost gigabytes.
+  std::string many = "\x80\x02]";
+  for (int i = 0; i < 1100000; ++i) many += "Na";
+  write_zip(dir + "/many.pth", many + ".");
+  CHECK_THAT(message("many.pth"), Catch::Contains("more than 1048576 values"));
+
+  // Two records of the same length, then the directory edited.
+  const std::string pickle = "\x80\x02}q\x00.";
+  auto two_records = [&](const std::string& path) {
+    caffe2::serialize::PyTorchStreamWriter writer(path);
+    writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+    writer.writeRecord("data.pkx", pickle.data(), pickle.size());
+    writer.writeEndOfFile();
+    return read_bytes(path);
+  };
+  auto save = [&](const std::string& name, const std::string& bytes) {
+    std::ofstream(dir + "/" + name, std::ios::binary) << bytes;
+  };
+  auto directory_entry = [](const std::string& bytes, int which) {
+    size_t at = 0;
+    for (int i = 0; i <= which; ++i) at = bytes.find("PK\x01\x02", i ? at + 4 : 0);
+    REQUIRE(at != std::string::npos);
+    return at;
+  };
+  auto twice = two_records(dir + "/twice.pth");
+  const auto second = directory_entry(twice, 1);
+  twice.replace(twice.find("data.pkx", second), 8, "data.pkl");
+  save("twice.pth", twice);
+  CHECK_THAT(message("twice.pth"), Catch::EndsWith("/data.pkl' appears twice)"));
+  // The directory names a record its header does not: whose bytes are these?
+  auto crossed = two_records(dir + "/crossed.pth");
+  crossed.replace(crossed.find("data.pkl", directory_entry(crossed, 0)), 8, "data.pkz");
+  save("crossed.pth", crossed);
+  CHECK_THAT(message("crossed.pth"), Catch::EndsWith("/data.pkz' points at the header of another entry)"));
+
+  REQUIRE(::mkfifo((dir + "/fifo.pth").c_str(), 0600) == 0);
+  CHECK(message("fifo.pth") == "'" + dir + "/fifo.pth': a FIFO (named pipe), not a file torch.save wrote");
+  CHECK(message_of([&] { (void)alexnet::load(dir + "/fifo.pth"); }) ==
+        "checkpoint '" + dir + "/fifo.pth': a FIFO (named pipe), not weights: give a regular file");
+}

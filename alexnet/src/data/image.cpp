@@ -1,6 +1,7 @@
 #include <alexnet/data/image.h>
 
 #include "network/atomic_file.h"
+#include "network/file_kind.h"
 #include "data/image_probe.h"
 
 #include <opencv2/core.hpp>
@@ -120,6 +121,9 @@ cv::Mat decode_bgr(std::vector<uint8_t>&& bytes, const std::string& name, int64_
 std::vector<uint8_t> read_file(const std::string& path) {
   std::error_code error;
   if (std::filesystem::is_directory(path, error)) fail(path, "is a folder, not an image file");
+  if (const auto special = alexnet::detail::special_file(path); !special.empty()) {
+    fail(path, "is " + special + ", not an image file");
+  }
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) fail(path, std::strerror(errno));
   const std::streamsize size = in.tellg();

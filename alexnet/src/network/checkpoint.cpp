@@ -55,6 +55,9 @@ struct Archive {
 using Kind = detail::PickleValue::Kind;
 
 Archive open(const std::string& path) {
+  if (const auto special = detail::special_file(path); !special.empty()) {
+    fail(path, special + ", not weights: give a regular file");
+  }
   {
     std::ifstream probe(path, std::ios::binary);
     if (!probe) fail(path, std::strerror(errno));
@@ -87,6 +90,7 @@ Archive open(const std::string& path) {
   if (!options) fail(path, "has no model options");
   try {
     a.options = a.format1 ? detail::format1_options(options->text) : AlexNetOptions::from_json(options->text);
+    validate(a.options);  // sizes a damaged file claims are refused here, naming it
   } catch (const std::exception& e) {
     fail(path, error_message(e));
   }

@@ -1,6 +1,8 @@
 #include "network/file_kind.h"
 #include "network/text.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstdint>
@@ -12,6 +14,7 @@ namespace alexnet::detail {
 namespace {
 
 std::string head_of(const std::string& path, size_t n) {
+  if (!special_file(path).empty()) return {};  // opening a FIFO would wait for a writer
   std::ifstream in(path, std::ios::binary);
   std::string bytes(n, '\0');
   in.read(bytes.data(), static_cast<std::streamsize>(n));
@@ -42,10 +45,23 @@ const char* image_kind(const std::string& b) {
 
 }  // namespace
 
+std::string special_file(const std::string& path) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0) return {};
+  if (S_ISFIFO(info.st_mode)) return "a FIFO (named pipe)";
+  if (S_ISSOCK(info.st_mode)) return "a socket";
+  if (S_ISCHR(info.st_mode)) return "a character device";
+  if (S_ISBLK(info.st_mode)) return "a block device";
+  return {};
+}
+
 std::string foreign_file(const std::string& path, Expected expected) {
-  const auto b = head_of(path, 4096);
   const bool weights = expected == Expected::kCheckpoint;
   const std::string not_what = weights ? "weights" : "a data set";
+  if (const auto special = special_file(path); !special.empty()) {
+    return special + ", not " + not_what + ": give a regular file";
+  }
+  const auto b = head_of(path, 4096);
   // Text that is not what was asked for.
   auto text = b;
   if (starts(text, "\xEF\xBB\xBF")) text = text.substr(3);

@@ -22,6 +22,11 @@ enum class Expected {
 /// TorchScript module has code/__torch__/ entries of its own classes).
 std::string foreign_file(const std::string& path, Expected expected);
 
+/// What `path` is (after symbolic links) when reading it could block or never end: "a
+/// FIFO (named pipe)", "a socket", "a character device" or "a block device"; "" for a
+/// regular file, a folder or a path that does not exist (their readers say why).
+std::string special_file(const std::string& path);
+
 /// `text` as it may be printed: bytes that are not printable ASCII or UTF-8 become
 /// "\xNN", and at most `limit` characters are kept ("..." marks the cut).
 std::string printable(const std::string& text, size_t limit = 80);

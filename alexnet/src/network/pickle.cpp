@@ -1,5 +1,7 @@
 #include "network/pickle.h"
 
+#include "network/file_kind.h"
+
 #include <ATen/ATen.h>
 #include <caffe2/serialize/inline_container.h>
 
@@ -247,6 +249,9 @@ class Reader {
 
   void push(PickleValuePtr v) {
     if (stack_.size() >= kMaxStack) fail("stack deeper than " + std::to_string(kMaxStack));
+    // Every value pushed costs memory whatever becomes of it: a small file must not
+    // build gigabytes of them (state dicts and checkpoints push a few thousand).
+    if (++pushed_ > kMaxValues) fail("more than " + std::to_string(kMaxValues) + " values");
     stack_.push_back(std::move(v));
   }
 
@@ -332,7 +337,7 @@ class Reader {
   void push_global(const std::string& name) {
     const auto it = allowed_globals().find(name);
     if (it == allowed_globals().end()) {
-      throw std::runtime_error("refusing the Python global '" + name +
+      throw std::runtime_error("refusing the Python global '" + printable(name) +
                                "': a state dict or checkpoint needs only tensors, dicts and storages, and a pickle "
                                "that names anything else is not loaded");
     }
@@ -395,6 +400,8 @@ class Reader {
   }
 
   static constexpr size_t kMaxStack = 1 << 20;
+  static constexpr size_t kMaxValues = 1 << 20;
+  size_t pushed_ = 0;
   const char* data_;
   size_t size_, at_;
   const PersistentLoad& persistent_load_;
@@ -464,6 +471,26 @@ const char* storage_name(c10::ScalarType dtype) {
 }
 
 }  // namespace
+
+PickleValue::~PickleValue() {
+  std::vector<PickleValuePtr> pending;
+  auto adopt = [&](PickleValue& v) {
+    for (auto& item : v.items) pending.push_back(std::move(item));
+    for (auto& [key, value] : v.entries) {
+      pending.push_back(std::move(key));
+      pending.push_back(std::move(value));
+    }
+    v.items.clear();
+    v.entries.clear();
+  };
+  adopt(*this);
+  while (!pending.empty()) {
+    auto value = std::move(pending.back());
+    pending.pop_back();
+    // The last owner empties it first, so that freeing it frees no nested value.
+    if (value && value.use_count() == 1) adopt(*value);
+  }
+}
 
 std::string PickleValue::describe() const {
   switch (kind) {

@@ -33,6 +33,13 @@ struct PickleValue {
   int64_t numel = 0;  ///< kStorage: elements this storage (view) holds
 
   std::string describe() const;  ///< "a dict", "the string 'x'", ... for messages
+
+  PickleValue() = default;
+  PickleValue(const PickleValue&) = default;
+  PickleValue& operator=(const PickleValue&) = default;
+  /// Frees nested values without recursion: a hostile pickle can nest them deeper
+  /// than the stack can follow.
+  ~PickleValue();
 };
 
 /// Resolves a persistent id (PyTorch's ('storage', type, key, location, numel, ...)

@@ -1,6 +1,7 @@
 #include <alexnet/network/pytorch.h>
 
 #include "network/atomic_file.h"
+#include "network/file_kind.h"
 #include "network/pickle.h"
 #include "network/tensor_archive.h"
 
@@ -177,6 +178,9 @@ StateDict read_state_dict(const std::string& path) {
   try {
     std::error_code error;
     if (std::filesystem::is_directory(path, error)) throw std::runtime_error("is a directory, not a file");
+    if (const auto special = detail::special_file(path); !special.empty()) {
+      throw std::runtime_error(special + ", not a file torch.save wrote");
+    }
     std::ifstream in(path, std::ios::binary);
     if (!in) throw std::runtime_error("cannot open the file");
     char head[512] = {};

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <set>
 #include <stdexcept>
 
 namespace alexnet::detail {
@@ -105,6 +106,7 @@ std::vector<ZipEntry> zip_directory(const ZipRead& read, uint64_t size) {
   if (entries > directory_size / 46) bad("more entries than the directory can hold");
   const auto dir = read(directory, static_cast<size_t>(directory_size));
   std::vector<ZipEntry> out;
+  std::set<std::string> names;
   size_t at = 0;
   for (uint64_t e = 0; e < entries; ++e) {
     if (le(dir, at, 4) != 0x02014b50) bad("a directory entry without its signature");
@@ -128,12 +130,20 @@ std::vector<ZipEntry> zip_directory(const ZipRead& read, uint64_t size) {
       }
       x += 4 + static_cast<size_t>(length);
     }
-    if (method != 0 || compressed != uncompressed) {
-      bad("entry '" + entry.name + "' is compressed; PyTorch stores its records as they are");
+    if (method != 0) bad("entry '" + entry.name + "' is compressed; PyTorch stores its records as they are");
+    if (compressed != uncompressed) {
+      bad("entry '" + entry.name + "' is stored with two sizes (" + std::to_string(compressed) + " and " +
+          std::to_string(uncompressed) + " bytes)");
     }
+    if (!names.insert(entry.name).second) bad("entry '" + entry.name + "' appears twice");
     if (local > size || size - local < 30) bad("entry '" + entry.name + "' lies outside the file");
-    const auto header = read(local, 30);
+    const auto header = read(local, 30 + static_cast<size_t>(name_length));
     if (le(header, 0, 4) != 0x04034b50) bad("entry '" + entry.name + "' has no local header");
+    // The directory and the entry's own header name the same record: a directory whose
+    // offsets were swapped would otherwise hand one record's bytes to another's name.
+    if (le(header, 26, 2) != name_length || header.compare(30, std::string::npos, entry.name) != 0) {
+      bad("entry '" + entry.name + "' points at the header of another entry");
+    }
     entry.offset = local + 30 + le(header, 26, 2) + le(header, 28, 2);
     entry.size = uncompressed;
     if (entry.offset > size || entry.size > size - entry.offset) bad("entry '" + entry.name + "' runs past the end");
