@@ -52,8 +52,9 @@ inline std::string flag_of(std::string option) {
 /// --skip-bad, --batch-size, --workers and (with `ten_crop`) --ten-crop onto `options`
 /// (which must outlive the command).
 void add_inference_flags(CLI::App* cmd, InferenceOptions& options, bool ten_crop = true);
-/// --precision fp32|bf16|auto into `options` (default auto).
-void add_precision_flag(CLI::App* cmd, InferenceOptions& options);
+/// --precision fp32|bf16|auto into `options` (default auto); `note` says what auto
+/// takes first, where it takes something else first.
+void add_precision_flag(CLI::App* cmd, InferenceOptions& options, const std::string& note = "");
 
 /// A flag for each of alexnet::RunConfig's settings that `keep` accepts, named, explained
 /// and defaulted as the library does (batch_size: --batch-size; a switch: --NAME and

@@ -10,12 +10,13 @@
 
 namespace alexnet::app {
 
-void add_precision_flag(CLI::App* cmd, InferenceOptions& options) {
+void add_precision_flag(CLI::App* cmd, InferenceOptions& options, const std::string& note) {
   options.precision(Precision::kAuto);
   cmd->add_option_function<std::string>(
          "--precision", [&options](const std::string& value) { options.precision(parse<Precision>("precision", value)); },
-         "fp32; bf16 (bfloat16 weights and products, half the memory); auto (bf16 on CPUs that multiply in bf16, else "
-         "fp32). Here: " + describe(cpu_bf16()))
+         "fp32; bf16 (bfloat16 weights and products, half the memory); auto (" +
+             (note.empty() ? std::string() : note + "; else ") + "bf16 on CPUs that multiply in bf16, else fp32). Here: " +
+             describe(cpu_bf16()))
       ->check(CLI::IsMember({"fp32", "bf16", "auto"}))
       ->default_str("auto");
 }

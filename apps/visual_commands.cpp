@@ -60,6 +60,7 @@ void add_visual_commands(CLI::App& app) {
       features.layer = parse<Layer>("layer", f->layer);
       features.weights = f->weights;
       features.values = extract_features(model, source, pre, *features.layer, f->options);
+      features.precision = inference_precision(*model, f->options.precision());
       for (size_t i = 0; i < source->size(); ++i) features.images.push_back(source->describe(i));
       write_features(features, f->out);
       spdlog::info("{} x {} {} features in {} (images and layer beside it, .txt and .json)", features.values.size(0),
@@ -80,7 +81,7 @@ void add_visual_commands(CLI::App& app) {
                     "Checkpoint for an image query's features (default: the one the features were computed with)");
     cmd->add_option("--k", f->k, "How many neighbours")->check(at_least(1))->capture_default_str();
     cmd->add_option("--grid", f->grid, "Also draw the query and its neighbours to this PNG");
-    add_precision_flag(cmd, f->options);
+    add_precision_flag(cmd, f->options, "the precision the features were computed at, where their .json records it");
     cmd->callback([f] {
       const auto file = read_features(f->features);
       const auto& features = file.values;

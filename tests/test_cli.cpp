@@ -161,8 +161,11 @@ TEST_CASE("alexnet train, evaluate and classify work from the command line, Ctrl
   REQUIRE(run(kCli + " features --weights " + dir + "/run/best.pt --data " + dir + "/d --layer fc6 --out " + dir +
                   "/f6.npy",
               out, true) == 0);
-  CHECK(alexnet::test::read_text(dir + "/f6.json") ==
-        "{\"layer\":\"fc6\",\"weights\":\"" + dir + "/run/best.pt\",\"rows\":4,\"dimension\":4096}\n");
+  // Computed at --precision auto: bf16 where this CPU multiplies in bf16, and recorded.
+  const auto precision = alexnet::name_of(alexnet::resolve(alexnet::Precision::kAuto, {c10::Device(c10::kCPU)}));
+  CHECK(alexnet::test::read_text(dir + "/f6.json") == "{\"layer\":\"fc6\",\"weights\":\"" + dir +
+                                                          "/run/best.pt\",\"rows\":4,\"dimension\":4096,\"precision\":\"" +
+                                                          precision + "\"}\n");
   REQUIRE(run(kCli + " neighbours --features " + dir + "/f6.npy --k 2 --query " + dir + "/d/one/rocket.jpg", out) == 0);
   std::smatch found;
   REQUIRE(std::regex_match(out, found, std::regex("query [^\n]*\n1\t1\t([^\t]+)\t[^\n]*rocket.jpg\n2\t[0-9]+\t([^\t]+)\t[^\n]*\n")));

@@ -381,11 +381,13 @@ TEST_CASE("Features know their layer: an image query against fc6 features finds 
   features.layer = Layer::kFc6;
   features.weights = weights;
   features.values = extract_features(model, source, pre, Layer::kFc6, InferenceOptions().batch_size(4).workers(1));
+  features.precision = Precision::kFp32;
   for (size_t i = 0; i < source->size(); ++i) features.images.push_back(source->describe(i));
   write_features(features, root + "/f.npy");
 
   const auto file = read_features(root + "/f.npy");
   CHECK(file.layer == c10::optional<Layer>(Layer::kFc6));
+  CHECK(file.precision == c10::optional<Precision>(Precision::kFp32));
   CHECK(file.weights == weights);
   CHECK(file.images == features.images);
   CHECK(torch::equal(file.values, features.values));
@@ -399,6 +401,20 @@ TEST_CASE("Features know their layer: an image query against fc6 features finds 
   const auto fc7 = extract_features(model, data::open_image_files({source->describe(4)}), pre, Layer::kFc7,
                                     InferenceOptions().batch_size(1).workers(0))[0];
   CHECK((fc7 - file.values[4]).norm().item<double>() > 100 * distances[0]);
+  // Rows computed in bf16 say so, and a query then runs in bf16 too: it finds its row
+  // as closely (in float32 it would land bf16's rounding away).
+  auto reduced = features;
+  reduced.values = extract_features(model, source, pre, Layer::kFc6,
+                                    InferenceOptions().batch_size(4).workers(1).precision(Precision::kBf16));
+  reduced.precision = Precision::kBf16;
+  write_features(reduced, root + "/b.npy");
+  const auto bf16 = read_features(root + "/b.npy");
+  const auto [near, apart] = nearest(bf16.values, features_like(bf16, source->describe(4)), 2);
+  CHECK(near[0] == 4);
+  const auto fp32_query = nearest(bf16.values, features_like(bf16, source->describe(4), "", Precision::kFp32), 2);
+  INFO("bf16 query " << apart[0] << ", float32 query " << fp32_query.second[0]);
+  CHECK(apart[0] < 1e-2 * apart[1]);
+  CHECK(fp32_query.second[0] > 10 * apart[0]);
 
   // Another checkpoint than the features', and a file from before the layer was recorded.
   const auto other = root + "/other.pt";

@@ -257,6 +257,7 @@ void write_features(const Features& f, const std::string& npy) {
   j["weights"] = f.weights;
   j["rows"] = f.values.size(0);
   j["dimension"] = f.values.size(1);
+  if (f.precision) j["precision"] = name_of(*f.precision);
   write_npy(f.values, npy);
   write_row_names(f.images, beside(npy, ".txt"));
   detail::write_file_atomically(beside(npy, ".json"), detail::dump(j) + "\n", "features description");
@@ -280,6 +281,7 @@ Features read_features(const std::string& npy) {
       const detail::Record r(text, "features description '" + json + "'");
       f.layer = r.choice<Layer>("layer");
       f.weights = r.text("weights");
+      if (r.has("precision")) f.precision = r.choice<Precision>("precision");
       if (r.whole("rows") != f.values.size(0) || r.whole("dimension") != f.values.size(1)) {
         throw std::invalid_argument("features description '" + json + "': describes " + detail::dump(r.at("rows")) + " x " +
                                     detail::dump(r.at("dimension")) + " values, the file holds " +
@@ -306,6 +308,7 @@ torch::Tensor features_like(const Features& f, const std::string& image, const s
     throw std::invalid_argument("the features are " + name_of(*f.layer) + " activations of '" + f.weights +
                                 "', not of '" + weights + "': a query must be computed with the same weights");
   }
+  if (precision == Precision::kAuto && f.precision) precision = *f.precision;
   auto [model, pre] = load_for_inference(given, precision);
   const auto query = extract_features(model, data::open_image_files({image}), pre, *f.layer,
                                       InferenceOptions().batch_size(1).workers(0).precision(precision))[0];
