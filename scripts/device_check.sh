@@ -228,7 +228,7 @@ PY
   local below
   below=$("$python" -c 'import json, sys
 figures = json.load(open(sys.argv[1]))
-print(", ".join(f"{k} {v[\"median\"]}" for k, v in figures.items() if v and v["median"] < 1.0))' "$logs/ratios.figures")
+print(", ".join(k + " " + str(v["median"]) for k, v in figures.items() if v and v["median"] < 1.0))' "$logs/ratios.figures")
   if [ -n "$below" ]; then
     echo "$below < 1.0, the target" > "$logs/$stage.reason"
     echo "below target: $below"

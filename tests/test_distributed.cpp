@@ -7,6 +7,7 @@
 
 #include <alexnet/network/checkpoint.h>
 #include <alexnet/network/distributed.h>
+#include <alexnet/data/image.h>
 
 #include <catch2/catch.hpp>
 #include <torch/cuda.h>
@@ -223,6 +224,57 @@ TEST_CASE("Ctrl-C on the launcher stops every rank with a valid checkpoint, and 
   CHECK_THAT(out, Catch::Contains("the 2 replicas' weights are identical after epoch 2"));
   REQUIRE(test::run(kCli + flags + "--epochs 2 --out " + dir + "/straight", out, true) == 0);
   CHECK(test::same(test::snapshot(*load(dir + "/run/last.pt")), test::snapshot(*load(dir + "/straight/last.pt"))));
+}
+
+// Each rank draws its own dropout masks (a world whose ranks dropped the same units
+// would be one process with a duplicated batch). Both ranks see the same picture (all
+// images one uniform colour, so no crop, flip or shard tells them apart) for one step
+// of batch 1 from the same weights: a column of fc7's update is zero where fc6's unit
+// is dead or was dropped on both ranks. Of the units live without dropout, rank-own
+// masks (p = 0.5) zero about a quarter; shared masks would zero half.
+TEST_CASE("each rank draws its own dropout masks", "[distributed][cli]") {
+  const auto root = test::temp_dir("dist-masks-data");
+  for (int c = 0; c < 2; ++c) {
+    fs::create_directories(root + "/" + std::to_string(c));
+    data::Image image;
+    image.height = image.width = 40;
+    image.channels = 3;
+    image.pixels.assign(40 * 40 * 3, 0);
+    for (size_t p = 0; p < image.pixels.size(); ++p) image.pixels[p] = static_cast<uint8_t>(60 + 50 * (p % 3));
+    data::write_image(image, root + "/" + std::to_string(c) + "/0.png");
+  }
+  const auto dir = test::temp_dir("dist-masks-runs");
+  std::string out;
+  REQUIRE(test::run(kCli + kTrain + "--data " + root + " --batch-size 2 --epochs 1 --out " + dir + "/start", out,
+                    true) == 0);
+  // One step per rank: the update is lr times the world's mean gradient, momentum has
+  // nothing yet, and no weight decay moves the columns nobody's gradient touched.
+  const auto step = kCli + " train --weights " + dir + "/start/last.pt --pca-std 0 --workers 0 --data " + root +
+                    " --batch-size 1 --epochs 1 --lr 1 --weight-decay 0 --nproc-per-node 2 ";
+  const auto zero_columns = [&](const std::string& run) {
+    const auto before = load(dir + "/start/last.pt")->learned_layers();
+    const auto after = load(dir + "/" + run + "/last.pt")->learned_layers();
+    for (size_t i = 0; i < before.size(); ++i) {
+      if (before[i].name == "fc7") return (after[i].weight - before[i].weight).abs().amax(0).eq(0);
+    }
+    FAIL("no fc7");
+    return torch::Tensor();
+  };
+  for (const auto& [run, dropout] : {std::pair{"plain", "0"}, std::pair{"dropout", "0.5"}}) {
+    const int status = test::run(step + "--dropout " + dropout + " --out " + dir + "/" + run, out, true);
+    INFO(out);
+    REQUIRE(status == 0);
+    CHECK_THAT(out, Catch::Contains("the 2 replicas' weights are identical after epoch 1"));
+  }
+  const auto dead = zero_columns("plain");
+  const auto live = dead.logical_not();
+  const auto zeroed = zero_columns("dropout").logical_and(live);
+  REQUIRE(live.sum().item<int64_t>() > 500);
+  REQUIRE(torch::equal(zero_columns("dropout").logical_and(dead), dead));  // dead stays dead
+  const double share = zeroed.sum().item<double>() / live.sum().item<double>();
+  WARN("fc6 units live without dropout: " << live.sum().item<int64_t>() << "; dropped on both ranks: " << share);
+  CHECK(share > 0.18);  // no masks at all: 0
+  CHECK(share < 0.32);  // every rank the same masks: 0.5
 }
 
 // Two ranks started by hand with different data: they must stop together, saying how

@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <sstream>
 
@@ -149,6 +150,44 @@ TEST_CASE("the device check's test selection takes every CUDA test and no hidden
   for (const auto& name : names("[distributed]~[cli]")) CHECK(selected.count(name) == 1);
   // What the old selection did: an exclusion alone picks the hidden workers.
   CHECK(names("~[cuda]").count("distributed worker") == 1);
+}
+
+// On the GPU machine, a CUDA test that skipped for want of a device checked nothing: the
+// device check's test stage must fail, not pass. This machine has no GPU, so running
+// the stage in device mode here is exactly that case. And a speed ratio under its
+// target is reported as such (exit 3: the summary's "below_target"), not as a pass.
+TEST_CASE("the device check fails tests that did not see the GPU, and reports ratios under target", "[runtime]") {
+  if (torch::cuda::is_available()) return test::skip_without_gpu("a GPU is here: the blind case cannot be staged");
+  const auto dir = test::temp_dir("device-check-stages");
+  // The build directory holding this binary (BUILD/tests/alexnet_tests).
+  const auto build = fs::read_symlink("/proc/self/exe").parent_path().parent_path().string();
+  const auto stage = [&](const std::string& mode, const std::string& name) {
+    std::string out;
+    const int status = bash("cd " ALEXNET_SOURCE_DIR " && mode=" + mode + " python=/usr/bin/python3 build=" + build +
+                                " logs=" + dir + " rounds=1 bash scripts/device_check.sh --stage " + name + " > " +
+                                dir + "/" + name + ".log 2>&1; echo status=$?",
+                            out);
+    REQUIRE(status == 0);
+    return out + read_text(dir + "/" + name + ".log");
+  };
+  auto out = stage("device", "cuda_tests");
+  INFO(out);
+  CHECK_THAT(out, Catch::Contains("status=1"));
+  CHECK_THAT(read_text(dir + "/cuda_tests.reason"), Catch::Contains("tests skipped for want of a CUDA device on a machine that has one"));
+  // The rehearsal (CI, no GPU) lets the same skips pass.
+  CHECK_THAT(stage("rehearsal", "cuda_tests"), Catch::Contains("status=0"));
+
+  // Two rounds, ours at 0.9 and 0.95 of PyTorch's: the median 0.925 is under 1.0.
+  std::ofstream(dir + "/benchmark.jsonl")
+      << "{\"round\": 0, \"precision\": \"fp32\", \"arch\": \"paper\", \"execution\": \"grouped\", \"ours\": 90}\n"
+      << "{\"round\": 0, \"precision\": \"fp32\", \"arch\": \"paper\", \"baseline\": 100}\n"
+      << "{\"round\": 1, \"precision\": \"fp32\", \"arch\": \"paper\", \"execution\": \"grouped\", \"ours\": 95}\n"
+      << "{\"round\": 1, \"precision\": \"fp32\", \"arch\": \"paper\", \"baseline\": 100}\n";
+  out = stage("device", "ratios");
+  INFO(out);
+  CHECK_THAT(out, Catch::Contains("status=3"));
+  CHECK_THAT(read_text(dir + "/ratios.reason"), Catch::Contains("ours_over_pytorch_paper_fp32 0.925 < 1.0, the target"));
+  CHECK_THAT(stage("rehearsal", "ratios"), Catch::Contains("status=0"));
 }
 
 TEST_CASE("a world of one runs every collective through Gloo", "[distributed]") {
