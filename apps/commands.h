@@ -55,6 +55,9 @@ void add_inference_flags(CLI::App* cmd, InferenceOptions& options, bool ten_crop
 /// --precision fp32|bf16|auto into `options` (default auto); `note` says what auto
 /// takes first, where it takes something else first.
 void add_precision_flag(CLI::App* cmd, InferenceOptions& options, const std::string& note = "");
+/// Logs the precision `model` infers at when `asked` (auto resolved, and why), once
+/// before the work starts.
+void say_precision(const AlexNetImpl& model, Precision asked);
 
 /// A flag for each of alexnet::RunConfig's settings that `keep` accepts, named, explained
 /// and defaulted as the library does (batch_size: --batch-size; a switch: --NAME and

@@ -1,7 +1,10 @@
 #include "commands.h"
 
 #include <alexnet/network/summary.h>
+#include <alexnet/train/inference.h>
 #include <alexnet/train/run.h>
+
+#include <spdlog/spdlog.h>
 
 #include <iostream>
 #include <memory>
@@ -19,6 +22,15 @@ void add_precision_flag(CLI::App* cmd, InferenceOptions& options, const std::str
              describe(cpu_bf16()))
       ->check(CLI::IsMember({"fp32", "bf16", "auto"}))
       ->default_str("auto");
+}
+
+void say_precision(const AlexNetImpl& model, Precision asked) {
+  const auto chosen = name_of(inference_precision(model, asked));
+  if (asked == Precision::kAuto) {
+    spdlog::info("precision {} (auto: {})", chosen, describe(cpu_bf16()));
+  } else {
+    spdlog::info("precision {}", chosen);
+  }
 }
 
 void add_inference_flags(CLI::App* cmd, InferenceOptions& options, bool ten_crop) {

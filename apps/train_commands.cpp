@@ -207,6 +207,7 @@ void add_train_commands(CLI::App& app) {
       const auto group = join_world(world_from_environment(), f->dist_timeout, "gloo");
       auto [model, pre] = load_for_inference(f->weights, f->options.precision());
       const auto source = data::open_source(f->data);
+      if (lead_rank(group.get())) say_precision(*model, f->options.precision());
       if (const auto note = data::describe_left_out(*source); !note.empty() && lead_rank(group.get())) {
         spdlog::warn("{}", note);
       }
@@ -222,7 +223,7 @@ void add_train_commands(CLI::App& app) {
       std::vector<std::string> images;
       int64_t top = 5;
       InferenceOptions options;
-      bool json = false;
+      bool json = false, logits = false;
     };
     auto f = std::make_shared<Flags>();
     auto* cmd = app.add_subcommand("classify", "The most probable classes of images");
@@ -231,11 +232,23 @@ void add_train_commands(CLI::App& app) {
     cmd->add_option("--top", f->top, "How many classes to show")->check(at_least(1))->capture_default_str();
     cmd->add_flag("--ten-crop", f->options.ten_crop(), "Average the softmax of ten crops (Section 4.1)");
     add_precision_flag(cmd, f->options);
-    cmd->add_flag("--json", f->json, "One JSON object per image: image, top [{label, index, probability}]");
+    cmd->add_flag("--json", f->json, "One JSON object per image: image, top [{label, index, probability}] (and logits)");
+    cmd->add_flag("--logits", f->logits, "Also every class's logit (fc8's output before the softmax), in class order");
     cmd->callback([f] {
+      if (f->logits && f->options.ten_crop()) {
+        throw std::invalid_argument("--logits with --ten-crop: ten crops have ten rows of logits, and the classes come "
+                                    "from the mean of their probabilities; give one of the two");
+      }
       auto [model, pre] = load_for_inference(f->weights, f->options.precision());
-      const auto probabilities = classify(model, f->images, pre, f->options);
-      for (const auto& c : top_classes(probabilities, f->images, pre.classes, f->top)) {
+      const auto logits = classify_logits(model, f->images, pre, f->options);
+      say_precision(*model, f->options.precision());  // once the images are read: an error stays one line
+      auto classified = top_classes(probabilities_of(logits), f->images, pre.classes, f->top);
+      for (size_t i = 0; i < classified.size(); ++i) {
+        auto& c = classified[i];
+        if (f->logits) {
+          const auto row = logits[static_cast<int64_t>(i)].to(torch::kDouble).contiguous();
+          c.logits.assign(row.data_ptr<double>(), row.data_ptr<double>() + row.numel());
+        }
         std::cout << (f->json ? c.to_json() + "\n" : c.to_text()) << std::flush;
       }
     });

@@ -44,8 +44,8 @@ void add_visual_commands(CLI::App& app) {
     auto* cmd = app.add_subcommand("features", "Activations of a layer for a data set or images, as a NumPy .npy file");
     cmd->add_option("--weights", f->weights, "Checkpoint written by alexnet train")->required();
     cmd->add_option("--data", f->data, "Image folder, list file, packed set, or image files")->required();
-    cmd->add_option("--layer", f->layer, "pool5, fc6 or fc7 (Section 6.1 uses fc7)")
-        ->check(CLI::IsMember({"pool5", "fc6", "fc7"}))->capture_default_str();
+    cmd->add_option("--layer", f->layer, "pool5, fc6, fc7 (Section 6.1 uses fc7) or logits (fc8's outputs, before the softmax)")
+        ->check(CLI::IsMember({"pool5", "fc6", "fc7", "logits"}))->capture_default_str();
     cmd->add_option("--out", f->out, "The .npy file; the images, in row order, go to the same name with .txt")
         ->required();
     add_inference_flags(cmd, f->options, /*ten_crop=*/false);
@@ -56,6 +56,7 @@ void add_visual_commands(CLI::App& app) {
       const bool collection = f->data.size() == 1 && (fs::is_directory(f->data[0], error) ||
                                                       fs::path(f->data[0]).extension() == ".txt");
       const auto source = collection ? data::open_source(f->data[0]) : data::open_image_files(f->data);
+      say_precision(*model, f->options.precision());
       Features features;
       features.layer = parse<Layer>("layer", f->layer);
       features.weights = f->weights;

@@ -5,9 +5,12 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <regex>
+#include <sstream>
 #include <string>
+#include <vector>
 
 using alexnet::test::run;
 
@@ -138,6 +141,42 @@ TEST_CASE("alexnet train, evaluate and classify work from the command line, Ctrl
   CHECK_THAT(out, Catch::StartsWith("{\"image\":\"" + dir + "/d/one/rocket.jpg\",\"top\":[{\"label\":\"") &&
                       Catch::Contains(",\"index\":") && Catch::Contains(",\"probability\":"));
   CHECK(std::count(out.begin(), out.end(), '\n') == 1);
+  // Logits from the command line: classify --logits and features --layer logits agree,
+  // and the probabilities shown are their softmax. The precision is said first.
+  REQUIRE(run(kCli + " classify --json --logits --top 1 --precision fp32 --weights " + dir + "/run/best.pt " + dir +
+                  "/d/one/rocket.jpg 2>&1",
+              out) == 0);
+  CHECK_THAT(out, Catch::Contains("info: precision fp32\n"));
+  std::smatch numbers;
+  REQUIRE(std::regex_search(out, numbers, std::regex("\"probability\":([-0-9.e]+)\}\],\"logits\":\\[([^\\]]+)\\]\\}\n$")));
+  std::vector<double> logits;
+  {
+    std::istringstream list(numbers[2].str());
+    for (std::string v; std::getline(list, v, ',');) logits.push_back(std::stod(v));
+  }
+  REQUIRE(logits.size() == 2);
+  const double top = std::max(logits[0], logits[1]);
+  CHECK(std::stod(numbers[1].str()) == Approx(1 / (1 + std::exp(std::min(logits[0], logits[1]) - top))).epsilon(1e-6));
+  REQUIRE(run(kCli + " features --precision fp32 --layer logits --weights " + dir + "/run/best.pt --data " + dir +
+                  "/d/one/rocket.jpg --out " + dir + "/logits.npy",
+              out, true) == 0);
+  REQUIRE(run("/usr/bin/python3 -c \"import numpy as np; print(*np.load('" + dir + "/logits.npy')[0])\"", out) == 0);
+  {
+    std::istringstream row(out);
+    for (const double expected : logits) {
+      double v = 0;
+      REQUIRE(row >> v);
+      CHECK(v == Approx(expected).epsilon(1e-5));
+    }
+  }
+  REQUIRE(run(kCli + " classify --weights " + dir + "/run/best.pt " + dir + "/d/one/rocket.jpg 2>&1 >/dev/null", out) == 0);
+  CHECK_THAT(out, Catch::StartsWith("info: precision " +
+                                    alexnet::name_of(alexnet::resolve(alexnet::Precision::kAuto, {c10::Device(c10::kCPU)})) +
+                                    " (auto: "));
+  CHECK(run(kCli + " classify --logits --ten-crop --weights " + dir + "/run/best.pt " + dir + "/d/one/rocket.jpg", out,
+            true) == 1);
+  CHECK(out == "error: --logits with --ten-crop: ten crops have ten rows of logits, and the classes come from the mean "
+               "of their probabilities; give one of the two\n");
   REQUIRE(run("printf 'x' > " + dir + "/bad.jpg", out) == 0);
   CHECK(run(kCli + " classify --weights " + dir + "/run/best.pt " + dir + "/bad.jpg", out, true) == 1);
   CHECK_THAT(out, Catch::StartsWith("error: image '" + dir + "/bad.jpg': "));

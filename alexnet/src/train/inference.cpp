@@ -234,8 +234,8 @@ Evaluation detail::evaluate_matched(AlexNet& model, const std::shared_ptr<data::
   return all;
 }
 
-torch::Tensor classify(AlexNet& model, const std::vector<std::string>& images, const Preprocessing& pre,
-                       const InferenceOptions& options) {
+torch::Tensor classify_logits(AlexNet& model, const std::vector<std::string>& images, const Preprocessing& pre,
+                              const InferenceOptions& options) {
   const auto compute = compute_for(*model, options.precision());
   auto source = data::open_image_files(images);
   data::ImageDataset dataset(source, transforms(pre, options.ten_crop(), data::OnError::kFail));
@@ -244,9 +244,20 @@ torch::Tensor classify(AlexNet& model, const std::vector<std::string>& images, c
   const auto batch = dataset.get_batch(all);
   model->eval();
   torch::NoGradGuard no_grad;
-  auto probabilities = run(model, compute, data::normalize(batch, pre, compute.device), Layer::kLogits).softmax(1);
-  if (options.ten_crop()) probabilities = probabilities.view({static_cast<int64_t>(images.size()), 10, -1}).mean(1);
-  return probabilities.to(torch::kCPU);
+  auto logits = run(model, compute, data::normalize(batch, pre, compute.device), Layer::kLogits).to(torch::kCPU);
+  if (options.ten_crop()) logits = logits.view({static_cast<int64_t>(images.size()), 10, -1});
+  return logits;
+}
+
+torch::Tensor classify(AlexNet& model, const std::vector<std::string>& images, const Preprocessing& pre,
+                       const InferenceOptions& options) {
+  return probabilities_of(classify_logits(model, images, pre, options));
+}
+
+torch::Tensor probabilities_of(const torch::Tensor& logits) {
+  if (logits.dim() == 3) return logits.softmax(-1).mean(1);
+  if (logits.dim() != 2) throw std::invalid_argument("probabilities_of: logits [N, classes] or [N, 10, classes], got " + c10::str(logits.sizes()));
+  return logits.softmax(-1);
 }
 
 std::string Classification::to_json() const {
@@ -260,6 +271,7 @@ std::string Classification::to_json() const {
     row["probability"] = c.probability;
     out["top"].push_back(row);
   }
+  if (!logits.empty()) out["logits"] = logits;
   return detail::dump(out);
 }
 
@@ -270,6 +282,14 @@ std::string Classification::to_text() const {
     std::snprintf(line, sizeof line, "  %6.2f%%  %s (%lld)\n", 100 * c.probability, c.label.c_str(),
                   static_cast<long long>(c.index));
     out += line;
+  }
+  if (!logits.empty()) {
+    out += "  logits";
+    for (const double v : logits) {
+      std::snprintf(line, sizeof line, " %.9g", v);
+      out += line;
+    }
+    out += "\n";
   }
   return out;
 }

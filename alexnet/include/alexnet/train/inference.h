@@ -94,9 +94,20 @@ Evaluation evaluate(AlexNet& model, const std::shared_ptr<data::Source>& source,
                     const InferenceOptions& options = {}, ProcessGroup* group = nullptr);
 
 /// Softmax probabilities [N, classes] (float32) for image files, preprocessed as `pre`
-/// says, in one batch; `options` gives ten_crop and precision.
+/// says, in one batch; `options` gives ten_crop (the mean of the ten crops'
+/// probabilities, Section 4.1) and precision.
 torch::Tensor classify(AlexNet& model, const std::vector<std::string>& images, const Preprocessing& pre,
                        const InferenceOptions& options = {});
+
+/// The logits (fc8's outputs, before the softmax; float32) behind `classify`:
+/// [N, classes] for the centre crops, [N, 10, classes] with ten_crop (the crops in
+/// `data::Mode::kTenCrop`'s order).
+torch::Tensor classify_logits(AlexNet& model, const std::vector<std::string>& images, const Preprocessing& pre,
+                              const InferenceOptions& options = {});
+
+/// `classify`'s probabilities from `classify_logits`' logits: the softmax [N, classes],
+/// over ten crops [N, 10, classes] the mean of the ten softmaxes (Section 4.1).
+torch::Tensor probabilities_of(const torch::Tensor& logits);
 
 /// One image's most probable classes.
 struct Classification {
@@ -106,11 +117,14 @@ struct Classification {
     double probability = 0;
   };
   std::string image;
-  std::vector<Class> top;  ///< most probable first
+  std::vector<Class> top;      ///< most probable first
+  std::vector<double> logits;  ///< every class's logit in class order, when asked for (else empty)
 
-  /// {"image": ..., "top": [{"label": ..., "index": ..., "probability": ...}]}
+  /// {"image": ..., "top": [{"label": ..., "index": ..., "probability": ...}]}, and
+  /// "logits": [...] when there are logits.
   std::string to_json() const;
-  /// For people: the image, then a line per class ("  99.10%  Ankle boot (9)").
+  /// For people: the image, then a line per class ("  99.10%  Ankle boot (9)"), then
+  /// "  logits" and the logits when there are.
   std::string to_text() const;
 };
 
