@@ -111,7 +111,7 @@ void add_convert_commands(CLI::App& app) {
                     "onnx: an ONNX model (opset 11; ONNX Runtime, OpenCV's DNN), preprocessing in its metadata; "
                     "torchscript: a module torch.jit.load runs; torchvision: torchvision.models.alexnet's state dict "
                     "(torchvision preset); grouped: the paper's towers as groups = 2 layers (paper and caffe "
-                    "presets; see the README)")
+                    "presets; see docs/deployment.md)")
         ->check(CLI::IsMember({"onnx", "torchscript", "torchvision", "grouped"}))->required();
     cmd->add_option("--out", f->out, "The file to write")->required();
     cmd->add_flag("--overwrite", f->overwrite, "Replace an existing --out");

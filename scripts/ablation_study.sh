@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's claims on Fashion-MNIST, on a CPU (README, "The paper's claims, measured"):
+# The paper's claims on Fashion-MNIST, on a CPU (docs/paper.md, "The paper's claims, measured"):
 # the paper's network and each of its seven alternatives (alexnet ablate), trained on
 # the same N images of each class (default 1,000: 10,000 images) for E epochs (default
 # 10, batches of 64) with 3 seeds,
@@ -52,7 +52,7 @@ fi
 
 # One recipe for every variant: PyTorch's fan-in initialisation (with the paper's and
 # Caffe's N(0, 0.01) weights the eight-layer tanh network stays at chance for its first
-# epochs, see the README), rate 0.01 divided by 10 for the last fifth of the epochs.
+# epochs, see docs/paper.md), rate 0.01 divided by 10 for the last fifth of the epochs.
 step=$((epochs - (epochs / 5 > 1 ? epochs / 5 : 1)))
 build/bin/alexnet ablate --out "$run" --data "$data/train" --val "$data/val" --seeds "$seeds" \
   --arch paper --init "$init" --input-size 67 --resize 76 --epochs "$epochs" --batch-size "$batch" --variants "$variants" \

@@ -222,7 +222,7 @@ for precision in ("fp32", "bf16"):
 print(json.dumps(figures))
 PY
   cat "$logs/ratios.figures"
-  # The targets (README, "GPU"): every ratio at least 1.0. A rehearsal's batch of 2 on
+  # The targets (docs/parallel.md, "GPU"): every ratio at least 1.0. A rehearsal's batch of 2 on
   # the CPU says nothing about them.
   [ "$mode" = device ] || return 0
   local below

@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   # Build
   cmake ninja-build g++ pkg-config
-  # The library and apps (see README.md, "Dependencies")
+  # The library and apps (see docs/layout.md, "Dependencies and tests")
   libtorch-dev libgloo-dev libopenblas0-openmp
   libopencv-dev libcli11-dev libspdlog-dev catch2
   # JSON (metrics, evaluations, statistics, run configurations): header-only, private
@@ -23,7 +23,7 @@ packages=(
   # The allocators PyTorch's CPU performance guide recommends, preloaded into the
   # Python baselines of scripts/bench.sh (the fastest is the one ratios are against)
   libtcmalloc-minimal4 libjemalloc2
-  # ONNX's checker validates every exported file; OpenCV's DNN (Python) runs them in the README
+  # ONNX's checker validates every exported file; OpenCV's DNN (Python) runs them in docs/deployment.md
   python3-onnx python3-opencv
   # Real photographs (and a palette PNG) for the data tests and benchmark
   python3-skimage

@@ -8,7 +8,7 @@
 #   scripts/quickstart.sh [--epochs N] [--precision auto|fp32|bf16] [--ten-crop] [--run DIR] [--keep]
 #
 # --ten-crop tests on the average of ten crops' outputs (Section 4.1) instead of the
-# centre crop; `--epochs 12 --ten-crop` is the README's longer recipe.
+# centre crop; `--epochs 12 --ten-crop` is the longer recipe in docs/training.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

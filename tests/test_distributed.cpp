@@ -63,7 +63,7 @@ TEST_CASE("two processes train as one with the global batch, replicas identical"
   double worst = 0;
   for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, relative_error(b[i], a[i]));
   WARN("2 ranks x 8 vs 1 x 16 after 2 epochs: worst parameter relative error " << worst);
-  CHECK(worst < 3e-6);  // the README's figure is 3e-7
+  CHECK(worst < 3e-6);  // docs/parallel.md's figure is 3e-7
   // Training and validation figures are the world's, not an average of averages.
   const auto m1 = read_text(dir + "/one/metrics.jsonl");
   const auto m2 = read_text(dir + "/two/metrics.jsonl");
@@ -93,7 +93,7 @@ TEST_CASE("two processes train as one with the global batch, replicas identical"
     CHECK(apart < 1e-4);
 
     // Two "machines" (two torchrun agents, one process each) meeting at a master address
-    // and port as the README's cluster command does, here on loopback.
+    // and port as docs/parallel.md's cluster command does, here on loopback.
     const auto port = std::to_string(free_port());
     const auto node = [&](int r) {
       return "torchrun --redirects 2 --tee 2 --no_python --nnodes 2 --node_rank " + std::to_string(r) +
@@ -164,9 +164,9 @@ TEST_CASE("NCCL without GPUs is a one-line error", "[distributed][cli]") {
 TEST_CASE("a rank that dies or hangs stops the others within the timeout", "[distributed][cli]") {
   const auto train = test::make_colours("dist-kill", 40);
   const auto dir = test::temp_dir("dist-kill-runs");
-  // Killed: its connections close and rank 0 fails at once (the README: 0.2 s; bound
+  // Killed: its connections close and rank 0 fails at once (docs/parallel.md: 0.2 s; bound
   // 2 s). Stopped (SIGSTOP, a hang): nothing closes and rank 0 gives up after
-  // --dist-timeout, 5 s (the README: 5.15 s), neither before it nor long after.
+  // --dist-timeout, 5 s (docs/parallel.md: 5.15 s), neither before it nor long after.
   const auto [how, min_ms, max_ms] = GENERATE(std::make_tuple(std::string("KILL"), 0, 2000),
                                               std::make_tuple(std::string("STOP"), 4900, 7000));
   INFO("rank 1 gets SIG" << how);

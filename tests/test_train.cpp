@@ -465,7 +465,7 @@ TEST_CASE("Trainer::step equals LibTorch's SGD at a constant rate, and differs a
     worst = std::max(worst, test::relative_error(ours->parameters()[i], theirs->parameters()[i]));
   }
   INFO("after 4 steps at lr 0.01, worst parameter relative error " << worst);
-  CHECK(worst < 6e-6);  // the README's figure is 6e-7
+  CHECK(worst < 6e-6);  // docs/training.md's figure is 6e-7
 
   std::vector<torch::Tensor> velocity;
   for (size_t i = 0; i < before.size(); ++i) velocity.push_back(ours->parameters()[i].detach() - before[i]);

@@ -40,7 +40,7 @@ void write_state_dict(const StateDict& state, const std::string& path);
 ///
 /// Two-tower networks are written grouped, the towers' tensors concatenated along
 /// the output dimension (tower 0 first), as a PyTorch module with groups = 2 at
-/// conv2, conv4 and conv5 holds them (the README has that module):
+/// conv2, conv4 and conv5 holds them (docs/deployment.md has that module):
 ///   conv1.weight [96, 3, 11, 11]  conv2.weight [256, 48, 5, 5]  conv3.weight [384, 256, 3, 3]
 ///   conv4.weight [384, 192, 3, 3] conv5.weight [256, 192, 3, 3]
 ///   fc6.weight [4096, 256 * s * s] fc7.weight [4096, 4096]       fc8.weight [classes, 4096]
