@@ -13,10 +13,13 @@
 
 #include <catch2/catch.hpp>
 #include <opencv2/dnn.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #include <torch/csrc/jit/serialization/import.h>
 
 #include <cstring>
 #include <fstream>
+#include <regex>
 #include <sstream>
 
 using namespace alexnet;
@@ -520,4 +523,87 @@ TEST_CASE("convert --from caffe, then export --format onnx and torchscript, on t
   CHECK_THAT(out, Catch::StartsWith("error: caffemodel '" + dir + "/net.pt': "));
   CHECK(!std::ifstream(dir + "/x.pt"));
 }
+// Another runtime can reproduce `alexnet classify` from the exported file alone:
+// scripts/onnx_reference.py follows the rule the metadata states (reduced-scale JPEG
+// decoding, uint8 area/bilinear resizing, the crops, the mean) with OpenCV, and its
+// logits match classify's. Decoding the JPEG at full scale instead gives 4e-2.
+TEST_CASE("scripts/onnx_reference.py preprocesses as classify does: the same logits on JPEG and PNG",
+          "[interop][onnx][cli]") {
+  if (!python_has("onnx, cv2, numpy")) return;
+  const auto dir = test::temp_dir("onnx-reference");
+  const std::string cli = ALEXNET_CLI;
+  const std::string photos = "/usr/lib/python3/dist-packages/skimage/data";
+  // Small side 72: rocket.jpg (427x640) decodes at 1/4, retina.jpg (1411x1411) at 1/8;
+  // coffee.png shrinks, a 28x28 PNG enlarges, a 16-bit grey PNG is scaled, a 6:1 JPEG
+  // strip is cut to its square first.
+  const auto astronaut = cv::imread(photos + "/astronaut.png");
+  REQUIRE(!astronaut.empty());
+  cv::Mat small, strip, grey, grey16;
+  cv::resize(astronaut, small, {28, 28}, 0, 0, cv::INTER_AREA);
+  cv::resize(astronaut, strip, {600, 100}, 0, 0, cv::INTER_AREA);
+  cv::cvtColor(astronaut, grey, cv::COLOR_BGR2GRAY);
+  grey.convertTo(grey16, CV_16U, 257.0, 100.0);
+  REQUIRE((cv::imwrite(dir + "/small.png", small) && cv::imwrite(dir + "/strip.jpg", strip) &&
+           cv::imwrite(dir + "/grey16.png", grey16)));
+  std::vector<std::string> images{photos + "/rocket.jpg", photos + "/retina.jpg", photos + "/coffee.png",
+                                  dir + "/small.png", dir + "/grey16.png", dir + "/strip.jpg"};
+  std::string list;
+  for (const auto& image : images) list += " " + image;
+  for (const auto mean : {Mean::kImage, Mean::kChannels}) {
+    auto net = make(AlexNetOptions::caffe().input_size(67).num_classes(10), 61);
+    {
+      // Without biases the logits follow the input, not Caffe's constant bias paths: a
+      // pixel off by one shows.
+      torch::NoGradGuard no_grad;
+      for (const auto& layer : net.model->learned_layers()) layer.bias.zero_();
+    }
+    const std::string name = mean == Mean::kImage ? "image" : "channels";
+    INFO("mean " << name);
+    auto pre = Preprocessing::from_statistics(net.pre.classes, mean, at::rand({3, 72, 72}, at::kDouble) * 255,
+                                              at::tensor({121.0, 116.5, 101.25}, at::kDouble), 72, 67);
+    if (mean == Mean::kChannels) pre.std_rgb = at::tensor({58.5, 57.0, 57.5}, at::kDouble);
+    CheckpointExtras extras;
+    pre.add_to(extras);
+    save(*net.model, dir + "/" + name + ".pt", extras);
+    std::string out;
+    REQUIRE(test::run(cli + " export --weights " + dir + "/" + name + ".pt --format onnx --out " + dir + "/" + name +
+                          ".onnx",
+                      out, true) == 0);
+    std::string ours, theirs;
+    REQUIRE(test::run(cli + " classify --json --logits --precision fp32 --top 1 --weights " + dir + "/" + name + ".pt" +
+                          list,
+                      ours) == 0);
+    REQUIRE(test::run("/usr/bin/python3 " ALEXNET_SOURCE_DIR "/scripts/onnx_reference.py " + dir + "/" + name +
+                          ".onnx" + list,
+                      theirs, true) == 0);
+    INFO(ours << theirs);
+    const auto rows = [](const std::string& text) {
+      std::vector<at::Tensor> logits;
+      const std::regex row("\"logits\": ?\\[([^\\]]*)\\]");
+      for (auto it = std::sregex_iterator(text.begin(), text.end(), row); it != std::sregex_iterator(); ++it) {
+        std::vector<double> values;
+        std::istringstream list((*it)[1].str());
+        for (std::string v; std::getline(list, v, ',');) values.push_back(std::stod(v));
+        logits.push_back(at::tensor(values, at::kDouble));
+      }
+      return logits;
+    };
+    const auto a = rows(ours), b = rows(theirs);
+    REQUIRE(a.size() == images.size());
+    REQUIRE(b.size() == images.size());
+    for (size_t i = 0; i < images.size(); ++i) {
+      const double e = relative_error(b[i], a[i]);
+      WARN(images[i] << " (mean " << name << "): the reference's logits against classify's, relative error " << e);
+      CHECK(e < 1e-5);
+    }
+  }
+  // The exported metadata states the rule the reference follows.
+  std::string meta;
+  REQUIRE(test::run("/usr/bin/python3 -c \"import onnx; print({p.key: p.value for p in onnx.load('" + dir +
+                        "/image.onnx').metadata_props}['alexnet.preprocessing'])\"",
+                    meta) == 0);
+  CHECK_THAT(meta, Catch::Contains("IMREAD_REDUCED_COLOR_n") && Catch::Contains("area when shrinking, bilinear when enlarging") &&
+                       Catch::Contains("more than 4 times longer than wide"));
+}
+
 #endif

@@ -32,6 +32,18 @@ GraphStep relu() { return GraphStep{Kind::kRelu, ""}; }
 std::string preprocessing_json(const Preprocessing& pre, const std::string& mean_image_where) {
   Json j;
   j["input"] = {{"name", "images"}, {"layout", "NCHW"}, {"colour", "RGB"}, {"range", {0, 255}}};
+  // The whole rule `alexnet classify` follows (data::decode_resized, then the centre
+  // crop); scripts/onnx_reference.py follows it with OpenCV alone.
+  j["decode"] = {{"pixels", "8-bit; 16-bit samples divided by 257"},
+                 {"jpeg", "decoded at the largest reduced scale of 1/8, 1/4 and 1/2 (libjpeg's DCT scaling, "
+                          "OpenCV's IMREAD_REDUCED_COLOR_n) that keeps the shorter side at least resize; "
+                          "other formats at full scale"}};
+  j["resize_rule"] = {
+      {"aspect", "an image more than 4 times longer than wide (or the reverse) is first cut to its central square"},
+      {"sides", "shorter side to resize, longer to max(resize, (longer * resize + shorter / 2) / shorter) "
+                "(integer division)"},
+      {"interpolation", "on uint8 pixels: area when shrinking, bilinear when enlarging"},
+      {"crops", "the central resize x resize square, then its central crop x crop window, offset (resize - crop) / 2"}};
   const auto fields = Json::parse(pre.to_json());
   for (const auto& [key, value] : fields.items()) j[key] = value;
   if (!j["mean_image"].is_null()) j["mean_image"]["where"] = mean_image_where;
