@@ -25,15 +25,17 @@ struct DataFlags {
     cmd->add_option("--data", data, "Image folder (root/<class>/<image>), list file ('path label' lines) or packed set")
         ->required();
     cmd->add_option("--class-names", class_names, "File of human-readable class names, one per line, in label order");
-    cmd->add_option("--size", size, "Side images are brought to: shorter side, then centre crop (Section 2: 256)")
+    cmd->add_option("--resize", size, "Side images are brought to: shorter side, then centre crop (Section 2: 256)")
         ->check(at_least(1))
         ->capture_default_str();
+    cmd->add_option("--size", size)->group("");  // the old name, hidden (checked in open())
     cmd->add_option("--workers", workers, "Decoding threads (0: one, in the calling thread)")
         ->check(at_least(0))
         ->capture_default_str();
     cmd->add_flag("--skip-bad", skip_bad, "Leave out unreadable images and report how many (default: stop at the first)");
   }
   std::shared_ptr<data::Source> open() const {
+    if (size < 1) throw std::invalid_argument("--resize: must be at least 1, got " + std::to_string(size));
     return data::open_source(data, data::ReadOptions().class_names(class_names));
   }
   data::OnError on_error() const { return skip_bad ? data::OnError::kSkip : data::OnError::kFail; }
@@ -41,7 +43,7 @@ struct DataFlags {
 
 void refuse_existing(const std::string& path, bool force) {
   if (!force && std::filesystem::exists(path)) {
-    throw std::runtime_error("'" + path + "' exists; pass --force to replace it");
+    throw std::runtime_error("'" + path + "' exists; --overwrite to replace it");
   }
   check_writable(path, "output");  // before the pass over the data
 }
@@ -59,7 +61,8 @@ void add_data_commands(CLI::App& app) {
     cmd->add_option("--out", *out, "Statistics file to write (training, evaluation and classification read it)")
         ->required();
     cmd->add_flag("--json", *json, "Print mean_rgb, eigenvalues and eigenvectors as one JSON object");
-    cmd->add_flag("--force", *force, "Replace an existing statistics file");
+    cmd->add_flag("--overwrite", *force, "Replace an existing statistics file");
+    cmd->add_flag("--force", *force)->group("");  // the old name, hidden
     cmd->callback([=] {
       refuse_existing(*out, *force);
       const auto source = flags->open();

@@ -155,6 +155,9 @@ void add_setting_flags(CLI::App* cmd, const std::function<bool(const std::string
     auto* option = cmd->add_option_function<std::string>(
         flag_of(name), [set, name](const std::string& v) { set(name, v); }, setting.help);
     option->default_str(defaults.get(name));
+    // The type shown in --help: the library parses the text, CLI11 only carries it.
+    if (setting.kind == RunConfig::Setting::Kind::kWhole) option->type_name("INT");
+    if (setting.kind == RunConfig::Setting::Kind::kReal) option->type_name("FLOAT");
     if (!setting.choices.empty()) option->check(CLI::IsMember(setting.choices));
   }
 }

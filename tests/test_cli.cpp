@@ -77,8 +77,16 @@ TEST_CASE("alexnet stats, prepare and import work as documented, and name bad in
   CHECK_THAT(out, Catch::StartsWith("{\"images\":3,\"mean_rgb\":[") && Catch::Contains("\"eigenvalues\":[") &&
                       Catch::EndsWith("]]}\n"));
   CHECK(run(kCli + " stats --data " + dir + "/images --out " + dir + "/stats.pt", out, true) == 1);
-  CHECK(out == "error: '" + dir + "/stats.pt' exists; pass --force to replace it\n");
-  CHECK(run(kCli + " stats --data " + dir + "/images --out " + dir + "/stats.pt --force", out, true) == 0);
+  CHECK(out == "error: '" + dir + "/stats.pt' exists; --overwrite to replace it\n");
+  CHECK(run(kCli + " stats --data " + dir + "/images --out " + dir + "/stats.pt --overwrite", out, true) == 0);
+  // The old names still work, unlisted: --force for --overwrite, --size for --resize.
+  CHECK(run(kCli + " stats --data " + dir + "/images --out " + dir + "/stats.pt --force --size 64", out, true) == 0);
+  REQUIRE(run(kCli + " stats --help", out) == 0);
+  CHECK_THAT(out, Catch::Contains("--overwrite") && Catch::Contains("--resize INT") && !Catch::Contains("--force") &&
+                      !Catch::Contains("--size"));
+  REQUIRE(run(kCli + " train --help", out) == 0);
+  CHECK_THAT(out, Catch::Contains("--epochs INT=90") && Catch::Contains("--lr FLOAT=0.01") &&
+                      !Catch::Contains("--epochs TEXT"));
 
   REQUIRE(run(kCli + " prepare --data " + dir + "/images --out " + dir + "/packed", out, true) == 0);
   CHECK_THAT(out, Catch::Contains("3 images in 1 shards (0 kept from an earlier run)"));
