@@ -8,6 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -18,17 +19,23 @@ namespace alexnet::app {
 namespace fs = std::filesystem;
 namespace {
 
-// An image by the name `features` recorded: a file, or "DIR record N" of a packed set.
-data::Image image_named(const std::string& name) {
+// An image by the name `features` recorded (a file, or "DIR record N" of a packed set)
+// and what to call it under the picture: a record's class, or a file's folder (its
+// class in a class-per-folder set) and name.
+std::pair<data::Image, std::string> image_named(const std::string& name) {
   static const std::regex record("^(.*) record ([0-9]+)$");
   std::smatch m;
   if (std::regex_match(name, m, record)) {
     const auto index = to_number<size_t>(m[2].str());
     const auto source = data::open_packed(m[1].str());
     if (!index || *index >= source->size()) throw std::invalid_argument("'" + name + "': no such record");
-    return data::to_rgb(source->image(*index, 96));
+    const auto label = static_cast<size_t>(source->label(*index));
+    return {data::to_rgb(source->image(*index, 96)),
+            label < source->classes().size() ? source->classes()[label] : "record " + m[2].str()};
   }
-  return data::decode_resized(name, 96);
+  const fs::path path(name);
+  const auto folder = path.parent_path().filename().string();
+  return {data::decode_resized(name, 96), (folder.empty() ? "" : folder + "/") + path.filename().string()};
 }
 
 }  // namespace
@@ -110,9 +117,19 @@ void add_visual_commands(CLI::App& app) {
                   << (index < names.size() ? names[index] : "") << "\n";
       }
       if (!f->grid.empty()) {
-        std::vector<data::Image> row{image_named(query_name)};
-        for (const auto i : indices) row.push_back(image_named(names.at(static_cast<size_t>(i))));
-        data::write_image(image_row(row), f->grid);
+        std::vector<data::Image> row;
+        std::vector<std::vector<std::string>> captions;
+        auto [query_image, query_what] = image_named(query_name);
+        row.push_back(std::move(query_image));
+        captions.push_back({"query", query_what});
+        for (size_t i = 0; i < indices.size(); ++i) {
+          auto [image, what] = image_named(names.at(static_cast<size_t>(indices[i])));
+          row.push_back(std::move(image));
+          char distance[64];
+          std::snprintf(distance, sizeof distance, "%zu: d = %.3g", i + 1, distances[i]);
+          captions.push_back({distance, what});
+        }
+        data::write_image(image_row(row, captions), f->grid);
       }
     });
   }

@@ -358,6 +358,20 @@ TEST_CASE("Features export as .npy, neighbours, kernels and curves", "[train][vi
   for (int i = 0; i < 3; ++i) history[i] = EpochMetrics{i + 1, 1.0 / (i + 1), 0.5, 0.9, 0.6, 0.9, 0.01, 100, 10.0 * i};
   const auto curves = plot_curves(history);
   CHECK((curves.width == 1320 && curves.height == 420));
+  // The neighbours' row: each image with its caption lines under it, in ink.
+  data::Image tile;
+  tile.height = tile.width = 10;
+  tile.channels = 3;
+  tile.pixels.assign(300, 0);
+  const auto row = image_row({tile, tile}, {{"query", "Ankle boot"}, {"1: d = 0.25", "Ankle boot"}}, 32);
+  CHECK((row.width == 4 + 2 * (32 + 4) && row.height == 32 + 2 * 4 + 2 * 15 + 4));
+  int64_t ink = 0;
+  for (int64_t y = 32 + 8; y < row.height; ++y) {
+    for (int64_t x = 0; x < 36; ++x) ink += row.pixels[static_cast<size_t>((y * row.width + x) * 3)] < 128;
+  }
+  CHECK(ink > 20);  // the query's caption is drawn
+  CHECK(image_row({tile}).height == 96 + 2 * 4);  // no captions: the image and its margins only
+  CHECK(test::message_of([&] { image_row({tile, tile}, {{"query"}}); }) == "image_row: 1 captions for 2 images");
   std::ofstream(root + "/metrics.jsonl") << history[0].to_json() << "\n" << history[1].to_json() << "\n";
   CHECK(read_metrics(root + "/metrics.jsonl")[1].train_loss == 0.5);
   std::ofstream(root + "/bad.jsonl") << "{\"epoch\":1}\n";

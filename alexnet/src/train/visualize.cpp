@@ -47,9 +47,14 @@ struct Series {
 };
 
 // One panel: axes, ticks, a title, a legend, and a line per series (NaNs skipped).
+// `steps`: each value holds from its epoch to the next (a learning rate), drawn flat
+// then straight up or down. The legend is a band between the title and the plot, so
+// that it never covers a line.
 void draw_panel(cv::Mat& canvas, const cv::Rect& area, const std::string& title, const std::vector<Series>& series,
-                bool log_scale) {
-  const int left = area.x + 60, right = area.x + area.width - 15, top = area.y + 35, bottom = area.y + area.height - 45;
+                bool log_scale, bool steps = false) {
+  const int legend_rows = static_cast<int>(series.size());
+  const int left = area.x + 60, right = area.x + area.width - 15, top = area.y + 40 + 16 * legend_rows,
+            bottom = area.y + area.height - 45;
   const auto font = cv::FONT_HERSHEY_SIMPLEX;
   const cv::Scalar ink(40, 40, 40), grid(225, 225, 225);
   cv::putText(canvas, title, {area.x + 60, area.y + 22}, font, 0.6, ink, 1, cv::LINE_AA);
@@ -91,19 +96,22 @@ void draw_panel(cv::Mat& canvas, const cv::Rect& area, const std::string& title,
     cv::putText(canvas, std::to_string(e), {px(double(e)) - 4, bottom + 18}, font, 0.38, ink, 1, cv::LINE_AA);
   }
   cv::putText(canvas, "epoch", {(left + right) / 2 - 20, bottom + 38}, font, 0.45, ink, 1, cv::LINE_AA);
-  int legend = top + 5;
+  int legend = area.y + 38;
   for (const auto& s : series) {
-    std::vector<cv::Point> points;
+    std::vector<cv::Point> points, line;
     for (size_t i = 0; i < s.values.size(); ++i) {
       const double v = s.values[i];
       if (!std::isfinite(v) || (log_scale && v <= 0)) continue;
-      points.emplace_back(px(double(i + 1)), py(log_scale ? std::log10(v) : v));
+      const cv::Point p(px(double(i + 1)), py(log_scale ? std::log10(v) : v));
+      if (steps && !line.empty()) line.emplace_back(p.x, line.back().y);  // flat to this epoch, then the step
+      points.push_back(p);
+      line.push_back(p);
     }
-    if (points.size() > 1) cv::polylines(canvas, points, false, s.colour, 2, cv::LINE_AA);
+    if (line.size() > 1) cv::polylines(canvas, line, false, s.colour, 2, cv::LINE_AA);
     for (const auto& p : points) cv::circle(canvas, p, 3, s.colour, cv::FILLED, cv::LINE_AA);
     if (points.empty()) continue;
-    cv::line(canvas, {right - 130, legend}, {right - 110, legend}, s.colour, 2, cv::LINE_AA);
-    cv::putText(canvas, s.name, {right - 105, legend + 4}, font, 0.4, ink, 1, cv::LINE_AA);
+    cv::line(canvas, {left + 10, legend}, {left + 30, legend}, s.colour, 2, cv::LINE_AA);
+    cv::putText(canvas, s.name, {left + 35, legend + 4}, font, 0.4, ink, 1, cv::LINE_AA);
     legend += 16;
   }
 }
@@ -343,10 +351,24 @@ data::Image kernel_grid(const AlexNetImpl& model, int64_t scale) {
   const int k = static_cast<int>(towers.front().size(2)) * static_cast<int>(scale);
   int rows = 0;
   for (const auto& t : towers) rows += static_cast<int>((t.size(0) + kPerRow - 1) / kPerRow);
-  const int tower_gap = towers.size() > 1 ? 3 * k / 4 : 0;
-  cv::Mat canvas(rows * (k + kGap) + kGap + tower_gap, kPerRow * (k + kGap) + kGap, CV_8UC3, cv::Scalar(255, 255, 255));
+  // A caption band above each tower's block, naming it (Figure 3: the paper's GPU 1 and
+  // GPU 2 are towers 0 and 1).
+  constexpr int kCaption = 22;
+  const int tower_gap = towers.size() > 1 ? k / 2 : 0;
+  cv::Mat canvas(rows * (k + kGap) + kGap + static_cast<int>(towers.size()) * kCaption + tower_gap,
+                 std::max(kPerRow * (k + kGap) + kGap, 330), CV_8UC3, cv::Scalar(255, 255, 255));
   int y0 = kGap;
-  for (const auto& t : towers) {
+  int64_t first = 0;
+  for (size_t tower = 0; tower < towers.size(); ++tower) {
+    const auto& t = towers[tower];
+    const auto count = t.size(0);
+    const auto caption =
+        towers.size() > 1 ? "tower " + std::to_string(tower) + " (the paper's GPU " + std::to_string(tower + 1) +
+                                "): conv1 kernels " + std::to_string(first) + "-" + std::to_string(first + count - 1)
+                          : "conv1: " + std::to_string(count) + " kernels";
+    cv::putText(canvas, caption, {kGap + 2, y0 + 15}, cv::FONT_HERSHEY_SIMPLEX, 0.45, {40, 40, 40}, 1, cv::LINE_AA);
+    y0 += kCaption;
+    first += count;
     for (int64_t i = 0; i < t.size(0); ++i) {
       // Each kernel stretched to 0..255 on its own, as the paper's figure shows them.
       auto w = t[i];
@@ -374,31 +396,55 @@ data::Image plot_curves(const std::vector<EpochMetrics>& history) {
   for (const auto& m : history) {
     train_loss.values.push_back(m.train_loss);
     val_loss.values.push_back(m.val_loss);
-    train_err.values.push_back(1 - m.train_top1);
-    val_err.values.push_back(1 - m.val_top1);
-    val_err5.values.push_back(1 - m.val_top5);
+    train_err.values.push_back(100 * (1 - m.train_top1));
+    val_err.values.push_back(100 * (1 - m.val_top1));
+    val_err5.values.push_back(100 * (1 - m.val_top5));
     lr.values.push_back(m.lr);
   }
   cv::Mat canvas(420, 1320, CV_8UC3, cv::Scalar(255, 255, 255));
   draw_panel(canvas, {0, 0, 440, 420}, "loss (cross-entropy)", {train_loss, val_loss}, false);
-  draw_panel(canvas, {440, 0, 440, 420}, "error", {train_err, val_err, val_err5}, false);
-  draw_panel(canvas, {880, 0, 440, 420}, "learning rate (log scale)", {lr}, true);
+  draw_panel(canvas, {440, 0, 440, 420}, "error (%)", {train_err, val_err, val_err5}, false);
+  draw_panel(canvas, {880, 0, 440, 420}, "learning rate (log scale; each epoch's)", {lr}, true, /*steps=*/true);
   return from_canvas(canvas);
 }
 
-data::Image image_row(const std::vector<data::Image>& images, int64_t side) {
-  constexpr int kGap = 4;
+data::Image image_row(const std::vector<data::Image>& images, const std::vector<std::vector<std::string>>& captions,
+                      int64_t side) {
+  if (!captions.empty() && captions.size() != images.size()) {
+    throw std::invalid_argument("image_row: " + std::to_string(captions.size()) + " captions for " +
+                                std::to_string(images.size()) + " images");
+  }
+  constexpr int kGap = 4, kLine = 15;
   const int s = static_cast<int>(side);
-  cv::Mat canvas(s + 2 * kGap, static_cast<int>(images.size()) * (s + kGap) + kGap, CV_8UC3, cv::Scalar(255, 255, 255));
+  size_t lines = 0;
+  for (const auto& c : captions) lines = std::max(lines, c.size());
+  const int caption_height = lines ? static_cast<int>(lines) * kLine + kGap : 0;
+  cv::Mat canvas(s + 2 * kGap + caption_height, static_cast<int>(images.size()) * (s + kGap) + kGap, CV_8UC3,
+                 cv::Scalar(255, 255, 255));
+  const auto font = cv::FONT_HERSHEY_SIMPLEX;
+  const double scale = 0.36;
   for (size_t i = 0; i < images.size(); ++i) {
     const auto small = data::to_rgb(data::resize_and_crop(images[i], side, side));
     cv::Mat rgb(s, s, CV_8UC3, const_cast<uint8_t*>(small.pixels.data()));
     cv::Mat bgr;
     cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
-    bgr.copyTo(canvas(cv::Rect(kGap + static_cast<int>(i) * (s + kGap), kGap, s, s)));
+    const int x = kGap + static_cast<int>(i) * (s + kGap);
+    bgr.copyTo(canvas(cv::Rect(x, kGap, s, s)));
+    if (captions.empty()) continue;
+    for (size_t l = 0; l < captions[i].size(); ++l) {
+      // Cut to the image's width, with an ellipsis.
+      auto text = captions[i][l];
+      int baseline = 0;
+      while (text.size() > 1 && cv::getTextSize(text, font, scale, 1, &baseline).width > s) text.pop_back();
+      if (text.size() < captions[i][l].size() && text.size() > 2) text.replace(text.size() - 2, 2, "..");
+      cv::putText(canvas, text, {x, s + kGap + kLine * static_cast<int>(l + 1)}, font, scale, {40, 40, 40}, 1,
+                  cv::LINE_AA);
+    }
   }
   // The query stands apart: a line after it.
-  if (images.size() > 1) cv::line(canvas, {s + kGap + kGap / 2, 0}, {s + kGap + kGap / 2, s + 2 * kGap}, {0, 0, 200}, 2);
+  if (images.size() > 1) {
+    cv::line(canvas, {s + kGap + kGap / 2, 0}, {s + kGap + kGap / 2, canvas.rows}, {0, 0, 200}, 2);
+  }
   return from_canvas(canvas);
 }
 

@@ -79,7 +79,11 @@ std::vector<double> axis_ticks(double lo, double hi, int intervals = 5);
 std::vector<double> log_axis_ticks(double lo, double hi);
 }  // namespace detail
 
-/// A row of images (the query, then its neighbours) at `side` pixels each.
-data::Image image_row(const std::vector<data::Image>& images, int64_t side = 96);
+/// A row of images (the query, then its neighbours; a red line after the query) at
+/// `side` pixels each, each with its lines of `captions` under it (none: no captions;
+/// else one list per image, each line cut to the image's width). Throws
+/// std::invalid_argument when the counts differ.
+data::Image image_row(const std::vector<data::Image>& images, const std::vector<std::vector<std::string>>& captions = {},
+                      int64_t side = 96);
 
 }  // namespace alexnet
