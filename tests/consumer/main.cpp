@@ -1,4 +1,4 @@
-// The README's example, built by the tests against the installed library and
+// A program using the network alone, built by the tests against the installed library and
 // through add_subdirectory.
 #include <alexnet/network/model.h>
 
