@@ -117,7 +117,67 @@ def main():
             print(f"  alexnet classify --weights net.pt photo.jpg: {top}")
         if "Run::resume" in s["code"] and not re.search(r"^epoch 3: ", out, re.M):
             sys.exit(f"{s['where']}: the training snippet printed no progress up to epoch 3:\n{out}")
-    print("every snippet built; every one not marked build-only ran")
+    python_snippets(o, scratch)
+    commands(o)
+    print("every snippet built; every one not marked build-only ran; every alexnet command line names real flags")
+
+
+def blocks(source, languages):
+    pages = [os.path.join(source, "README.md")] + sorted(glob.glob(os.path.join(source, "docs", "*.md")))
+    for page in pages:
+        text = open(page, encoding="utf-8").read()
+        for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, re.S | re.M):
+            if m.group(1) in languages:
+                yield f"{os.path.relpath(page, source)}:{text.count(chr(10), 0, m.start()) + 1}", m.group(2)
+
+
+def python_snippets(o, scratch):
+    """The Python snippets, run in the scratch folder after the C++ ones (whose checkpoints
+    they read, exported as the pages say), `images` a batch of zeros where they use it."""
+    for fmt, source, out in (("torchvision", "alexnet-imagenet.pt", "tv.pth"), ("grouped", "net.pt", "paper.pth"),
+                             ("torchscript", "net.pt", "alexnet.ts")):
+        run([o.cli, "export", "--weights", source, "--format", fmt, "--out", out], cwd=scratch, what=f"export {out}")
+    if not os.path.exists(os.path.join(scratch, "scripts")):
+        os.symlink(os.path.join(o.source, "scripts"), os.path.join(scratch, "scripts"))
+    count = 0
+    for where, code in blocks(o.source, ("python",)):
+        prelude = "import torch\nimages = torch.zeros(2, 3, 227, 227)\n" if re.search(r"\bimages\b", code) else ""
+        run([sys.executable, "-c", prelude + code], cwd=scratch, what=where)
+        print(f"{where}: ran (Python)")
+        count += 1
+    if count < 3:
+        sys.exit(f"only {count} Python snippets found")
+
+
+def commands(o):
+    """Every `alexnet SUBCOMMAND ...` line of the shell snippets names a subcommand and
+    flags the tool has (its --help lists them): a renamed flag cannot linger in a page."""
+    helps = {}
+    checked = 0
+    for where, code in blocks(o.source, ("sh", "bash")):
+        for line in code.replace("\\\n", " ").splitlines():
+            line = line.split("#", 1)[0]
+            words = line.split()
+            at = next((i for i, w in enumerate(words) if w == "alexnet" or w.endswith("/alexnet")), None)
+            if at is None or at + 1 >= len(words) or words[at + 1].startswith("-"):
+                continue
+            sub = [words[at + 1]]
+            if sub[0] == "import" and at + 2 < len(words):
+                sub.append(words[at + 2])
+            key = " ".join(sub)
+            if key not in helps:
+                result = subprocess.run([o.cli, *sub, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True)
+                if result.returncode != 0:
+                    sys.exit(f"{where}: 'alexnet {key}' is not a subcommand: {result.stdout.strip()}")
+                helps[key] = set(re.findall(r"(--[a-z0-9][a-z0-9-]*)", result.stdout))
+            for flag in re.findall(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*)", " ".join(words[at + 1:])):
+                if flag not in helps[key]:
+                    sys.exit(f"{where}: 'alexnet {key}' has no flag {flag} (alexnet {key} --help)")
+            checked += 1
+    print(f"{checked} alexnet command lines name real subcommands and flags")
+    if checked < 20:
+        sys.exit(f"only {checked} alexnet command lines found")
 
 
 if __name__ == "__main__":
