@@ -68,7 +68,9 @@ void add_convert_commands(CLI::App& app) {
     cmd->add_option("--input-size", f->input_size, "Caffe: the network's input side (its crop_size)")
         ->capture_default_str();
     cmd->add_option("--out", f->out, "The checkpoint to write")->required();
-    cmd->add_option("--classes", f->classes, "Class names, one per line, in output order (default: the indices)");
+    cmd->add_option("--class-names", f->classes,
+                    "File of class names, one per line, in output order (default: the indices)");
+    cmd->add_option("--classes", f->classes)->group("");  // the old name, hidden
     cmd->add_flag("--overwrite", f->overwrite, "Replace an existing --out");
     cmd->callback([f] {
       refuse_existing(f->out, f->overwrite);
@@ -81,7 +83,7 @@ void add_convert_commands(CLI::App& app) {
         options.classes = names;
         options.input_size = f->input_size;
         const auto model = convert_caffe(f->in, f->out, options);
-        if (names.empty()) spdlog::warn("no --classes: the {} classes are named by their indices", model->options.num_classes());
+        if (names.empty()) spdlog::warn("no --class-names: the {} classes are named by their indices", model->options.num_classes());
         spdlog::info("{} -> {} (Caffe, {}, {} classes; BGR made RGB at conv1; mean: {})", f->in, f->out,
                      model->options.pool_before_lrn() ? "CaffeNet's order" : "bvlc_alexnet's order",
                      model->options.num_classes(), f->mean.empty() ? "Caffe's ImageNet channel means" : f->mean);
@@ -93,7 +95,7 @@ void add_convert_commands(CLI::App& app) {
       if (!f->mean.empty()) throw std::runtime_error("--mean is for --from caffe");
       const auto model = convert_torchvision(f->in, f->out, names);
       const auto classes = model->options.num_classes();
-      if (names.empty()) spdlog::warn("no --classes: the {} classes are named by their indices", classes);
+      if (names.empty()) spdlog::warn("no --class-names: the {} classes are named by their indices", classes);
       spdlog::info("{} -> {} (torchvision, {} classes, torchvision's preprocessing: 256, centre 224, "
                    "ImageNet mean and std)", f->in, f->out, classes);
     });

@@ -291,7 +291,7 @@ TEST_CASE("convert, classify --json and export on the command line agree with to
   python("make " + dir + " zip photo");
   std::string out;
   auto sh = [&](const std::string& args) { return test::run(cli + " " + args, out, true); };
-  REQUIRE(sh("convert --from torchvision " + dir + "/tv-zip.pth --out " + dir + "/tv.pt --classes " + dir +
+  REQUIRE(sh("convert --from torchvision " + dir + "/tv-zip.pth --out " + dir + "/tv.pt --class-names " + dir +
              "/classes.txt") == 0);
   // The checkpoint carries torchvision's preprocessing: no flags to remember.
   REQUIRE(test::run(cli + " classify --precision fp32 --weights " + dir + "/tv.pt --top 1000 --json " + dir + "/photo.png > " + dir +
