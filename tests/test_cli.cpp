@@ -156,7 +156,7 @@ TEST_CASE("alexnet train, evaluate and classify work from the command line, Ctrl
               out) == 0);
   CHECK_THAT(out, Catch::Contains("info: precision fp32\n"));
   std::smatch numbers;
-  REQUIRE(std::regex_search(out, numbers, std::regex("\"probability\":([-0-9.e]+)\}\],\"logits\":\\[([^\\]]+)\\]\\}\n$")));
+  REQUIRE(std::regex_search(out, numbers, std::regex(R"re("probability":([-0-9.e]+)\}\],"logits":\[([^\]]+)\]\}\n$)re")));
   std::vector<double> logits;
   {
     std::istringstream list(numbers[2].str());

@@ -55,15 +55,13 @@ struct Archive {
 using Kind = detail::PickleValue::Kind;
 
 Archive open(const std::string& path) {
-  if (const auto special = detail::special_file(path); !special.empty()) {
-    fail(path, special + ", not weights: give a regular file");
-  }
+  // A file of another kind is named as such, with what to do (a FIFO before anything
+  // opens it: that would wait for a writer).
+  if (const auto kind = detail::foreign_file(path, detail::Expected::kCheckpoint); !kind.empty()) fail(path, kind);
   {
     std::ifstream probe(path, std::ios::binary);
     if (!probe) fail(path, std::strerror(errno));
   }
-  // A file of another kind is named as such, with what to do.
-  if (const auto kind = detail::foreign_file(path, detail::Expected::kCheckpoint); !kind.empty()) fail(path, kind);
   // Our own bounded reader (zip.h, pickle.h): LibTorch's trusts the sizes a damaged
   // file claims, and its TorchScript parser crashes on damaged source
   // (fuzz/corpus/checkpoint/crash-*).

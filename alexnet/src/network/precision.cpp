@@ -58,6 +58,10 @@ bool runs_channels_last(Precision precision, const c10::Device& device, bool ask
 }
 
 Precision resolve(Precision precision, const std::vector<c10::Device>& devices) {
+  if (precision == Precision::kFp16 &&
+      std::any_of(devices.begin(), devices.end(), [](const c10::Device& d) { return d.is_cpu(); })) {
+    throw OptionError("precision", "fp16 needs a CUDA device; on CPUs use bf16");
+  }
   if (precision != Precision::kAuto) return precision;
   const bool cpu = std::all_of(devices.begin(), devices.end(), [](const c10::Device& d) { return d.is_cpu(); });
   return cpu && cpu_bf16() == CpuBf16::kNative ? Precision::kBf16 : Precision::kFp32;
@@ -99,9 +103,6 @@ AutocastGuard::AutocastGuard(c10::DeviceType device, Precision precision) : devi
   if (precision == Precision::kFp32) return;
   if (device != c10::kCPU && device != c10::kCUDA) {
     throw std::invalid_argument("mixed precision needs a CPU or CUDA device");
-  }
-  if (precision == Precision::kFp16 && device == c10::kCPU) {
-    throw OptionError("precision", "fp16 needs a CUDA device; on CPUs use bf16");
   }
   active_ = true;
   was_enabled_ = autocast_enabled(device);

@@ -75,13 +75,27 @@ TensorArchive::TensorArchive(const std::string& path) : path_(path) {
       if (entry.name.compare(0, slash, archive) != 0) throw std::runtime_error("a zip archive with two top folders");
       records_.emplace(entry.name.substr(slash + 1), std::move(entry));
     }
-    // Every record but the storages' is checked now; each storage when it is read.
-    std::vector<ZipEntry> small;
+    // Every record but the storages' is checked now; each storage when it is read. The
+    // small ones (data.pkl, byteorder, ...) are read once: checked, then used.
+    constexpr uint64_t kHeld = uint64_t{1} << 24;
+    std::map<std::string, std::string> held;
+    std::vector<ZipEntry> large;
     for (const auto& [name, entry] : records_) {
-      if (name.rfind("data/", 0) != 0) small.push_back(entry);
+      if (name.rfind("data/", 0) == 0) continue;
+      if (entry.size > kHeld) {
+        large.push_back(entry);
+        continue;
+      }
+      auto bytes = read(entry.offset, static_cast<size_t>(entry.size));
+      if (bytes.size() != entry.size || crc32(bytes.data(), bytes.size()) != entry.crc32) {
+        throw std::runtime_error("a damaged or truncated zip archive (entry '" + entry.name +
+                                 "' fails its CRC-32 check)");
+      }
+      held.emplace(name, std::move(bytes));
     }
-    check_crcs(read, small);
+    check_crcs(read, large);
     auto record = [&](const std::string& name) {
+      if (const auto it = held.find(name); it != held.end()) return it->second;
       const auto it = records_.find(name);
       if (it == records_.end()) throw std::runtime_error("the archive has no record '" + name + "'");
       return read(it->second.offset, static_cast<size_t>(it->second.size));

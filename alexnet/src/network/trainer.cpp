@@ -113,11 +113,8 @@ void validate(const TrainerOptions& o) {
 Trainer::Trainer(AlexNet model, TrainerOptions options) : impl_(std::make_unique<Impl>(std::move(model), options)) {
   validate(options);
   auto& m = *impl_;
-  m.options.precision(resolve(options.precision(), m.model->tower_devices()));
+  m.options.precision(resolve(options.precision(), m.model->tower_devices()));  // fp16 refused off CUDA
   options = m.options;
-  if (options.precision() == Precision::kFp16 && !m.device().is_cuda()) {
-    throw OptionError("precision", "fp16 needs a CUDA device; on CPUs use bf16");
-  }
   m.scaler = LossScaler(options.precision() == Precision::kFp16);
   set_tf32(options.tf32());
   // Each parameter's layer, by identity: the towers' and torchvision's names differ.

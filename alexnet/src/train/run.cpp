@@ -423,11 +423,7 @@ void check(const RunConfig& c) {
   if (!c.stats().empty() && !fs::exists(c.stats())) {
     throw OptionError("stats", "'" + c.stats() + "' does not exist (alexnet stats writes it)");
   }
-  const auto& devices = c.devices();
-  if (c.trainer().precision() == Precision::kFp16 &&
-      !std::all_of(devices.begin(), devices.end(), [](const c10::Device& d) { return d.is_cuda(); })) {
-    throw OptionError("precision", "fp16 needs a CUDA device; on CPUs use bf16");
-  }
+  resolve(c.trainer().precision(), c.devices());  // fp16 off CUDA refused before anything is made
 }
 
 // The network a run trains: the preset's, or the one `base` describes (the weights a

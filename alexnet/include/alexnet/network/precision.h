@@ -41,6 +41,7 @@ CpuBf16 cpu_bf16();
 std::string describe(CpuBf16 support);
 
 /// `precision` on `devices`, kAuto made fp32 or bf16 (its rule above); others as given.
+/// Throws OptionError for fp16 where a device is a CPU (fp16 runs on CUDA; on CPUs, bf16).
 Precision resolve(Precision precision, const std::vector<c10::Device>& devices);
 
 /// Whether the network runs channels-last (NHWC): when `asked`, and always for bf16 on
