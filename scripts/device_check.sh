@@ -116,7 +116,7 @@ run_tests() {
   skipped=$(grep -c 'skipped: ' "$logs/$stage.log")
   echo "{\"ran\": $ran, \"skipped\": $skipped, \"exit\": $status}" > "$logs/$stage.figures"
   [ "$status" = 0 ] || fail "$(grep -m1 -E '^test cases:' "$logs/$stage.log" || echo "the test binary exited with $status")"
-  # On a GPU machine a test may skip for want of a second GPU, never for want of one:
+  # On a machine with a GPU a test may skip for want of a second GPU, never for want of one:
   # tests that did not see the GPU have checked nothing.
   if [ "$mode" = device ]; then
     local blind

@@ -152,7 +152,7 @@ TEST_CASE("the device check's test selection takes every CUDA test and no hidden
   CHECK(names("~[cuda]").count("distributed worker") == 1);
 }
 
-// On the GPU machine, a CUDA test that skipped for want of a device checked nothing: the
+// On a GPU, a CUDA test that skipped for want of a device checked nothing: the
 // device check's test stage must fail, not pass. Where there is no GPU (CI), running
 // the stage in device mode here is exactly that case. And a speed ratio under its
 // target is reported as such (exit 3: the summary's "below_target"), not as a pass.
