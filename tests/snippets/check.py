@@ -22,22 +22,16 @@ import subprocess
 import sys
 
 PHOTOS = "/usr/lib/python3/dist-packages/skimage/data"
-FENCE = re.compile(r"^```cpp\n(.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 MARK = re.compile(r"<!-- snippet: build only: (.+?) -->\s*$")
 
 
 def snippets(source):
-    pages = [os.path.join(source, "README.md")] + sorted(glob.glob(os.path.join(source, "docs", "*.md")))
     found = []
-    for page in pages:
-        text = open(page, encoding="utf-8").read()
-        for m in FENCE.finditer(text):
-            line = text.count("\n", 0, m.start()) + 1
-            before = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1]
-            mark = MARK.search(before)
-            name = re.sub(r"[^A-Za-z0-9]", "_", os.path.relpath(page, source)[:-3]) + f"_{line}"
-            found.append({"name": name, "where": f"{os.path.relpath(page, source)}:{line}", "code": m.group(1),
-                          "build_only": mark.group(1) if mark else None})
+    for where, code, before in blocks(source, ("cpp",)):
+        mark = MARK.search(before)
+        name = re.sub(r"[^A-Za-z0-9]", "_", where.replace(".md:", "_"))
+        found.append({"name": name, "where": where, "code": code, "build_only": mark.group(1) if mark else None})
     return found
 
 
@@ -123,12 +117,15 @@ def main():
 
 
 def blocks(source, languages):
+    """(page:line, code, the line before the fence) for each fenced block in `languages`
+    of README.md and docs/*.md, in page order."""
     pages = [os.path.join(source, "README.md")] + sorted(glob.glob(os.path.join(source, "docs", "*.md")))
     for page in pages:
         text = open(page, encoding="utf-8").read()
-        for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, re.S | re.M):
+        for m in FENCE.finditer(text):
             if m.group(1) in languages:
-                yield f"{os.path.relpath(page, source)}:{text.count(chr(10), 0, m.start()) + 1}", m.group(2)
+                before = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1]
+                yield f"{os.path.relpath(page, source)}:{text.count(chr(10), 0, m.start()) + 1}", m.group(2), before
 
 
 def python_snippets(o, scratch):
@@ -140,7 +137,7 @@ def python_snippets(o, scratch):
     if not os.path.exists(os.path.join(scratch, "scripts")):
         os.symlink(os.path.join(o.source, "scripts"), os.path.join(scratch, "scripts"))
     count = 0
-    for where, code in blocks(o.source, ("python",)):
+    for where, code, _ in blocks(o.source, ("python",)):
         prelude = "import torch\nimages = torch.zeros(2, 3, 227, 227)\n" if re.search(r"\bimages\b", code) else ""
         run([sys.executable, "-c", prelude + code], cwd=scratch, what=where)
         print(f"{where}: ran (Python)")
@@ -154,7 +151,7 @@ def commands(o):
     flags the tool has (its --help lists them): a renamed flag cannot linger in a page."""
     helps = {}
     checked = 0
-    for where, code in blocks(o.source, ("sh", "bash")):
+    for where, code, _ in blocks(o.source, ("sh", "bash")):
         for line in code.replace("\\\n", " ").splitlines():
             line = line.split("#", 1)[0]
             words = line.split()
