@@ -1,5 +1,6 @@
 #include "helpers.h"
 
+#include <alexnet/network/dropout.h>
 #include <alexnet/network/lrn.h>
 #include <alexnet/network/model.h>
 #include <alexnet/network/pooling.h>
@@ -258,6 +259,61 @@ TEST_CASE("The paper's alternatives: tanh, non-overlapping pooling, one tower, n
                          .pool_stride(2)
                          .lrn(c10::nullopt);
   CHECK(AlexNetOptions::from_json(every.to_json()).to_json() == every.to_json());
+}
+
+TEST_CASE("alexnet::dropout keeps 1 - p of the units, scaled, its masks fixed by the seed and independent",
+          "[model][dropout]") {
+  for (const auto type : {at::kFloat, at::kBFloat16, at::kDouble}) {
+    for (const double p : {0.5, 0.3, 0.9}) {
+      INFO("dtype " << type << ", p " << p);
+      const auto x = at::ones({256, 4096}, at::dtype(type));  // 1,048,576 units
+      torch::manual_seed(5);
+      const auto y = alexnet::dropout(x, p, true).to(at::kDouble);
+      const double dropped = (y == 0).to(at::kDouble).mean().item<double>();
+      CHECK(std::abs(dropped - p) < 0.003);  // 6 standard errors
+      // Kept units carry exactly 1 / (1 - p) in the input's type (bfloat16: rounded once).
+      const double scale = at::scalar_tensor(1 / (1 - p), at::dtype(type)).item<double>();
+      CHECK(at::equal(y.masked_select(y != 0), at::full({(y != 0).sum().item<int64_t>()}, scale, at::kDouble)));
+      torch::manual_seed(5);
+      CHECK(at::equal(alexnet::dropout(x, p, true).to(at::kDouble), y));  // the seed fixes the mask
+    }
+  }
+  const auto x = at::ones({256, 4096});
+  torch::manual_seed(6);
+  const auto a = alexnet::dropout(x, 0.5, true) != 0, b = alexnet::dropout(x, 0.5, true) != 0;
+  // Two draws, neighbours along a row and down a column: independent masks agree on
+  // about half the units (a mask repeating itself, or shifted, would agree far more).
+  auto agreement = [](const at::Tensor& u, const at::Tensor& v) { return (u == v).to(at::kDouble).mean().item<double>(); };
+  CHECK(std::abs(agreement(a, b) - 0.5) < 0.003);
+  CHECK(std::abs(agreement(a.narrow(1, 0, 4095), a.narrow(1, 1, 4095)) - 0.5) < 0.003);
+  CHECK(std::abs(agreement(a.narrow(0, 0, 255), a.narrow(0, 1, 255)) - 0.5) < 0.003);
+  CHECK(std::abs(agreement(a.narrow(0, 0, 128), a.narrow(0, 128, 128)) - 0.5) < 0.003);
+}
+
+TEST_CASE("alexnet::dropout's gradient passes through the kept units alone, scaled as they were",
+          "[model][dropout]") {
+  for (const bool channels_last : {false, true}) {
+    INFO("channels-last " << channels_last);
+    auto x = at::randn({8, 16, 9, 9});
+    if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+    x.requires_grad_(true);
+    torch::manual_seed(7);
+    const auto y = alexnet::dropout(x, 0.4, true);
+    CHECK(y.is_contiguous(channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
+    const auto g = at::randn_like(y);
+    y.backward(g);
+    const auto kept = (y != 0).to(at::kFloat);
+    CHECK(at::equal(y.detach(), x.detach() * (kept / 0.6f)));
+    CHECK(at::equal(x.grad(), g * (kept / 0.6f)));
+  }
+  // Not training, or p = 0: the input itself. NaN stays NaN where dropped (the mask
+  // multiplies, as in torch::dropout); p = 1 zeroes; p outside [0, 1] is refused.
+  const auto x = at::randn({4, 100});
+  CHECK(alexnet::dropout(x, 0.5, false).is_same(x));
+  CHECK(alexnet::dropout(x, 0, true).is_same(x));
+  CHECK(alexnet::dropout(at::full({4, 100}, NAN), 0.5, true).isnan().all().item<bool>());
+  CHECK(at::equal(alexnet::dropout(x, 1, true), at::zeros_like(x)));
+  CHECK_THROWS_WITH(alexnet::dropout(x, 1.5, true), Catch::Contains("probability must be between 0 and 1, got 1.5"));
 }
 
 TEST_CASE("Dropout is active only in training", "[model]") {

@@ -4,6 +4,7 @@
 #include "network/json.h"
 #include "network/loading.h"
 
+#include <alexnet/network/dropout.h>
 #include <alexnet/network/pooling.h>
 
 #include <c10/core/Event.h>
@@ -11,7 +12,6 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/nn/functional/activation.h>
-#include <torch/nn/functional/dropout.h>
 #include <torch/nn/functional/pooling.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/dropout.h>
@@ -498,7 +498,11 @@ torch::Tensor AlexNetImpl::forward_torchvision(const torch::Tensor& images, Laye
   // classifier: dropout, fc6, relu, dropout, fc7, relu, fc8; modules run up to each Layer.
   const std::array<size_t, 4> ends{0, 3, 6, 7};
   auto module = classifier->begin();
-  for (size_t i = 0; i < ends[static_cast<size_t>(last)]; ++i, ++module) x = module->forward(x);
+  for (size_t i = 0; i < ends[static_cast<size_t>(last)]; ++i, ++module) {
+    // The Dropout modules name torchvision's layers; the masks are alexnet::dropout's.
+    const auto* drop = module->ptr()->as<torch::nn::DropoutImpl>();
+    x = drop ? alexnet::dropout(x, drop->options.p(), is_training()) : module->forward(x);
+  }
   return x;
 }
 
@@ -518,9 +522,9 @@ torch::Tensor AlexNetImpl::forward_one_tower(const torch::Tensor& images, Layer 
   x = pool(activate(t.conv5(x), o), o).flatten(1);
   if (last == Layer::kPool5) return x;
   const double p = o.dropout();
-  x = torch::dropout(activate(t.fc6(x), o), p, is_training());
+  x = alexnet::dropout(activate(t.fc6(x), o), p, is_training());
   if (last == Layer::kFc6) return x;
-  x = torch::dropout(activate(t.fc7(x), o), p, is_training());
+  x = alexnet::dropout(activate(t.fc7(x), o), p, is_training());
   if (last == Layer::kFc7) return x;
   return t.fc8(x);
 }
@@ -558,9 +562,9 @@ torch::Tensor AlexNetImpl::forward_grouped(const torch::Tensor& images, Layer la
     return torch::cat({a->forward(x), b->forward(x)}, 1);
   };
   const double p = options.dropout();
-  x = torch::dropout(activate(fc(t0.fc6, t1.fc6), o), p, is_training());
+  x = alexnet::dropout(activate(fc(t0.fc6, t1.fc6), o), p, is_training());
   if (last == Layer::kFc6) return x;
-  x = torch::dropout(activate(fc(t0.fc7, t1.fc7), o), p, is_training());
+  x = alexnet::dropout(activate(fc(t0.fc7, t1.fc7), o), p, is_training());
   if (last == Layer::kFc7) return x;
   return fc(t0.fc8, t1.fc8);
 }
@@ -615,7 +619,7 @@ torch::Tensor AlexNetImpl::forward_towers(const torch::Tensor& images, Layer las
   if (last == Layer::kPool5) return streams.finish(joined[0]);
   for (auto fc : {&TowerImpl::fc6, &TowerImpl::fc7}) {
     h = each([&](TowerImpl& tower, int t) {
-      return torch::dropout(activate((tower.*fc)(joined[t]), o), p, is_training());
+      return alexnet::dropout(activate((tower.*fc)(joined[t]), o), p, is_training());
     });
     joined = streams.join(h);
     if (last == (fc == &TowerImpl::fc6 ? Layer::kFc6 : Layer::kFc7)) {
