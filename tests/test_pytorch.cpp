@@ -337,6 +337,49 @@ TEST_CASE("Archives made to mislead are refused in one line", "[pytorch]") {
   write_zip(dir + "/many.pth", many + ".");
   CHECK_THAT(message("many.pth"), Catch::Contains("more than 1048576 values"));
 
+  // A protocol Python's pickle does not know, and bytes after the pickle's STOP.
+  write_zip(dir + "/protocol.pth", "\x80\x63}.");
+  CHECK(message("protocol.pth") ==
+        "'" + dir + "/protocol.pth': malformed pickle at byte 2: protocol 99, where pickle has 0 to 5");
+  write_zip(dir + "/trailing.pth", "\x80\x02}.junk");
+  CHECK(message("trailing.pth") ==
+        "'" + dir + "/trailing.pth': data.pkl goes on for 4 bytes after its pickle ends (not one torch.save wrote)");
+
+  // One tensor, its storage offset, element count and key as given (BININT, 4 bytes).
+  auto tensor_pickle = [](int32_t offset, int32_t numel, const std::string& key) {
+    auto int4 = [](int32_t v) {
+      std::string b = "J";
+      for (int i = 0; i < 4; ++i) b += static_cast<char>((static_cast<uint32_t>(v) >> (8 * i)) & 0xFF);
+      return b;
+    };
+    auto text = [](const std::string& t) {
+      std::string b = "X";
+      for (int i = 0; i < 4; ++i) b += static_cast<char>((t.size() >> (8 * i)) & 0xFF);
+      return b + t;
+    };
+    return "\x80\x02}" + text("w") + "ctorch._utils\n_rebuild_tensor_v2\n((" + text("storage") +
+           "ctorch\nFloatStorage\n" + text(key) + text("cpu") + int4(numel) + "tQ" + int4(offset) + "K\x02\x85K\x01\x85" +
+           "\x89" "ccollections\nOrderedDict\n)RtRs.";
+  };
+  auto write_tensor = [&](const std::string& name, const std::string& pickle) {
+    caffe2::serialize::PyTorchStreamWriter writer(dir + "/" + name);
+    writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+    const std::string data(8, '\0');
+    writer.writeRecord("data/0", data.data(), data.size());
+    writer.writeEndOfFile();
+  };
+  write_tensor("tensor.pth", tensor_pickle(0, 2, "0"));
+  REQUIRE(read_state_dict(dir + "/tensor.pth").size() == 1);  // the pickle is well made
+  write_tensor("offset.pth", tensor_pickle(-1, 2, "0"));
+  CHECK_THAT(message("offset.pth"), Catch::EndsWith(": a tensor starts at element -1 of its storage"));
+  write_tensor("numel.pth", tensor_pickle(0, -1, "0"));
+  CHECK(message("numel.pth") == "'" + dir + "/numel.pth': storage '0' has -1 elements");
+  write_tensor("key.pth", tensor_pickle(0, 2, "\x1b[2J" + std::string(100000, 'k')));
+  const auto refused = message("key.pth");
+  CHECK_THAT(refused, Catch::Contains("that torch.save does not write"));
+  CHECK(refused.find('\x1b') == std::string::npos);
+  CHECK(refused.size() < 300);
+
   // Two records of the same length, then the directory edited.
   const std::string pickle = "\x80\x02}q\x00.";
   auto two_records = [&](const std::string& path) {

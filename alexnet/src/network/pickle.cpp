@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 #include <caffe2/serialize/inline_container.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <map>
 #include <sstream>
@@ -66,7 +68,12 @@ class Reader {
       const size_t op_at = at_;
       const auto op = static_cast<uint8_t>(*take(1));
       switch (op) {
-        case kProto: take(1); break;
+        case kProto: {
+          const auto version = static_cast<uint8_t>(*take(1));
+          // Python's pickle reads protocols up to 5; torch.save writes 2.
+          if (version > 5) fail("protocol " + std::to_string(version) + ", where pickle has 0 to 5");
+          break;
+        }
         case kFrame: take(8); break;
         case kStop:
           if (stack_.size() != 1 || !marks_.empty()) fail("ends with " + std::to_string(stack_.size()) + " values");
@@ -388,7 +395,8 @@ class Reader {
           fail("a tensor's sizes and strides overflow");
         }
       }
-      if (offset < 0 || (!empty && last >= storage.numel)) {
+      if (offset < 0) fail("a tensor starts at element " + std::to_string(offset) + " of its storage");
+      if (!empty && last >= storage.numel) {
         throw std::runtime_error("a tensor reaches element " + std::to_string(last) + " of a storage of " +
                                  std::to_string(storage.numel));
       }
@@ -520,8 +528,18 @@ PickleValuePtr unpickle(const char* data, size_t size, size_t* offset, const Per
 StorageId parse_storage_id(const PickleValue& id) {
   const auto& t = id.items;
   if (id.kind != Kind::kTuple || t.size() < 5 || t[0]->kind != Kind::kString || t[0]->text != "storage" ||
-      t[1]->kind != Kind::kGlobal || t[2]->kind != Kind::kString || t[4]->kind != Kind::kInt || t[4]->integer < 0) {
+      t[1]->kind != Kind::kGlobal || t[2]->kind != Kind::kString || t[4]->kind != Kind::kInt) {
     throw std::runtime_error("unexpected persistent id (" + id.describe() + "), not a PyTorch storage");
+  }
+  // torch.save's keys are numbers ("0", "1", ...): a key is printed in messages, so
+  // one that could carry anything else (terminal escapes, megabytes) is refused here.
+  const auto& key = t[2]->text;
+  const bool plain = !key.empty() && key.size() <= 64 && std::all_of(key.begin(), key.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+  });
+  if (!plain) throw std::runtime_error("a storage key '" + printable(key) + "' that torch.save does not write");
+  if (t[4]->integer < 0) {
+    throw std::runtime_error("storage '" + key + "' has " + std::to_string(t[4]->integer) + " elements");
   }
   StorageId s{t[2]->text, storage_dtype(t[1]->text), t[4]->integer};
   if (t.size() > 5 && t[5]->kind != Kind::kNone) s.view = t[5].get();

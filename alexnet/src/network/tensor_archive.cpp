@@ -134,6 +134,11 @@ TensorArchive::TensorArchive(const std::string& path) : path_(path) {
       }
       return storage_value(storage->meta, 0, id.numel);
     });
+    // torch.save's data.pkl is one pickle: bytes after its STOP are not PyTorch's.
+    if (offset != pickle.size()) {
+      throw std::runtime_error("data.pkl goes on for " + std::to_string(pickle.size() - offset) +
+                               " bytes after its pickle ends (not one torch.save wrote)");
+    }
   } catch (...) {
     ::close(fd_);
     throw;
