@@ -36,9 +36,15 @@ inline uint32_t mix32(uint32_t x) {
 
 struct Mask {
   uint64_t key;
-  uint32_t threshold;  // keep when the hash is below; 0 drops all
+  uint32_t threshold;  // keep when the hash is below
   double scale;        // 1 / (1 - p)
 };
+
+// The mask of `key` for p in [0, 1): threshold (1 - p) 2^32 rounded, at most 2^32 - 1
+// (p below 2^-33 keeps nearly all).
+Mask mask_of(uint64_t key, double p) {
+  return {key, static_cast<uint32_t>(std::min(std::nearbyint((1 - p) * 4294967296.0), 4294967295.0)), 1 / (1 - p)};
+}
 
 // out[j] = in[j] * (kept ? scale : 0) for j in [0, len), element j's hash being
 // mix32(mix32((first + j) ^ k0) + k). Plain arguments: the loop vectorises.
@@ -74,30 +80,25 @@ void apply_mask(const T* in, T* out, int64_t n, const Mask& m) {
 class DropoutFunction : public torch::autograd::Function<DropoutFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, double p) {
-    Mask m;
+    uint64_t key;
     {
       auto generator = at::detail::getDefaultCPUGenerator();
       std::lock_guard<std::mutex> lock(generator.mutex());
-      m.key = generator.get<at::CPUGeneratorImpl>()->random64();
+      key = generator.get<at::CPUGeneratorImpl>()->random64();
     }
-    // (1 - p) 2^32 rounded, at most 2^32 - 1: p below 2^-33 keeps (nearly) all.
-    m.threshold = static_cast<uint32_t>(std::min(std::nearbyint((1 - p) * 4294967296.0), 4294967295.0));
-    m.scale = 1 / (1 - p);
     const auto layout = kernel_layout(input);
     const auto x = input.contiguous(layout);
     auto y = at::empty_like(x);
-    run(x, y, m);
+    run(x, y, mask_of(key, p));
     ctx->saved_data["channels_last"] = layout == at::MemoryFormat::ChannelsLast;
-    ctx->saved_data["key"] = static_cast<int64_t>(m.key);
-    ctx->saved_data["threshold"] = static_cast<int64_t>(m.threshold);
-    ctx->saved_data["scale"] = m.scale;
+    ctx->saved_data["key"] = static_cast<int64_t>(key);
+    ctx->saved_data["p"] = p;
     return y;
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grad_outputs) {
-    const Mask m{static_cast<uint64_t>(ctx->saved_data["key"].toInt()),
-                 static_cast<uint32_t>(ctx->saved_data["threshold"].toInt()), ctx->saved_data["scale"].toDouble()};
+    const auto m = mask_of(static_cast<uint64_t>(ctx->saved_data["key"].toInt()), ctx->saved_data["p"].toDouble());
     // The gradient in the forward's layout: element i meets the mask of output i.
     const auto gc = grad_outputs[0].contiguous(ctx->saved_data["channels_last"].toBool() ? at::MemoryFormat::ChannelsLast
                                                                                      : at::MemoryFormat::Contiguous);
@@ -120,10 +121,7 @@ at::Tensor dropout(const at::Tensor& input, double p, bool train) {
   TORCH_CHECK(p >= 0 && p <= 1, "dropout: probability must be between 0 and 1, got ", p);
   if (!train || p == 0) return input;
   RECORD_USER_SCOPE("alexnet::dropout");  // named in LibTorch's profiler
-  const auto type = input.scalar_type();
-  const bool fused = input.device().is_cpu() && input.layout() == at::kStrided && input.numel() > 0 && p < 1 &&
-                     (type == at::kFloat || type == at::kDouble || type == at::kBFloat16);
-  if (!fused) return at::dropout(input, p, train);
+  if (p == 1 || !detail::fused_kernel_takes(input)) return at::dropout(input, p, train);
   return DropoutFunction::apply(input, p);
 }
 

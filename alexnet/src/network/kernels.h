@@ -26,6 +26,14 @@ inline at::MemoryFormat kernel_layout(const at::Tensor& x) {
              : at::MemoryFormat::Contiguous;
 }
 
+/// Whether the fused CPU kernels (LRN, pooling, dropout) take `x`: a non-empty strided
+/// CPU tensor of float, double or bfloat16. Others go to LibTorch's operators.
+inline bool fused_kernel_takes(const at::Tensor& x) {
+  const auto type = x.scalar_type();
+  return x.device().is_cpu() && x.layout() == at::kStrided && x.numel() > 0 &&
+         (type == at::kFloat || type == at::kDouble || type == at::kBFloat16);
+}
+
 /// The bits of a float or double as the unsigned integer of its size (for tests and
 /// reductions in integer arithmetic, which vectorise where float ones would not).
 template <typename A>

@@ -558,12 +558,7 @@ torch::Tensor local_response_norm(const torch::Tensor& input, const LRNOptions& 
                                   int64_t groups) {
   check_arguments(input, options, groups);
   RECORD_USER_SCOPE("alexnet::local_response_norm");  // named in LibTorch's profiler
-  const bool fused = input.device().is_cpu() && input.layout() == torch::kStrided &&
-                     (input.scalar_type() == torch::kFloat || input.scalar_type() == torch::kDouble ||
-                      input.scalar_type() == torch::kBFloat16);
-  if (!fused || input.numel() == 0) {
-    return detail::local_response_norm_composite(input, options, groups);
-  }
+  if (!detail::fused_kernel_takes(input)) return detail::local_response_norm_composite(input, options, groups);
   return LRNFunction::apply(input, options.size(), effective_alpha(options), options.beta(),
                             options.k(), groups);
 }

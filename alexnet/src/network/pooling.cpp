@@ -304,10 +304,9 @@ at::Tensor max_pool2d(const at::Tensor& input, int64_t kernel_size, int64_t stri
   TORCH_CHECK(input.size(2) >= kernel_size && input.size(3) >= kernel_size, "max_pool2d: input of ",
               input.size(2), "x", input.size(3), " is smaller than one ", kernel_size, "x", kernel_size, " window");
   RECORD_USER_SCOPE("alexnet::max_pool2d");  // named in LibTorch's profiler
-  const auto type = input.scalar_type();
-  const bool fused = input.device().is_cpu() && input.layout() == at::kStrided && input.numel() > 0 &&
-                     (type == at::kFloat || type == at::kDouble || type == at::kBFloat16);
-  if (!fused) return at::max_pool2d(input, {kernel_size, kernel_size}, {stride, stride}, {0, 0}, {1, 1}, ceil_mode);
+  if (!detail::fused_kernel_takes(input)) {
+    return at::max_pool2d(input, {kernel_size, kernel_size}, {stride, stride}, {0, 0}, {1, 1}, ceil_mode);
+  }
   return MaxPoolFunction::apply(input, kernel_size, stride, ceil_mode);
 }
 
