@@ -4,6 +4,7 @@
 #include "network/json.h"
 #include "network/loading.h"
 
+#include <alexnet/network/convolution.h>
 #include <alexnet/network/dropout.h>
 #include <alexnet/network/pooling.h>
 
@@ -42,6 +43,12 @@ torch::Tensor pool(const torch::Tensor& x, const AlexNetOptions& o) {
 
 torch::Tensor activate(torch::Tensor x, const AlexNetOptions& o) {
   return o.activation() == Activation::kTanh ? x.tanh_() : x.relu_();
+}
+
+// conv2-conv5 (stride 1, padding k / 2) through alexnet::conv2d, whose backward pass
+// suits oneDNN.
+torch::Tensor convolve(const torch::nn::Conv2d& layer, const torch::Tensor& x) {
+  return conv2d(x, layer->weight, layer->bias, /*stride=*/1, /*padding=*/layer->weight.size(2) / 2);
 }
 
 thread_local bool uninitialized = false;
@@ -516,10 +523,10 @@ torch::Tensor AlexNetImpl::forward_one_tower(const torch::Tensor& images, Layer 
     return o.pool_before_lrn() ? normalise(pool(x, o)) : pool(normalise(x), o);
   };
   auto x = normalise_pool(activate(t.conv1(images.to(tower_devices()[0])), o));
-  x = normalise_pool(activate(t.conv2(x), o));
-  x = activate(t.conv3(x), o);
-  x = activate(t.conv4(x), o);
-  x = pool(activate(t.conv5(x), o), o).flatten(1);
+  x = normalise_pool(activate(convolve(t.conv2, x), o));
+  x = activate(convolve(t.conv3, x), o);
+  x = activate(convolve(t.conv4, x), o);
+  x = pool(activate(convolve(t.conv5, x), o), o).flatten(1);
   if (last == Layer::kPool5) return x;
   const double p = o.dropout();
   x = alexnet::dropout(activate(t.fc6(x), o), p, is_training());
@@ -539,8 +546,8 @@ torch::Tensor AlexNetImpl::forward_grouped(const torch::Tensor& images, Layer la
   const auto& o = options;
   auto conv = [&](const torch::Tensor& x, const torch::nn::Conv2d& a, const torch::nn::Conv2d& b, int64_t stride,
                   int64_t padding, int64_t groups) {
-    return activate(torch::conv2d(x, torch::cat({a->weight, b->weight}), torch::cat({a->bias, b->bias}), stride,
-                                  padding, /*dilation=*/1, groups),
+    return activate(alexnet::conv2d(x, torch::cat({a->weight, b->weight}), torch::cat({a->bias, b->bias}), stride,
+                                    padding, groups),
                     o);
   };
   auto normalise = [&](const torch::Tensor& x) {
@@ -608,12 +615,12 @@ torch::Tensor AlexNetImpl::forward_towers(const torch::Tensor& images, Layer las
     return each([&](TowerImpl&, int t) { return pool(h[t], o); });
   };
   auto h = after_conv(each([&](TowerImpl& tower, int t) { return activate(tower.conv1(streams.take(t, images)), o); }));
-  h = after_conv(each([&](TowerImpl& tower, int t) { return activate(tower.conv2(h[t]), o); }));
+  h = after_conv(each([&](TowerImpl& tower, int t) { return activate(convolve(tower.conv2, h[t]), o); }));
   auto joined = streams.join(h);
   h = each([&](TowerImpl& tower, int t) {
-    auto x = activate(tower.conv3(joined[t]), o);
-    x = activate(tower.conv4(x), o);
-    return pool(activate(tower.conv5(x), o), o).flatten(1);
+    auto x = activate(convolve(tower.conv3, joined[t]), o);
+    x = activate(convolve(tower.conv4, x), o);
+    return pool(activate(convolve(tower.conv5, x), o), o).flatten(1);
   });
   joined = streams.join(h);
   if (last == Layer::kPool5) return streams.finish(joined[0]);

@@ -1,6 +1,8 @@
 #include <alexnet/network/error.h>
 #include <alexnet/network/precision.h>
 
+#include "network/autocast.h"
+
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
@@ -13,27 +15,29 @@
 #endif
 
 namespace alexnet {
-namespace {
 
-// LibTorch 2.4 replaced the per-device autocast setters with device-generic ones.
+// LibTorch 2.4 replaced the per-device autocast functions with device-generic ones.
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-bool autocast_enabled(c10::DeviceType d) { return at::autocast::is_autocast_enabled(d); }
+bool detail::autocast_enabled(c10::DeviceType d) { return at::autocast::is_autocast_enabled(d); }
+c10::ScalarType detail::autocast_dtype(c10::DeviceType d) { return at::autocast::get_autocast_dtype(d); }
+namespace {
 void set_autocast(c10::DeviceType d, bool on) { at::autocast::set_autocast_enabled(d, on); }
-c10::ScalarType autocast_dtype(c10::DeviceType d) { return at::autocast::get_autocast_dtype(d); }
 void set_autocast_dtype(c10::DeviceType d, c10::ScalarType t) { at::autocast::set_autocast_dtype(d, t); }
+}  // namespace
 #else
-bool autocast_enabled(c10::DeviceType d) {
+bool detail::autocast_enabled(c10::DeviceType d) {
   return d == c10::kCPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
 }
+c10::ScalarType detail::autocast_dtype(c10::DeviceType d) {
+  return d == c10::kCPU ? at::autocast::get_autocast_cpu_dtype() : at::autocast::get_autocast_gpu_dtype();
+}
+namespace {
 void set_autocast(c10::DeviceType d, bool on) {
   if (d == c10::kCPU) {
     at::autocast::set_cpu_enabled(on);
   } else {
     at::autocast::set_enabled(on);
   }
-}
-c10::ScalarType autocast_dtype(c10::DeviceType d) {
-  return d == c10::kCPU ? at::autocast::get_autocast_cpu_dtype() : at::autocast::get_autocast_gpu_dtype();
 }
 void set_autocast_dtype(c10::DeviceType d, c10::ScalarType t) {
   if (d == c10::kCPU) {
@@ -42,9 +46,9 @@ void set_autocast_dtype(c10::DeviceType d, c10::ScalarType t) {
     at::autocast::set_autocast_gpu_dtype(t);
   }
 }
+}  // namespace
 #endif
 
-}  // namespace
 
 template <>
 const std::vector<std::pair<std::string, Precision>>& names<Precision>() {
@@ -105,8 +109,8 @@ AutocastGuard::AutocastGuard(c10::DeviceType device, Precision precision) : devi
     throw std::invalid_argument("mixed precision needs a CPU or CUDA device");
   }
   active_ = true;
-  was_enabled_ = autocast_enabled(device);
-  old_dtype_ = autocast_dtype(device);
+  was_enabled_ = detail::autocast_enabled(device);
+  old_dtype_ = detail::autocast_dtype(device);
   set_autocast(device, true);
   set_autocast_dtype(device, precision == Precision::kBf16 ? at::kBFloat16 : at::kHalf);
   at::autocast::increment_nesting();
