@@ -124,7 +124,7 @@ int usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) return usage();
+  if (argc < 2 || argc % 2 != 0) return usage();  // a mode, then flags each with a value
   Args a;
   a.mode = argv[1];
   for (int i = 2; i + 1 < argc; i += 2) {
