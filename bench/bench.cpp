@@ -258,7 +258,7 @@ int main(int argc, char** argv) {
   auto images = torch::randn({a.batch, 3, size, size}).to(device);
   const auto precision = alexnet::parse<alexnet::Precision>("precision", a.precision);
   const auto labels = torch::randint(0, 1000, {a.batch}).to(device);
-  const bool channels_last = alexnet::runs_channels_last(precision, device, a.channels_last);
+  const bool channels_last = alexnet::runs_channels_last(device, a.channels_last);
   std::function<void()> step;
   std::unique_ptr<alexnet::Trainer> trainer;
   std::unique_ptr<alexnet::ProcessGroup> group;

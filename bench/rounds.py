@@ -6,8 +6,8 @@ over rounds, each ratio the median of the per-round ratios with its range. Print
 
 Baselines: Python on Debian's python3-torch (the same LibTorch) with glibc's allocator
 and with tcmalloc and jemalloc preloaded, jemalloc with the MALLOC_CONF of PyTorch's
-CPU performance guide (which recommends either), and for bf16 also channels-last (as
-the guide runs CNNs); a ratio is against the fastest of them in that round. Roofline: the CPU's
+CPU performance guide (which recommends either), and also channels-last with tcmalloc (as
+the guide runs CNNs, and as ours runs on a CPU); a ratio is against the fastest of them in that round. Roofline: the CPU's
 GEMM rate at the same precision and thread count (alexnet_bench gemm), beside each
 network's achieved GFLOP/s (multiply-adds per image from alexnet::summarize, x 3 for
 training: forward, and the two products of the backward pass).
@@ -119,8 +119,8 @@ def main():
         def baselines(mode, arch, precision):
             key = (mode, arch, precision)
             variants = list(allocs.items())
-            if precision == "bf16" and "tcmalloc" in allocs:
-                # PyTorch's guide also runs bf16 CNNs channels-last on CPUs.
+            if "tcmalloc" in allocs:
+                # PyTorch's guide also runs CNNs channels-last on CPUs.
                 variants.append(("tcmalloc_channels_last", allocs["tcmalloc"]))
             for name, path in variants:
                 env = dict(os.environ)
@@ -153,8 +153,8 @@ def main():
                 if args.only not in ("", kernel):
                     continue
                 for precision in ("fp32", "bf16"):
-                    # In the layout a training step gives the kernel: bf16 trains channels-last.
-                    layout = ["--channels-last", "1" if precision == "bf16" else "0"]
+                    # In the layout a training step gives the kernel: channels-last on a CPU.
+                    layout = ["--channels-last", "1"]
                     k = run_json([args.bench, kernel, "--precision", precision, "--batch", str(args.batch)] + layout
                                  + common)
                     add((kernel, precision, "ours"), k["ours"])
@@ -205,7 +205,7 @@ def main():
         if (kernel, precision, "ours") in samples:
             ours, ref = samples[(kernel, precision, "ours")], samples[(kernel, precision, "libtorch")]
             print(json.dumps({"figure": f"{kernel}_forward_backward_ms", "precision": precision,
-                              "channels_last": precision == "bf16",
+                              "channels_last": True,
                               "ours": spread(ours), "libtorch": spread(ref),
                               "speedup": spread([r / o for o, r in zip(ours, ref)])}), flush=True)
     for p, v in gemm.items():

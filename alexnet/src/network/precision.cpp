@@ -57,9 +57,7 @@ const std::vector<std::pair<std::string, Precision>>& names<Precision>() {
   return table;
 }
 
-bool runs_channels_last(Precision precision, const c10::Device& device, bool asked) {
-  return asked || (precision == Precision::kBf16 && device.is_cpu());
-}
+bool runs_channels_last(const c10::Device& device, bool asked) { return asked || device.is_cpu(); }
 
 Precision resolve(Precision precision, const std::vector<c10::Device>& devices) {
   if (precision == Precision::kFp16 &&
@@ -93,7 +91,7 @@ CpuBf16 cpu_bf16() {
 std::string describe(CpuBf16 support) {
   switch (support) {
     case CpuBf16::kNative:
-      return "this CPU multiplies in bf16 (AVX512_BF16 or AMX): bf16 runs channels-last, faster than fp32";
+      return "this CPU multiplies in bf16 (AVX512_BF16 or AMX): bf16 is faster than fp32";
     case CpuBf16::kEmulated:
       return "this CPU has AVX-512 but no bf16 instructions: bf16 is converted to fp32 and no faster";
     case CpuBf16::kNone:

@@ -179,7 +179,7 @@ std::pair<AlexNet, Preprocessing> load_for_inference(const std::string& path, Pr
   precision = resolve(precision, {cpu});  // fp16 refused there
   const bool reduced = precision == Precision::kBf16;
   CheckpointExtras extras;
-  auto model = detail::load(path, {cpu}, reduced ? c10::kBFloat16 : c10::kFloat, runs_channels_last(precision, cpu),
+  auto model = detail::load(path, {cpu}, reduced ? c10::kBFloat16 : c10::kFloat, runs_channels_last(cpu),
                             &extras);
   model->eval();
   return {model, Preprocessing::from(extras, path)};

@@ -73,7 +73,7 @@ struct Trainer::Impl {
 
   bool parallel() const { return group && group->size() > 1; }
   c10::Device device() const { return model->tower_devices().front(); }
-  bool channels_last() const { return runs_channels_last(options.precision(), device(), options.channels_last()); }
+  bool channels_last() const { return runs_channels_last(device(), options.channels_last()); }
   void update();
 };
 

@@ -51,7 +51,7 @@ struct Compute {
 Compute compute_for(const AlexNetImpl& model, Precision asked) {
   const auto device = model.tower_devices().front();
   const auto precision = inference_precision(model, asked);
-  return {precision, device, runs_channels_last(precision, device)};
+  return {precision, device, runs_channels_last(device)};
 }
 
 // `layer`'s activations for the network input `x` (float32, as Preprocessing::apply

@@ -253,7 +253,7 @@ const std::vector<Entry>& table() {
       ALEXNET_TRAINER_SETTING(precision, Kind::kText, name_of(o.precision()),
                             o.precision(choice<Precision>("precision", t)), false, "fp32; bf16 (autocast, CPU or CUDA); fp16 (autocast and loss scaling, CUDA); auto (bf16 on CPUs that multiply in bf16, else fp32; the run records which)", name_list<Precision>()),
       ALEXNET_TRAINER_SETTING(channels_last, Kind::kSwitch, o.channels_last() ? "true" : "false",
-                            o.channels_last(flag("channels_last", t)), false, "Channels-last (NHWC) convolutions, faster on GPUs (always on for bf16 on CPUs)", {}),
+                            o.channels_last(flag("channels_last", t)), false, "Channels-last (NHWC) convolutions, faster on GPUs (always on on CPUs)", {}),
       ALEXNET_TRAIN_SETTING(mean, Kind::kText, o.mean() ? name_of(*o.mean()) : std::string(),
                             o.mean(t.empty() ? c10::optional<Mean>() : c10::optional<Mean>(choice<Mean>("mean", t))),
                             false, "Subtract the mean image or the channel means (none: image for two towers, channels for torchvision)", name_list<Mean>()),

@@ -51,11 +51,11 @@ struct TrainerOptions {
   /// Weight decay (Section 5: 0.0005), multiplied by the learning rate in the update.
   TORCH_ARG(double, weight_decay) = 5e-4;
   /// fp32, or autocast to bf16 (CPU or CUDA) or fp16 with dynamic loss scaling (CUDA).
-  /// bf16 on a CPU runs channels-last whatever `channels_last` says; cpu_bf16() tells
-  /// whether this CPU multiplies in bf16 (then faster than fp32) or emulates it.
+  /// cpu_bf16() tells whether this CPU multiplies in bf16 (then faster than fp32) or
+  /// emulates it.
   TORCH_ARG(Precision, precision) = Precision::kFp32;
   /// Convolution weights and inputs in channels-last (NHWC) layout, faster on GPUs
-  /// (and always taken for bf16 on CPUs).
+  /// (and always taken on CPUs: runs_channels_last).
   TORCH_ARG(bool, channels_last) = false;
   /// TensorFloat-32 on CUDA (set_tf32); off: full float32, as the paper.
   TORCH_ARG(bool, tf32) = false;
@@ -140,9 +140,8 @@ class Trainer {
   /// (each rank's parameters' bit patterns summed, all-reduced and compared).
   void check_replicas() const;
 
-  /// Whether the step runs the network channels-last: asked for, or bf16 on a CPU
-  /// (oneDNN's bf16 convolutions and the fused LRN and pooling then need no layout
-  /// conversions).
+  /// Whether the step runs the network channels-last: asked for, or on a CPU
+  /// (runs_channels_last).
   bool channels_last() const;
   AlexNet& model();
   const TrainerOptions& options() const;

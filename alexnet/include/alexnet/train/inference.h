@@ -50,7 +50,7 @@ struct InferenceOptions {
   /// Checked before each batch: once set (a signal handler's flag), the function
   /// throws alexnet::Stopped. nullptr: never.
   TORCH_ARG(StopFlag, stop) = nullptr;
-  /// fp32; bf16 (bfloat16 products, channels-last on CPUs); fp16 (CUDA); auto (bf16 on
+  /// fp32; bf16 (bfloat16 products); fp16 (CUDA); auto (bf16 on
   /// CPUs that multiply in bf16, else fp32). A model whose weights are stored in bf16
   /// needs bf16 (or auto resolving to it).
   TORCH_ARG(Precision, precision) = Precision::kFp32;
