@@ -11,6 +11,7 @@
 #include <torch/autograd.h>
 
 #include <array>
+#include <tuple>
 
 namespace alexnet {
 namespace {
@@ -59,7 +60,7 @@ class ConvolutionFunction : public torch::autograd::Function<ConvolutionFunction
       const std::array<int64_t, 1> bias_sizes{weight.size(0)};
       const std::array<int64_t, 2> ones{1, 1}, pad{padding, padding}, zeros{0, 0};
       std::tie(std::ignore, grad_weight, grad_bias) =
-          at::convolution_backward(g, input, weight, has_bias ? at::OptionalIntArrayRef(bias_sizes) : c10::nullopt,
+          at::convolution_backward(g, input, weight, has_bias ? at::OptionalIntArrayRef(bias_sizes) : at::OptionalIntArrayRef(),
                                    ones, pad, ones, /*transposed=*/false, zeros, groups, {false, weight_grad, bias_grad});
     }
     return {grad_input, grad_weight, grad_bias, at::Tensor(), at::Tensor()};
