@@ -83,16 +83,26 @@ TEST_CASE("bf16 autocast runs the network on the CPU and ends with its scope", "
 
 namespace {
 
+struct OneStep {
+  AlexNet model;
+  torch::Tensor images, labels;
+};
+
+// The network and batch both gradients below start from.
+OneStep one_step() {
+  torch::manual_seed(3);
+  AlexNet model(AlexNetOptions::paper().num_classes(10).input_size(99).dropout(0).init(Init::kPyTorch));
+  auto images = torch::randn({8, 3, 99, 99});
+  return {model, images, torch::arange(8) % 10};
+}
+
 // The gradients of one Trainer::step, read from the update: with lr 1, no weight decay
 // and no momentum yet, w changes by -grad. Dropout off, so both precisions see one net.
 // On a CPU the Trainer runs channels-last in every precision.
 std::vector<torch::Tensor> step_gradients(Precision precision) {
-  torch::manual_seed(3);
-  AlexNet model(AlexNetOptions::paper().num_classes(10).input_size(99).dropout(0).init(Init::kPyTorch));
+  auto [model, images, labels] = one_step();
   const auto before = test::snapshot(*model);
   Trainer trainer(model, TrainerOptions().lr(1).weight_decay(0).precision(precision));
-  const auto images = torch::randn({8, 3, 99, 99});
-  const auto labels = torch::arange(8) % 10;
   trainer.step(images, labels);
   std::vector<torch::Tensor> gradients;
   const auto after = test::snapshot(*model);
@@ -102,10 +112,7 @@ std::vector<torch::Tensor> step_gradients(Precision precision) {
 
 // The same gradients in float32 NCHW, by hand (the Trainer's loss, no Trainer).
 std::vector<torch::Tensor> nchw_gradients() {
-  torch::manual_seed(3);
-  AlexNet model(AlexNetOptions::paper().num_classes(10).input_size(99).dropout(0).init(Init::kPyTorch));
-  const auto images = torch::randn({8, 3, 99, 99});
-  const auto labels = torch::arange(8) % 10;
+  auto [model, images, labels] = one_step();
   model->train();
   torch::nn::functional::cross_entropy(model->forward(images), labels).backward();
   std::vector<torch::Tensor> gradients;

@@ -35,7 +35,6 @@ class ConvolutionFunction : public torch::autograd::Function<ConvolutionFunction
     ctx->save_for_backward({input, weight});
     ctx->saved_data["padding"] = padding;
     ctx->saved_data["groups"] = groups;
-    ctx->saved_data["bias"] = bias.defined();
     return at::conv2d(input, weight, bias, 1, padding, 1, groups);
   }
 
@@ -46,7 +45,6 @@ class ConvolutionFunction : public torch::autograd::Function<ConvolutionFunction
     const auto& weight = saved[1];
     const int64_t padding = ctx->saved_data["padding"].toInt();
     const int64_t groups = ctx->saved_data["groups"].toInt();
-    const bool has_bias = ctx->saved_data["bias"].toBool();
     const auto g = grad_outputs[0].to(input.scalar_type()).contiguous(at::MemoryFormat::ChannelsLast);
     at::Tensor grad_input;
     if (ctx->needs_input_grad(0)) {
@@ -54,25 +52,24 @@ class ConvolutionFunction : public torch::autograd::Function<ConvolutionFunction
       grad_input = at::conv2d(g, transposed_kernel(weight, groups), {}, 1, reach, 1, groups);
     }
     const bool weight_grad = ctx->needs_input_grad(1);
-    const bool bias_grad = has_bias && ctx->needs_input_grad(2);
+    const bool bias_grad = ctx->needs_input_grad(2);  // false for an undefined bias
     at::Tensor grad_weight, grad_bias;
     if (weight_grad || bias_grad) {
       const std::array<int64_t, 1> bias_sizes{weight.size(0)};
       const std::array<int64_t, 2> ones{1, 1}, pad{padding, padding}, zeros{0, 0};
       std::tie(std::ignore, grad_weight, grad_bias) =
-          at::convolution_backward(g, input, weight, has_bias ? at::OptionalIntArrayRef(bias_sizes) : at::OptionalIntArrayRef(),
+          at::convolution_backward(g, input, weight, bias_grad ? at::OptionalIntArrayRef(bias_sizes) : at::OptionalIntArrayRef(),
                                    ones, pad, ones, /*transposed=*/false, zeros, groups, {false, weight_grad, bias_grad});
     }
     return {grad_input, grad_weight, grad_bias, at::Tensor(), at::Tensor()};
   }
 };
 
-// Whether the backward pass above serves: a CPU, channels-last, stride-1 convolution
+// Whether the backward pass above serves: a CPU, channels-last (so 4-D), stride-1 convolution
 // whose input needs a gradient, padded by at most k - 1 (a transposed padding >= 0).
 bool transposed_backward_serves(const at::Tensor& input, const at::Tensor& weight, int64_t stride,
                                 int64_t padding) {
-  return c10::GradMode::is_enabled() && input.requires_grad() && stride == 1 && input.dim() == 4 &&
-         weight.dim() == 4 && detail::fused_kernel_takes(input) && weight.device().is_cpu() &&
+  return c10::GradMode::is_enabled() && input.requires_grad() && stride == 1 && weight.dim() == 4 && detail::fused_kernel_takes(input) && weight.device().is_cpu() &&
          detail::kernel_layout(input) == at::MemoryFormat::ChannelsLast && padding >= 0 &&
          padding <= weight.size(2) - 1 && padding <= weight.size(3) - 1;
 }
