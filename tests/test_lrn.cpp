@@ -265,10 +265,9 @@ TEST_CASE("LRN of channels-last and bfloat16 input matches the formula and keeps
   }
 }
 
-// bfloat16 channels-last (what bf16 training runs) computes s^(-3/4) and 1/s from an
-// estimate of s^(-1/4) refined in float multiplications: a few float ulp from exact,
-// so the rounded output is the exactly rounded one for all but a few elements, each
-// at most one bfloat16 step away. (With one Newton step instead of three, ~10% differ.)
+// bfloat16 channels-last (what bf16 training runs) computes in float32 and rounds
+// once: a float32 result a few ulp from exact rounds as the exact formula's for all but
+// the few elements next to a bfloat16 midpoint, each at most one bfloat16 step away.
 TEST_CASE("LRN of bfloat16 channels-last rounds as the exact formula does", "[lrn]") {
   torch::manual_seed(16);
   const auto options = LRNOptions::paper();
@@ -283,7 +282,7 @@ TEST_CASE("LRN of bfloat16 channels-last rounds as the exact formula does", "[lr
   // Where they differ, by one bfloat16 step (2^-7 relative at most).
   CHECK(((out.to(at::kDouble) - exact.to(at::kDouble)).abs() <= exact.to(at::kDouble).abs() * 0x1p-7).all().item<bool>());
 
-  // Gradients: the same estimate gives 1/s; against the composite form in double,
+  // Gradients: against the composite form in double,
   // from the same bfloat16 input and output gradient, to bfloat16's rounding.
   const auto weights = at::randn_like(out);
   (out * weights).sum().backward();

@@ -71,32 +71,6 @@ inline T inverse_power(T s, T r, T beta) {
   }
 }
 
-// s^(-1/4) in float multiplications alone (no root, no division, which bound the
-// kernels otherwise): an estimate from the bits of s (its exponent and mantissa read
-// as a logarithm), then three Newton steps on y^-4 = s. Relative error at most 1.7e-7
-// (1.4 ulp; every float in [1, 16) checked, and the error repeats every 4 octaves) for
-// s in [2^-64, 2^64]; `outside` flags any other s (0, negative, inf, NaN, extremes),
-// which callers then compute exactly.
-inline float quarter_rsqrt(float s, uint32_t& outside) {
-  uint32_t u;
-  std::memcpy(&u, &s, sizeof u);
-  outside |= static_cast<uint32_t>(u - 0x1F800000u > 0x5F800000u - 0x1F800000u);  // bits of 2^-64, 2^64
-  const uint32_t estimate = 0x4F586666u - (u >> 2);
-  float y;
-  std::memcpy(&y, &estimate, sizeof y);
-  for (int step = 0; step < 3; ++step) {
-    const float y2 = y * y;
-    y = y * (1.25f - 0.25f * s * (y2 * y2));
-  }
-  return y;
-}
-
-// Whether the kernels for storage T and power P use quarter_rsqrt: s^(-3/4) = y^3 and
-// 1/s = y^4 (a few float ulp from exact, which rounding to bfloat16, 2^-8, hides).
-// float32 and double keep the exact roots.
-template <Power P, typename T>
-constexpr bool kEstimated = P == Power::kThreeQuarters && std::is_same_v<T, c10::BFloat16>;
-
 // Runs `body(plane_offset, block_start, block_length)` over [N * groups] x blocks.
 template <typename F>
 void for_each_block(int64_t outer, int64_t channels, int64_t inner, const F& body) {
@@ -349,15 +323,6 @@ void forward_channels_last(const T* a, T* b, int64_t positions, int64_t groups, 
         const T* ai = a + (first + r) * channels;
         T* bi = b + (first + r) * channels;
         const A* q = sq.data() + r * stride;
-        if constexpr (kEstimated<P, T>) {
-          uint32_t outside = 0;
-          for (int64_t c = 0; c < channels; ++c) {
-            const A s = k + alpha * window_sum<S>(q + c, size);
-            const A y = quarter_rsqrt(s, outside);
-            bi[c] = narrow<T>(static_cast<A>(ai[c]) * (y * y * y));
-          }
-          if (outside == 0) continue;  // else the row again, exactly
-        }
         for (int64_t c = 0; c < channels; ++c) {
           const A s = k + alpha * window_sum<S>(q + c, size);
           bi[c] = narrow<T>(static_cast<A>(ai[c]) * inverse_power<P>(s, beta));
@@ -385,17 +350,6 @@ void backward_channels_last(const T* g, const T* a, const T* b, T* grad, int64_t
         const A* q = sq.data() + r * stride;
         A* pr = p.data() + r * channels;
         A* tr = t.data() + r * stride + w.after;
-        if constexpr (kEstimated<P, T>) {
-          uint32_t outside = 0;
-          for (int64_t c = 0; c < channels; ++c) {
-            const A s = k + alpha * window_sum<S>(q + c, size);
-            const A y = quarter_rsqrt(s, outside);
-            const A y2 = y * y;
-            pr[c] = y2 * y;
-            tr[c] = static_cast<A>(g[off + c]) * static_cast<A>(b[off + c]) * (y2 * y2);
-          }
-          if (outside == 0) continue;  // else the row again, exactly
-        }
         for (int64_t c = 0; c < channels; ++c) {
           const A s = k + alpha * window_sum<S>(q + c, size);
           const A r = A(1) / s;
