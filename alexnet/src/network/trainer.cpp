@@ -8,10 +8,8 @@
 #include <alexnet/network/trainer.h>
 
 #include "network/json.h"
-#include "network/kernels.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/Dispatch.h>
 #include <ATen/record_function.h>
 #include <torch/nn/functional/loss.h>
 
@@ -50,43 +48,6 @@ std::vector<std::pair<std::string, at::Generator>> cuda_generators(const AlexNet
     }
   }
   return out;
-}
-
-// Section 5's update of one parameter, v <- momentum v - decay w - rate grad and
-// w <- w + v, in one pass over memory where LibTorch's four in-place operators make
-// four: on a CPU, for float or double parameters whose gradient and velocity share
-// their dense layout. The products and sums are the operators', in their order (the
-// compiler may fuse a product into its sum: a float ulp apart). Anything else (a GPU,
-// other layouts) takes the operators.
-void sgd_update(torch::Tensor& w, const torch::Tensor& grad, torch::Tensor& v, double momentum, double decay,
-                double rate) {
-  const bool fused = w.device().is_cpu() && (w.scalar_type() == at::kFloat || w.scalar_type() == at::kDouble) &&
-                     grad.scalar_type() == w.scalar_type() && v.scalar_type() == w.scalar_type() &&
-                     grad.device().is_cpu() && v.device().is_cpu() && w.is_non_overlapping_and_dense() &&
-                     grad.strides() == w.strides() && v.strides() == w.strides() && grad.sizes() == w.sizes() &&
-                     v.sizes() == w.sizes();
-  if (!fused) {
-    v.mul_(momentum).add_(w, -decay).add_(grad, -rate);
-    w.add_(v);
-    return;
-  }
-  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "alexnet_sgd_update", [&] {
-    auto* wp = w.data_ptr<scalar_t>();
-    const auto* gp = grad.data_ptr<scalar_t>();
-    auto* vp = v.data_ptr<scalar_t>();
-    const auto m = static_cast<scalar_t>(momentum);
-    const auto d = static_cast<scalar_t>(-decay);
-    const auto r = static_cast<scalar_t>(-rate);
-    detail::parallel_for_vectorized(0, w.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        scalar_t step = vp[i] * m;
-        step = step + d * wp[i];
-        step = step + r * gp[i];
-        vp[i] = step;
-        wp[i] = wp[i] + step;
-      }
-    });
-  });
 }
 
 }  // namespace
@@ -215,7 +176,8 @@ void Trainer::Impl::update() {
     if (found == momentum.end()) found = momentum.emplace(item.key(), torch::zeros_like(w)).first;
     auto& v = found->second;
     // Section 5: v <- 0.9 v - 0.0005 lr w - lr grad; w <- w + v.
-    sgd_update(w, w.grad(), v, options.momentum(), options.weight_decay() * rate, rate);
+    v.mul_(options.momentum()).add_(w, -options.weight_decay() * rate).add_(w.grad(), -rate);
+    w.add_(v);
   }
 }
 
