@@ -58,6 +58,11 @@ void add_visual_commands(CLI::App& app) {
     add_inference_flags(cmd, f->options, /*ten_crop=*/false);
     cmd->callback([f] {
       check_writable(f->out, "features");  // before every image is computed
+      // The checkpoint and images are recorded beside the features for `neighbours`:
+      // absolute, so that it finds them from any folder.
+      const auto absolute = [](const std::string& path) { return fs::absolute(path).lexically_normal().string(); };
+      f->weights = absolute(f->weights);
+      for (auto& d : f->data) d = absolute(d);
       auto [model, pre] = load_for_inference(f->weights, f->options.precision());
       std::error_code error;
       const bool collection = f->data.size() == 1 && (fs::is_directory(f->data[0], error) ||

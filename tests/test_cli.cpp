@@ -198,6 +198,17 @@ TEST_CASE("alexnet train, evaluate and classify work from the command line, Ctrl
   REQUIRE(run("cat " + dir + "/f.txt", out) == 0);
   CHECK(out == dir + "/d/one/coffee.png\n" + dir + "/d/one/rocket.jpg\n" + dir + "/d/two/motorcycle_left.png\n" + dir +
                    "/d/two/retina.jpg\n");
+  // Relative paths are recorded absolute: neighbours run from another folder finds the
+  // checkpoint and the images.
+  REQUIRE(run("cd " + dir + " && " + kCli + " features --weights run/best.pt --data d --layer fc6 --out rel.npy", out,
+              true) == 0);
+  REQUIRE(run("cat " + dir + "/rel.txt", out) == 0);
+  CHECK_THAT(out, Catch::StartsWith(dir + "/d/one/coffee.png\n"));
+  CHECK_THAT(alexnet::test::read_text(dir + "/rel.json"), Catch::Contains("\"weights\":\"" + dir + "/run/best.pt\""));
+  REQUIRE(run("cd / && " + kCli + " neighbours --features " + dir + "/rel.npy --query " + dir +
+                  "/d/one/rocket.jpg --k 1 --grid " + dir + "/rel.png",
+              out, true) == 0);
+  CHECK_THAT(out, Catch::EndsWith("\t" + dir + "/d/one/rocket.jpg\n"));
   REQUIRE(run(kCli + " neighbours --features " + dir + "/f.npy --query 1 --k 2 --grid " + dir + "/n.png", out) == 0);
   CHECK_THAT(out, Catch::StartsWith("query " + dir + "/d/one/rocket.jpg\n1\t"));
   CHECK(std::filesystem::exists(dir + "/n.png"));
